@@ -1,8 +1,34 @@
-pub fn hello() -> &'static str { "hi" }
-use mlua::prelude::*;
-#[mlua::lua_module(name = "sharedserver_native")]
-fn native(lua: &Lua) -> LuaResult<LuaTable> {
-    let t = lua.create_table()?;
-    t.set("version", lua.create_function(|_, ()| Ok(hello()))?)?;
-    Ok(t)
-}
+//! sharedserver: one server process shared by many clients.
+//!
+//! The library is the whole product; the `sharedserver` binary and the
+//! Neovim module (`lua` module, built into the cdylib) are thin adapters.
+//!
+//! - [`lockdir`]: where state lives and why it is safe to trust
+//! - [`store`] and [`record`]: the records, their locking and state machine
+//! - [`process`]: process identity (pid + start time), pidfds
+//! - [`lifecycle`]: attach, detach, stop, status: the API both faces use
+//! - [`watcher`] and [`spawn`]: the per-server supervisor process
+//! - [`doctor`]: validation and repair
+
+pub mod doctor;
+pub mod duration;
+pub mod error;
+pub mod lifecycle;
+pub mod lockdir;
+mod lua;
+pub mod name;
+pub mod process;
+pub mod record;
+pub mod spawn;
+pub mod status;
+pub mod store;
+pub mod watcher;
+
+pub use error::{Error, Result};
+pub use lifecycle::{AttachRequest, Attached, IfRunning, Lifecycle, StartSpec};
+pub use name::ServerName;
+pub use record::State;
+pub use status::Status;
+pub use store::Store;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

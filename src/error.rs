@@ -1,0 +1,110 @@
+//! One error type for the whole library. Every variant says what was being
+//! done and to what, so a user reading one line on stderr knows where to look.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug)]
+pub enum Error {
+    /// A filesystem operation failed: (path, what we were doing, cause).
+    Io(PathBuf, &'static str, io::Error),
+    /// A server name that could escape or confuse the lock directory.
+    BadName(String, &'static str),
+    /// A duration string humantime could not parse.
+    BadDuration(String, String),
+    /// The lock directory exists but is not safe to use.
+    UnsafeLockDir(PathBuf, String),
+    /// A record that is not ours, not parseable, or from another version.
+    CorruptRecord(PathBuf, String),
+    /// A record path is a symlink: refused so nobody can redirect our writes.
+    SymlinkRecord(PathBuf),
+    /// The server command could not be started.
+    Spawn(String, String),
+    /// The server started but died before `use` returned.
+    DiedAtStart { name: String, detail: String, log_tail: Option<String> },
+    /// The named server is not running.
+    NotRunning(String),
+    /// The named server is running already (for `admin start`).
+    AlreadyRunning(String, u32),
+    /// A pid given to attach/detach is not a live process or not attached.
+    BadClient(String, String),
+    /// `admin stop` without `--force` while clients are still attached.
+    InUse(String, usize),
+    /// Waiting for something took longer than the deadline.
+    Timeout(String, String),
+    /// Anything else, already phrased for the user.
+    Other(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, doing: &'static str, err: io::Error) -> Self {
+        Error::Io(path.into(), doing, err)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(path, doing, err) => {
+                write!(f, "{doing} {}: {err}", path.display())?;
+                match err.raw_os_error() {
+                    Some(libc::ENOSPC) => write!(f, " (free some space on that filesystem)"),
+                    Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) => write!(
+                        f,
+                        " (make the directory writable, or point SHAREDSERVER_LOCKDIR at one that is)"
+                    ),
+                    _ => Ok(()),
+                }
+            }
+            Error::BadName(name, why) => write!(
+                f,
+                "invalid server name {name:?}: {why} (use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit)"
+            ),
+            Error::BadDuration(text, why) => write!(
+                f,
+                "invalid duration {text:?}: {why} (examples: 500ms, 30s, 5m, 2h30m, 0s)"
+            ),
+            Error::UnsafeLockDir(path, why) => {
+                write!(f, "unsafe lock directory {}: {why}", path.display())
+            }
+            Error::CorruptRecord(path, why) => write!(
+                f,
+                "unreadable record {}: {why} (run `sharedserver admin doctor` to repair it)",
+                path.display()
+            ),
+            Error::SymlinkRecord(path) => write!(
+                f,
+                "refusing to follow symlink {} (remove it; records are never symlinks)",
+                path.display()
+            ),
+            Error::Spawn(program, why) => write!(f, "cannot start {program:?}: {why}"),
+            Error::DiedAtStart { name, detail, log_tail } => {
+                write!(f, "server '{name}' {detail}")?;
+                if let Some(tail) = log_tail {
+                    write!(f, "; last lines of its log:\n{tail}")?;
+                }
+                Ok(())
+            }
+            Error::NotRunning(name) => write!(
+                f,
+                "server '{name}' is not running (start it with `sharedserver use {name} -- CMD...`)"
+            ),
+            Error::AlreadyRunning(name, pid) => write!(
+                f,
+                "server '{name}' is already running as pid {pid} (attach with `sharedserver use {name}`)"
+            ),
+            Error::BadClient(name, why) => write!(f, "server '{name}': {why}"),
+            Error::InUse(name, n) => write!(
+                f,
+                "server '{name}' still has {n} attached client(s); pass --force to stop it anyway"
+            ),
+            Error::Timeout(name, what) => write!(f, "server '{name}': timed out {what}"),
+            Error::Other(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,232 @@
+//! The Neovim native module, `require("sharedserver.native")`: a thin mlua
+//! adapter over [`Lifecycle`]. It holds no state logic of its own; status,
+//! list, incref and decref run in Neovim's process without spawning anything.
+
+use crate::duration;
+use crate::lifecycle::{AttachRequest, IfRunning, Lifecycle, StartSpec};
+use crate::name::ServerName;
+use crate::process::ProcessId;
+use crate::store::Store;
+use crate::Error;
+use mlua::prelude::*;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The `sharedserver` binary used to run watchers (set by `set_binary` or a
+/// `start` spec). Only cold starts and watcher recovery need it.
+static BINARY: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+fn lifecycle() -> LuaResult<Lifecycle> {
+    let store = Store::open().map_err(lua_err)?;
+    let exe = BINARY.lock().map(|b| b.clone()).unwrap_or(None);
+    Ok(Lifecycle::new(store, exe))
+}
+
+fn lua_err(e: Error) -> LuaError {
+    LuaError::RuntimeError(format!("sharedserver: {e}"))
+}
+
+fn name(raw: &str) -> LuaResult<ServerName> {
+    ServerName::parse(raw).map_err(lua_err)
+}
+
+fn client(pid: Option<u32>) -> LuaResult<ProcessId> {
+    match pid {
+        None => Ok(ProcessId::current()),
+        Some(pid) => ProcessId::of(pid).ok_or_else(|| {
+            LuaError::RuntimeError(format!("sharedserver: pid {pid} is not a running process"))
+        }),
+    }
+}
+
+fn to_lua<T: serde::Serialize>(lua: &Lua, value: &T) -> LuaResult<LuaValue> {
+    // Absent values become nil, not a null sentinel, so `if s.pid then` works.
+    let opts = LuaSerializeOptions::new()
+        .serialize_none_to_null(false)
+        .serialize_unit_to_null(false);
+    lua.to_value_with(value, opts)
+}
+
+/// Options accepted by `start(name, spec)`.
+#[derive(Default)]
+struct Spec {
+    command: String,
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+    working_dir: Option<PathBuf>,
+    log_file: Option<PathBuf>,
+    grace_period: Duration,
+    binary: Option<PathBuf>,
+    metadata: Option<String>,
+}
+
+fn spec_from(name: &str, t: &LuaTable) -> LuaResult<Spec> {
+    let bad = |key: &str, want: &str| {
+        LuaError::RuntimeError(format!(
+            "sharedserver: server '{name}': option `{key}` must be {want}"
+        ))
+    };
+    let command: Option<String> = t.get("command").map_err(|_| bad("command", "a string"))?;
+    let grace: LuaValue = t.get("grace_period")?;
+    let grace_period = match grace {
+        LuaValue::Nil => Duration::ZERO,
+        LuaValue::Integer(n) if n >= 0 => Duration::from_secs(n as u64),
+        LuaValue::Number(n) if n >= 0.0 => Duration::from_secs_f64(n),
+        LuaValue::String(s) => duration::parse(&s.to_str()?).map_err(lua_err)?,
+        _ => return Err(bad("grace_period", "a duration string such as \"30m\"")),
+    };
+    Ok(Spec {
+        command: command.ok_or_else(|| bad("command", "a string (the program to run)"))?,
+        args: t
+            .get::<Option<Vec<String>>>("args")
+            .map_err(|_| bad("args", "a list of strings"))?
+            .unwrap_or_default(),
+        env: t
+            .get::<Option<BTreeMap<String, String>>>("env")
+            .map_err(|_| bad("env", "a table of string keys and values"))?
+            .unwrap_or_default(),
+        working_dir: t
+            .get::<Option<String>>("working_dir")
+            .map_err(|_| bad("working_dir", "a string"))?
+            .map(PathBuf::from),
+        log_file: t
+            .get::<Option<String>>("log_file")
+            .map_err(|_| bad("log_file", "a string"))?
+            .map(PathBuf::from),
+        grace_period,
+        binary: t
+            .get::<Option<String>>("binary")
+            .map_err(|_| bad("binary", "a path string"))?
+            .map(PathBuf::from),
+        metadata: t
+            .get::<Option<String>>("metadata")
+            .map_err(|_| bad("metadata", "a string"))?,
+    })
+}
+
+#[mlua::lua_module(name = "sharedserver_native")]
+fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
+    let m = lua.create_table()?;
+    m.set("version", lua.create_function(|_, ()| Ok(crate::VERSION))?)?;
+    m.set(
+        "lockdir",
+        lua.create_function(|_, ()| Ok(crate::lockdir::resolve().to_string_lossy().into_owned()))?,
+    )?;
+    m.set(
+        "set_binary",
+        lua.create_function(|_, path: Option<String>| {
+            if let Ok(mut b) = BINARY.lock() {
+                *b = path.map(PathBuf::from);
+            }
+            Ok(())
+        })?,
+    )?;
+    m.set(
+        "status",
+        lua.create_function(|lua, raw: String| {
+            let status = lifecycle()?.status(&name(&raw)?).map_err(lua_err)?;
+            to_lua(lua, &status)
+        })?,
+    )?;
+    m.set(
+        "list",
+        lua.create_function(|lua, ()| {
+            let out = lua.create_table()?;
+            for (i, entry) in lifecycle()?.list().map_err(lua_err)?.into_iter().enumerate() {
+                let item = match entry {
+                    Ok(status) => to_lua(lua, &status)?,
+                    Err(e) => {
+                        let t = lua.create_table()?;
+                        t.set("state", "error")?;
+                        t.set("error", e.to_string())?;
+                        LuaValue::Table(t)
+                    }
+                };
+                out.set(i + 1, item)?;
+            }
+            Ok(out)
+        })?,
+    )?;
+    m.set(
+        "incref",
+        lua.create_function(|lua, (raw, pid): (String, Option<u32>)| {
+            let req = AttachRequest {
+                name: name(&raw)?,
+                client: client(pid)?,
+                metadata: Some("nvim".into()),
+                start: None,
+                if_running: IfRunning::Attach,
+            };
+            let attached = lifecycle()?.attach(&req).map_err(lua_err)?;
+            to_lua(lua, attached.status())
+        })?,
+    )?;
+    m.set(
+        "decref",
+        lua.create_function(|lua, (raw, pid): (String, Option<u32>)| {
+            let pid = pid.unwrap_or_else(std::process::id);
+            let status = lifecycle()?.detach(&name(&raw)?, pid).map_err(lua_err)?;
+            to_lua(lua, &status)
+        })?,
+    )?;
+    m.set(
+        "start",
+        lua.create_function(|lua, (raw, spec): (String, LuaTable)| {
+            let name = name(&raw)?;
+            let spec = spec_from(&raw, &spec)?;
+            if let Some(bin) = &spec.binary {
+                if let Ok(mut b) = BINARY.lock() {
+                    *b = Some(bin.clone());
+                }
+            }
+            let cwd = match spec.working_dir {
+                Some(dir) => dir,
+                None => std::env::current_dir().map_err(|e| {
+                    lua_err(Error::io(".", "reading the current directory", e))
+                })?,
+            };
+            let mut command = vec![spec.command];
+            command.extend(spec.args);
+            let req = AttachRequest {
+                name,
+                client: ProcessId::current(),
+                metadata: spec.metadata.or(Some("nvim".into())),
+                start: Some(StartSpec {
+                    command,
+                    env: spec.env,
+                    cwd,
+                    log_file: spec.log_file,
+                    grace_period: spec.grace_period,
+                }),
+                if_running: IfRunning::Attach,
+            };
+            let attached = lifecycle()?.attach(&req).map_err(lua_err)?;
+            let status = to_lua(lua, attached.status())?;
+            if let LuaValue::Table(t) = &status {
+                t.set("started", matches!(attached, crate::Attached::Started(_)))?;
+            }
+            Ok(status)
+        })?,
+    )?;
+    m.set(
+        "stop",
+        lua.create_function(|lua, (raw, opts): (String, Option<LuaTable>)| {
+            let force = match &opts {
+                Some(t) => t.get::<Option<bool>>("force")?.unwrap_or(false),
+                None => false,
+            };
+            let timeout = match &opts {
+                Some(t) => match t.get::<Option<String>>("timeout")? {
+                    Some(s) => duration::parse(&s).map_err(lua_err)?,
+                    None => crate::record::DEFAULT_STOP_TIMEOUT,
+                },
+                None => crate::record::DEFAULT_STOP_TIMEOUT,
+            };
+            let status = lifecycle()?.stop(&name(&raw)?, force, timeout).map_err(lua_err)?;
+            to_lua(lua, &status)
+        })?,
+    )?;
+    Ok(m)
+}

@@ -1,0 +1,45 @@
+//! Fallback for systems without /proc and pidfd. Identity degrades to "the
+//! pid exists" (start time 0), and waiting falls back to polling; the Linux
+//! build is the supported one.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+pub fn start_time(pid: u32) -> Option<u64> {
+    // SAFETY: signal 0 only checks existence.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    (rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)).then_some(0)
+}
+
+#[derive(Debug)]
+pub struct PidFd(OwnedFd, u32);
+
+impl PidFd {
+    pub fn open(_pid: u32) -> io::Result<PidFd> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "pidfd needs Linux 5.3+"))
+    }
+    pub fn signal(&self, sig: libc::c_int) -> io::Result<()> {
+        // SAFETY: plain syscall.
+        if unsafe { libc::kill(self.1 as libc::pid_t, sig) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    pub fn has_exited(&self) -> bool {
+        start_time(self.1).is_none()
+    }
+}
+
+impl AsFd for PidFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+pub fn signal_group(_leader: &PidFd, leader_pid: u32, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall.
+    if unsafe { libc::kill(-(leader_pid as libc::pid_t), sig) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

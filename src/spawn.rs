@@ -1,0 +1,182 @@
+//! Starting processes: the watcher (from the CLI or from Neovim) and the
+//! server (from the watcher), plus the one-line handshake between them.
+//!
+//! The caller holds the name's lock for the whole handshake, which is what
+//! makes concurrent `use` calls start exactly one server.
+
+use crate::error::{Error, Result};
+use crate::lockdir;
+use crate::process::ProcessId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// What the caller sends the watcher on its stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Launch {
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: String,
+    pub log_file: Option<String>,
+    /// Supervise this already-running server instead of starting one.
+    pub adopt: Option<ProcessId>,
+}
+
+/// What the watcher answers on its stdout, as one JSON line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hello {
+    Ready {
+        watcher: ProcessId,
+        server: ProcessId,
+        started_at_ms: u64,
+    },
+    SpawnFailed {
+        message: String,
+    },
+    DiedAtStart {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+}
+
+/// Start a detached watcher and wait for its handshake.
+pub fn watcher(exe: &Path, lockdir: &Path, name: &str, launch: &Launch) -> Result<Hello> {
+    let mut cmd = Command::new(exe);
+    cmd.arg0("sharedserver-watcher")
+        .args(["__watch", name])
+        .env(lockdir::ENV_VAR, lockdir)
+        // Do not make the server believe it runs inside a Neovim terminal.
+        .env_remove("NVIM")
+        .env_remove("NVIM_LISTEN_ADDRESS")
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls (setsid, fork, _exit, fcntl).
+    unsafe {
+        cmd.pre_exec(|| {
+            // Fork once more so the watcher is not our child: it is adopted
+            // by init, and a long-lived caller (Neovim) never holds a zombie.
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            match libc::fork() {
+                -1 => return Err(std::io::Error::last_os_error()),
+                0 => {}
+                _ => libc::_exit(0),
+            }
+            close_inherited_fds();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::Spawn(
+            exe.display().to_string(),
+            format!("{e} (the sharedserver binary runs the watcher; reinstall it or fix the path)"),
+        )
+    })?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    // The direct child is the short-lived intermediate; reap it now.
+    let _ = child.wait();
+    let payload = serde_json::to_string(launch).expect("launch serializes");
+    stdin
+        .write_all(payload.as_bytes())
+        .and_then(|_| stdin.write_all(b"\n"))
+        .map_err(|e| Error::Spawn(exe.display().to_string(), format!("watcher handshake: {e}")))?;
+    drop(stdin);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| Error::Spawn(exe.display().to_string(), format!("watcher handshake: {e}")))?;
+    serde_json::from_str(line.trim()).map_err(|_| {
+        Error::Spawn(
+            exe.display().to_string(),
+            "the watcher exited without answering (is this binary the same version?)".into(),
+        )
+    })
+}
+
+/// Mark every descriptor above stderr close-on-exec, so the child inherits
+/// nothing by accident (Neovim, for one, leaks descriptors). Marking rather
+/// than closing keeps std's exec-error pipe working.
+pub(crate) fn close_inherited_fds() {
+    #[cfg(target_os = "linux")]
+    {
+        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+        // SAFETY: plain syscall.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC)
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+    for fd in 3..4096 {
+        // SAFETY: fcntl on an arbitrary fd is harmless if it is not open.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
+/// Start the server itself (called in the watcher): argv verbatim, its own
+/// process group, stdin from /dev/null, output appended to the log.
+pub fn server(launch: &Launch) -> std::io::Result<std::process::Child> {
+    let (program, args) = launch
+        .command
+        .split_first()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
+    let (out, err) = match &launch.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot open log file {path}: {e}"))
+                })?;
+            (Stdio::from(file.try_clone()?), Stdio::from(file))
+        }
+        None => (Stdio::null(), Stdio::null()),
+    };
+    if !Path::new(&launch.cwd).is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("working directory {} does not exist", launch.cwd),
+        ));
+    }
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(&launch.env)
+        .current_dir(&launch.cwd)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    // SAFETY: close_inherited_fds only calls fcntl/syscall.
+    unsafe {
+        cmd.pre_exec(|| {
+            close_inherited_fds();
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => std::io::Error::new(
+            e.kind(),
+            format!("command not found: {program} (check PATH, or use an absolute path)"),
+        ),
+        std::io::ErrorKind::PermissionDenied => std::io::Error::new(
+            e.kind(),
+            format!("{program} is not executable (check its permissions)"),
+        ),
+        _ => e,
+    })
+}

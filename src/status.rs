@@ -1,0 +1,106 @@
+//! The public view of a server, shared by `info --json`, `list --json` and
+//! the native module's `status()`. Documented in doc/ARCHITECTURE.md.
+
+use crate::duration;
+use crate::record::{rfc3339, LastExit, Record, State};
+use serde::Serialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub name: String,
+    pub state: State,
+    pub pid: Option<u32>,
+    pub refcount: usize,
+    pub clients: Vec<ClientStatus>,
+    pub command: Vec<String>,
+    pub grace_period: Option<String>,
+    /// Milliseconds left before a server in grace is stopped.
+    pub grace_remaining_ms: Option<u64>,
+    pub started_at: Option<String>,
+    pub uptime_secs: Option<u64>,
+    pub watcher_pid: Option<u32>,
+    pub log_file: Option<String>,
+    pub cwd: Option<String>,
+    pub last_exit: Option<ExitStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientStatus {
+    pub pid: u32,
+    pub attached_at: String,
+    pub metadata: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExitStatus {
+    pub pid: u32,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub reason: String,
+    pub at: String,
+}
+
+impl From<&LastExit> for ExitStatus {
+    fn from(l: &LastExit) -> Self {
+        ExitStatus {
+            pid: l.pid,
+            code: l.code,
+            signal: l.signal,
+            reason: l.reason.clone(),
+            at: rfc3339(l.at_ms),
+        }
+    }
+}
+
+impl Status {
+    pub fn stopped(name: &str, last: Option<&LastExit>) -> Status {
+        Status {
+            name: name.to_string(),
+            state: State::Stopped,
+            pid: None,
+            refcount: 0,
+            clients: vec![],
+            command: last.map(|l| l.command.clone()).unwrap_or_default(),
+            grace_period: None,
+            grace_remaining_ms: None,
+            started_at: None,
+            uptime_secs: None,
+            watcher_pid: None,
+            log_file: None,
+            cwd: None,
+            last_exit: last.map(ExitStatus::from),
+        }
+    }
+
+    /// Status of a settled record (dead clients already pruned).
+    pub fn of(rec: &Record, last: Option<&LastExit>, now_ms: u64) -> Status {
+        let state = rec.state();
+        Status {
+            name: rec.name.clone(),
+            state,
+            pid: Some(rec.server.pid),
+            refcount: rec.clients.len(),
+            clients: rec
+                .clients
+                .iter()
+                .map(|c| ClientStatus {
+                    pid: c.id.pid,
+                    attached_at: rfc3339(c.attached_at_ms),
+                    metadata: c.metadata.clone(),
+                })
+                .collect(),
+            command: rec.command.clone(),
+            grace_period: Some(duration::format(Duration::from_millis(rec.grace_period_ms))),
+            grace_remaining_ms: (state == State::Grace)
+                .then(|| rec.grace_until_ms.map(|u| u.saturating_sub(now_ms)))
+                .flatten(),
+            started_at: Some(rfc3339(rec.started_at_ms)),
+            uptime_secs: Some(now_ms.saturating_sub(rec.started_at_ms) / 1000),
+            watcher_pid: rec.watcher.map(|w| w.pid),
+            log_file: rec.log_file.clone(),
+            cwd: Some(rec.cwd.clone()),
+            last_exit: last.map(ExitStatus::from),
+        }
+    }
+}
