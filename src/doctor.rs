@@ -1,1 +1,118 @@
-pub fn run(){}
+//! `admin doctor`: validate the lock directory and repair what crashes and
+//! accidents leave behind. Every repair is reported in one line.
+
+use crate::error::{Error, Result};
+use crate::lifecycle::Lifecycle;
+use crate::name::ServerName;
+use crate::record::now_ms;
+use crate::watcher::poke;
+use std::time::{Duration, Instant};
+
+/// Check `only` (or every name) and return what was found and fixed.
+pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
+    let store = &lc.store;
+    let mut report = Vec::new();
+    let dir = store.dir().to_path_buf();
+    let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, "listing", e))?;
+    let mut names = std::collections::BTreeSet::new();
+    for entry in entries.flatten() {
+        let Ok(file) = entry.file_name().into_string() else {
+            continue;
+        };
+        let path = entry.path();
+        if let Some(tmp) = file.strip_prefix('.').and_then(|f| f.strip_suffix(".tmp")) {
+            // `.TARGET.PID.N.tmp`: an interrupted atomic write, if PID is gone.
+            let writer = tmp.rsplitn(3, '.').nth(1).and_then(|p| p.parse::<u32>().ok());
+            if writer.is_some_and(|pid| crate::process::ProcessId::of(pid).is_none()) {
+                let _ = std::fs::remove_file(&path);
+                report.push(format!("removed interrupted write {}", path.display()));
+            }
+            continue;
+        }
+        let Some((stem, ext)) = file.rsplit_once('.') else {
+            continue;
+        };
+        let Ok(name) = ServerName::parse(stem) else {
+            continue;
+        };
+        if only.is_some_and(|o| *o != name) {
+            continue;
+        }
+        if ext == "json" {
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, "removing symlink", e))?;
+                report.push(format!("removed symlink {} (records are never symlinks)", path.display()));
+                continue;
+            }
+            names.insert(name);
+        }
+    }
+    if let Some(name) = only {
+        names.insert(name.clone());
+    }
+    for name in &names {
+        check_one(lc, name, &mut report)?;
+    }
+    Ok(report)
+}
+
+fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Result<()> {
+    let store = &lc.store;
+    let guard = store.lock(name)?;
+    let before = match store.read(name) {
+        Ok(rec) => rec,
+        Err(e @ (Error::CorruptRecord(..) | Error::SymlinkRecord(..))) => {
+            let path = store.record_path(name);
+            let aside = store.path(name, &format!("json.corrupt-{}", now_ms()));
+            std::fs::rename(&path, &aside).map_err(|e| Error::io(&path, "moving aside", e))?;
+            drop(guard);
+            report.push(format!("{name}: {e}"));
+            report.push(format!("{name}: moved it to {}", aside.display()));
+            // A live watcher keeps the record in memory and rewrites it.
+            poke(store, name);
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = store.read(name) {
+                    report.push(format!("{name}: its watcher restored a good record"));
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            report.push(format!(
+                "{name}: no watcher restored it; if a server still runs, find it with `ps -ef | grep 'sharedserver-watcher __watch {name}'`"
+            ));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(before) = before else {
+        return Ok(());
+    };
+    let watcher_was_alive = before.watcher.is_some_and(|w| w.is_alive());
+    let after = lc.supervised(&guard, name)?;
+    match &after {
+        None => report.push(format!(
+            "{name}: server pid {} was gone; cleared its record",
+            before.server.pid
+        )),
+        Some(rec) if !watcher_was_alive && rec.watcher != before.watcher => report.push(format!(
+            "{name}: watcher was gone; restored supervision of pid {} (new watcher {})",
+            rec.server.pid,
+            rec.watcher.map_or(0, |w| w.pid)
+        )),
+        _ => {}
+    }
+    if let Some(mut rec) = after {
+        let clients = rec.clients.len();
+        if rec.settle(now_ms(), |id| id.is_alive()) {
+            store.write(&guard, name, &rec)?;
+            let dropped = clients - rec.clients.len();
+            if dropped > 0 {
+                report.push(format!("{name}: dropped {dropped} dead client(s)"));
+            }
+        }
+        drop(guard);
+        poke(store, name);
+    }
+    Ok(())
+}

@@ -1,1 +1,8 @@
-fn main(){ println!("{}", sharedserver::hello()); }
+//! The `sharedserver` binary: a thin clap front end over the library, and
+//! (through the hidden `__watch` subcommand) the per-server watcher.
+
+mod cli;
+
+fn main() {
+    std::process::exit(cli::main());
+}

@@ -1,0 +1,123 @@
+//! `admin ...`: manual control and repair. Here `--pid` defaults to this
+//! process itself, as in the original tool (use `--pid` to name a client).
+
+use super::attach::{self, StartOptions};
+use super::{client, lifecycle, parse_duration, parse_name};
+use clap::Subcommand;
+use sharedserver::process::ProcessId;
+use sharedserver::{IfRunning, ServerName};
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Start a server (fails if it is running) and attach --pid
+    Start {
+        #[arg(value_parser = parse_name)]
+        name: ServerName,
+        /// Client to attach (default: this process, so the grace period starts at once)
+        #[arg(long)]
+        pid: Option<u32>,
+        #[command(flatten)]
+        start: StartOptions,
+    },
+    /// Stop a server: SIGTERM to its process group, SIGKILL after --timeout
+    Stop {
+        #[arg(value_parser = parse_name)]
+        name: ServerName,
+        /// Stop even if clients are still attached
+        #[arg(long)]
+        force: bool,
+        /// How long to wait after SIGTERM before SIGKILL
+        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        timeout: Duration,
+    },
+    /// Attach --pid to a running server (never starts one)
+    Incref {
+        #[arg(value_parser = parse_name)]
+        name: ServerName,
+        /// Client to attach (default: this process)
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Free text stored with this client
+        #[arg(long)]
+        metadata: Option<String>,
+    },
+    /// Detach --pid from a server
+    Decref {
+        #[arg(value_parser = parse_name)]
+        name: ServerName,
+        /// Client to detach (default: this process)
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Print the recent operations on a server, with results and errors
+    Debug {
+        #[arg(value_parser = parse_name)]
+        name: ServerName,
+    },
+    /// Validate the lock directory and repair stale or damaged state
+    Doctor {
+        #[arg(value_parser = parse_name)]
+        name: Option<ServerName>,
+    },
+    /// SIGKILL the server's process group now and clean up
+    Kill {
+        #[arg(value_parser = parse_name)]
+        name: ServerName,
+    },
+}
+
+pub fn run(cmd: AdminCommand) -> sharedserver::Result<i32> {
+    let me = || Some(ProcessId::current());
+    match cmd {
+        AdminCommand::Start { name, pid, start } => {
+            let client = client(pid, me)?;
+            let Some(spec) = start.spec()? else {
+                return Err(sharedserver::Error::Other(
+                    "admin start needs a command: `sharedserver admin start NAME -- CMD ARGS...`".into(),
+                ));
+            };
+            attach::attach(name, client, None, Some(spec), IfRunning::Fail)
+        }
+        AdminCommand::Incref { name, pid, metadata } => {
+            attach::attach(name, client(pid, me)?, metadata, None, IfRunning::Attach)
+        }
+        AdminCommand::Decref { name, pid } => attach::detach(&name, client_pid(pid)),
+        AdminCommand::Stop { name, force, timeout } => {
+            let s = lifecycle()?.stop(&name, force, timeout)?;
+            println!("stopped {}", s.name);
+            Ok(0)
+        }
+        AdminCommand::Kill { name } => {
+            let s = lifecycle()?.kill(&name)?;
+            println!("killed {}", s.name);
+            Ok(0)
+        }
+        AdminCommand::Debug { name } => {
+            let lc = lifecycle()?;
+            let journal = lc.store.read_journal(&name)?;
+            if journal.is_empty() {
+                println!("no operations recorded for {name}");
+            } else {
+                print!("{journal}");
+            }
+            Ok(0)
+        }
+        AdminCommand::Doctor { name } => {
+            let lc = lifecycle()?;
+            let fixes = sharedserver::doctor::run(&lc, name.as_ref())?;
+            if fixes.is_empty() {
+                println!("{}: all good", lc.store.dir().display());
+            }
+            for fix in fixes {
+                println!("{fix}");
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// For decref a dead pid is fine: it may be exactly what we want to remove.
+fn client_pid(pid: Option<u32>) -> u32 {
+    pid.unwrap_or_else(std::process::id)
+}

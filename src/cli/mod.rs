@@ -1,0 +1,119 @@
+//! Argument parsing and dispatch. Each group of subcommands lives in its own
+//! file; none of them holds state logic, they only call the library.
+
+mod admin;
+mod attach;
+mod show;
+
+use clap::{Parser, Subcommand};
+use sharedserver::{Error, Lifecycle, ServerName, Store};
+use std::time::Duration;
+
+/// Exit code for runtime errors (`check` uses 0-3 for states).
+pub const EXIT_ERROR: i32 = 10;
+/// Exit code for bad command lines (clap errors).
+pub const EXIT_USAGE: i32 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "sharedserver",
+    version,
+    about = "Share one server process between many clients, with reference counting",
+    long_about = "Share one server process between many clients (editors, scripts, tools).\n\
+        Each client takes a reference with `use` and drops it with `unuse` (or by exiting).\n\
+        When the last reference goes, the server is stopped after its grace period.\n\n\
+        State lives in $SHAREDSERVER_LOCKDIR, else $XDG_RUNTIME_DIR/sharedserver,\n\
+        else /tmp/sharedserver-<uid> (mode 0700, owned by you).",
+    after_help = "Exit codes: 0 success; 10 runtime error; 64 bad command line.\n\
+        `check` exits 0 active, 1 grace, 2 stopped or stopping, 10 on error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach to a server, starting it if it is not running
+    Use(attach::UseArgs),
+    /// Detach from a server; the last detach starts its grace period
+    Unuse(attach::UnuseArgs),
+    /// Show every running server
+    List(show::ListArgs),
+    /// Show one server in detail
+    Info(show::InfoArgs),
+    /// Exit 0 if active, 1 in grace, 2 if stopped or stopping (10 on error)
+    Check(show::CheckArgs),
+    /// Print a shell completion script
+    Completion {
+        /// bash, zsh, fish (also elvish, powershell)
+        shell: clap_complete::Shell,
+    },
+    /// Troubleshooting and manual control
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+    #[command(name = "__watch", hide = true)]
+    Watch { name: String },
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Watch { name } => return sharedserver::watcher::main(&name),
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "sharedserver", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Use(args) => attach::use_(args),
+        Command::Unuse(args) => attach::unuse(args),
+        Command::List(args) => show::list(args),
+        Command::Info(args) => show::info(args),
+        Command::Check(args) => show::check(args),
+        Command::Admin(cmd) => admin::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sharedserver: {e}");
+            EXIT_ERROR
+        }
+    }
+}
+
+/// The library's front door, with this binary as the watcher executable.
+pub fn lifecycle() -> sharedserver::Result<Lifecycle> {
+    let exe = std::env::current_exe().ok();
+    Ok(Lifecycle::new(Store::open()?, exe))
+}
+
+pub fn parse_name(raw: &str) -> Result<ServerName, String> {
+    ServerName::parse(raw).map_err(|e| e.to_string())
+}
+
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    sharedserver::duration::parse(raw).map_err(|e| e.to_string())
+}
+
+pub fn parse_env(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {raw:?}")),
+    }
+}
+
+/// Resolve `--pid`: a live process, or a clear error.
+pub fn client(pid: Option<u32>, default: impl FnOnce() -> Option<sharedserver::process::ProcessId>) -> sharedserver::Result<sharedserver::process::ProcessId> {
+    match pid {
+        Some(pid) => sharedserver::process::ProcessId::of(pid)
+            .ok_or_else(|| Error::Other(format!("--pid {pid}: no such running process"))),
+        None => default().ok_or_else(|| Error::Other("cannot identify the calling process; pass --pid".into())),
+    }
+}

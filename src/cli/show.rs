@@ -1,0 +1,132 @@
+//! Read-only commands: `list`, `info`, `check`.
+
+use super::{lifecycle, parse_name, EXIT_ERROR};
+use super::attach::shell_words;
+use clap::Args;
+use sharedserver::{ServerName, State, Status};
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Print a JSON array of status objects (schema in doc/ARCHITECTURE.md)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    #[arg(value_parser = parse_name)]
+    pub name: ServerName,
+    /// Print a JSON status object (schema in doc/ARCHITECTURE.md)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[arg(value_parser = parse_name)]
+    pub name: ServerName,
+}
+
+pub fn list(args: ListArgs) -> sharedserver::Result<i32> {
+    let entries = lifecycle()?.list()?;
+    let mut failed = false;
+    let mut statuses = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(s) if s.state != State::Stopped => statuses.push(s),
+            Ok(_) => {}
+            Err(e) => {
+                failed = true;
+                eprintln!("sharedserver: {e}");
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&statuses).expect("status serializes"));
+    } else if statuses.is_empty() {
+        println!("no servers running");
+    } else {
+        println!("{:<20} {:<9} {:>8} {:>4} {:>9}  COMMAND", "NAME", "STATE", "PID", "REFS", "UPTIME");
+        for s in &statuses {
+            println!(
+                "{:<20} {:<9} {:>8} {:>4} {:>9}  {}",
+                s.name,
+                s.state.as_str(),
+                s.pid.map_or("-".into(), |p| p.to_string()),
+                s.refcount,
+                s.uptime_secs.map_or("-".into(), uptime),
+                shell_words(&s.command)
+            );
+        }
+    }
+    Ok(if failed { EXIT_ERROR } else { 0 })
+}
+
+pub fn info(args: InfoArgs) -> sharedserver::Result<i32> {
+    let s = lifecycle()?.status(&args.name)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s).expect("status serializes"));
+    } else {
+        print_info(&s);
+    }
+    Ok(0)
+}
+
+pub fn check(args: CheckArgs) -> sharedserver::Result<i32> {
+    Ok(match lifecycle()?.status(&args.name)?.state {
+        State::Active => 0,
+        State::Grace => 1,
+        State::Stopped | State::Stopping => 2,
+    })
+}
+
+fn print_info(s: &Status) {
+    let row = |k: &str, v: String| println!("{:<13} {v}", format!("{k}:"));
+    row("name", s.name.clone());
+    row("state", s.state.as_str().to_string());
+    if let Some(pid) = s.pid {
+        row("pid", pid.to_string());
+        row("refcount", s.refcount.to_string());
+        for c in &s.clients {
+            let meta = c.metadata.as_deref().map(|m| format!(" [{m}]")).unwrap_or_default();
+            row("client", format!("{} since {}{meta}", c.pid, c.attached_at));
+        }
+        row("command", shell_words(&s.command));
+        if let Some(cwd) = &s.cwd {
+            row("cwd", cwd.clone());
+        }
+        if let Some(g) = &s.grace_period {
+            row("grace period", g.clone());
+        }
+        if let Some(ms) = s.grace_remaining_ms {
+            row("stops in", uptime(ms / 1000));
+        }
+        if let Some(t) = &s.started_at {
+            row("started at", t.clone());
+        }
+        if let Some(u) = s.uptime_secs {
+            row("uptime", uptime(u));
+        }
+        if let Some(w) = s.watcher_pid {
+            row("watcher pid", w.to_string());
+        }
+        row("log file", s.log_file.clone().unwrap_or_else(|| "(none)".into()));
+    }
+    if let Some(last) = &s.last_exit {
+        let how = match (last.code, last.signal) {
+            (Some(c), _) => format!("code {c}"),
+            (_, Some(sig)) => format!("signal {sig}"),
+            _ => "unknown status".into(),
+        };
+        row("last exit", format!("pid {} {how} ({}) at {}", last.pid, last.reason, last.at));
+    }
+}
+
+fn uptime(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s:02}s"),
+        _ => format!("{h}h{m:02}m"),
+    }
+}

@@ -1,0 +1,152 @@
+//! The shared harness for integration tests: a private lock directory per
+//! test, the real binary, client processes, and polling with a deadline.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sharedserver");
+
+/// One test's world: its own lock directory and scratch space. Dropping it
+/// kills every server the test left running.
+pub struct World {
+    pub tmp: tempfile::TempDir,
+    pub lockdir: PathBuf,
+    clients: Vec<Child>,
+}
+
+impl World {
+    pub fn new() -> World {
+        let tmp = tempfile::Builder::new().prefix("ss-test-").tempdir().unwrap();
+        let lockdir = tmp.path().join("lock");
+        World {
+            tmp,
+            lockdir,
+            clients: Vec::new(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    /// A command for the real binary, pointed at this world's lock dir.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("SHAREDSERVER_LOCKDIR", &self.lockdir)
+            .current_dir(self.tmp.path())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run(self.cmd(args).output().expect("run sharedserver"))
+    }
+
+    /// Run and require success.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let r = self.run(args);
+        assert_eq!(r.code(), 0, "sharedserver {args:?} failed:\n{}", r.stderr());
+        r
+    }
+
+    /// A long-lived stand-in for a client (an editor, a script).
+    pub fn client(&mut self) -> u32 {
+        let child = Command::new("sleep").arg("1000").spawn().expect("spawn client");
+        let pid = child.id();
+        self.clients.push(child);
+        pid
+    }
+
+    /// SIGKILL a client created by `client()` and reap it.
+    pub fn kill_client(&mut self, pid: u32) {
+        if let Some(i) = self.clients.iter().position(|c| c.id() == pid) {
+            let mut c = self.clients.remove(i);
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn info(&self, name: &str) -> Value {
+        let r = self.ok(&["info", name, "--json"]);
+        serde_json::from_str(&r.stdout()).expect("info --json is JSON")
+    }
+
+    pub fn state(&self, name: &str) -> String {
+        self.info(name)["state"].as_str().unwrap().to_string()
+    }
+
+    pub fn check(&self, name: &str) -> i32 {
+        self.run(&["check", name]).code()
+    }
+
+    pub fn record_path(&self, name: &str) -> PathBuf {
+        self.lockdir.join(format!("{name}.json"))
+    }
+
+    pub fn make_lockdir(&self) {
+        std::fs::create_dir_all(&self.lockdir).unwrap();
+        std::fs::set_permissions(&self.lockdir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.lockdir) {
+            for e in entries.flatten() {
+                let file = e.file_name().to_string_lossy().into_owned();
+                if let Some(name) = file.strip_suffix(".json") {
+                    let _ = self.cmd(&["admin", "kill", name]).output();
+                }
+            }
+        }
+        for c in &mut self.clients {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+}
+
+/// Poll `cond` until it holds or `within` passes; panics with `what`.
+pub fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    let mut pause = Duration::from_millis(1);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for: {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+pub fn alive(pid: u32) -> bool {
+    // Zombies count as dead: read the state letter from /proc.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    matches!(state, Some(s) if s != 'Z' && s != 'X')
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+pub fn pid_of(v: &Value) -> u32 {
+    v["pid"].as_u64().expect("status has a pid") as u32
+}

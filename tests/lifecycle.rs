@@ -1,0 +1,242 @@
+//! The lifecycle through the real binary: start, share, detach, grace, stop.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+const SOON: Duration = Duration::from_secs(5);
+
+#[test]
+fn concurrent_use_starts_exactly_one_server() {
+    let mut w = World::new();
+    let starts = w.path("starts");
+    let script = format!("echo $$ >> '{}'; exec sleep 1000", starts.display());
+    for round in 0..20 {
+        let clients: Vec<u32> = (0..16).map(|_| w.client()).collect();
+        let runs: Vec<_> = clients
+            .iter()
+            .map(|pid| {
+                w.cmd(&["use", "one", "--pid", &pid.to_string(), "--", "sh", "-c", &script])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for run in runs {
+            let out = run.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let info = w.info("one");
+        assert_eq!(info["refcount"], 16, "round {round}: every caller is counted");
+        assert_eq!(read(&starts).lines().count(), round + 1, "round {round}: exactly one start");
+        w.ok(&["admin", "stop", "one", "--force"]);
+        for pid in clients {
+            w.kill_client(pid);
+        }
+    }
+}
+
+#[test]
+fn same_client_attached_twice_counts_once() {
+    let mut w = World::new();
+    let pid = w.client().to_string();
+    w.ok(&["use", "s", "--pid", &pid, "--", "sleep", "1000"]);
+    w.ok(&["use", "s", "--pid", &pid, "--", "sleep", "1000"]);
+    assert_eq!(w.info("s")["refcount"], 1);
+}
+
+#[test]
+fn killed_client_is_dropped_quickly() {
+    let mut w = World::new();
+    let a = w.client();
+    let b = w.client();
+    w.ok(&["use", "k", "--grace-period", "1h", "--pid", &a.to_string(), "--", "sleep", "1000"]);
+    w.ok(&["use", "k", "--pid", &b.to_string()]);
+    assert_eq!(w.info("k")["refcount"], 2);
+    w.kill_client(a);
+    // The watcher drops it from the record itself (pidfd), not just the view.
+    let record = w.record_path("k");
+    eventually(Duration::from_secs(2), "the watcher rewrites the record without the dead client", || {
+        !read(&record).contains(&format!("\"pid\": {a},"))
+    });
+    assert_eq!(w.info("k")["refcount"], 1);
+    w.kill_client(b);
+    eventually(Duration::from_secs(2), "grace starts when the last client dies", || w.check("k") == 1);
+}
+
+#[test]
+fn grace_period_expires_and_stops_the_server() {
+    let w = World::new();
+    let out = w.ok(&["use", "g", "--grace-period", "300ms", "--pid", &std::process::id().to_string(), "--", "sleep", "1000"]);
+    assert!(out.stdout().contains("started g"));
+    let pid = pid_of(&w.info("g"));
+    w.ok(&["unuse", "g", "--pid", &std::process::id().to_string()]);
+    assert_eq!(w.check("g"), 1, "in grace right after the last detach");
+    assert!(w.info("g")["grace_remaining_ms"].as_u64().unwrap() <= 300);
+    eventually(SOON, "server stopped after grace", || w.check("g") == 2);
+    assert!(!alive(pid), "server process is gone");
+    let info = w.info("g");
+    assert_eq!(info["last_exit"]["reason"], "grace period expired");
+    assert_eq!(info["last_exit"]["signal"], 15);
+}
+
+#[test]
+fn zero_grace_stops_at_once() {
+    let w = World::new();
+    let me = std::process::id().to_string();
+    w.ok(&["use", "z", "--pid", &me, "--", "sleep", "1000"]);
+    let pid = pid_of(&w.info("z"));
+    w.ok(&["unuse", "z", "--pid", &me]);
+    eventually(SOON, "stopped", || w.check("z") == 2 && !alive(pid));
+}
+
+#[test]
+fn use_during_grace_cancels_it() {
+    let mut w = World::new();
+    let me = std::process::id().to_string();
+    w.ok(&["use", "c", "--grace-period", "1h", "--pid", &me, "--", "sleep", "1000"]);
+    let pid = pid_of(&w.info("c"));
+    w.ok(&["unuse", "c", "--pid", &me]);
+    assert_eq!(w.check("c"), 1);
+    let other = w.client().to_string();
+    w.ok(&["use", "c", "--pid", &other]);
+    let info = w.info("c");
+    assert_eq!((info["state"].as_str(), pid_of(&info)), (Some("active"), pid));
+    assert!(info["grace_remaining_ms"].is_null());
+}
+
+#[test]
+fn use_during_shutdown_waits_and_starts_a_fresh_server() {
+    let mut w = World::new();
+    // Takes ~0.5 s to shut down after SIGTERM.
+    let slow = "trap 'sleep 0.5; exit 0' TERM; while :; do sleep 0.02; done";
+    let a = w.client().to_string();
+    w.ok(&["use", "d", "--pid", &a, "--", "sh", "-c", slow]);
+    let old = pid_of(&w.info("d"));
+    let stopper = w.cmd(&["admin", "stop", "d", "--force"]).spawn().unwrap();
+    eventually(SOON, "server is stopping", || w.state("d") == "stopping");
+    let b = w.client().to_string();
+    let out = w.ok(&["use", "d", "--pid", &b, "--", "sh", "-c", slow]);
+    assert!(out.stdout().contains("started d"), "a fresh start, not a rescue: {}", out.stdout());
+    let info = w.info("d");
+    assert_ne!(pid_of(&info), old);
+    assert!(!alive(old));
+    assert_eq!(info["refcount"], 1);
+    assert_eq!(info["clients"][0]["pid"].as_u64().unwrap().to_string(), b);
+    assert!(stopper.wait_with_output().unwrap().status.success());
+}
+
+#[test]
+fn server_crash_is_cleaned_up_with_its_exit_code() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    w.ok(&["use", "x", "--pid", &a, "--", "sh", "-c", "sleep 0.3; exit 3"]);
+    eventually(SOON, "record cleared after the crash", || !w.record_path("x").exists());
+    assert_eq!(w.check("x"), 2);
+    let info = w.info("x");
+    assert_eq!(info["last_exit"]["code"], 3);
+    assert_eq!(info["last_exit"]["reason"], "exited on its own");
+}
+
+#[test]
+fn stop_refuses_while_clients_are_attached_unless_forced() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    w.ok(&["use", "f", "--pid", &a, "--", "sleep", "1000"]);
+    let r = w.run(&["admin", "stop", "f"]);
+    assert_eq!(r.code(), 10);
+    assert!(r.stderr().contains("--force"), "{}", r.stderr());
+    assert_eq!(w.check("f"), 0);
+    w.ok(&["admin", "stop", "f", "--force"]);
+    assert_eq!(w.check("f"), 2, "stop returns once the server is gone");
+}
+
+#[test]
+fn stop_escalates_to_sigkill_after_the_timeout() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    w.ok(&["use", "t", "--pid", &a, "--", "sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"]);
+    let pid = pid_of(&w.info("t"));
+    w.ok(&["admin", "stop", "t", "--force", "--timeout", "200ms"]);
+    assert!(!alive(pid));
+    assert_eq!(w.info("t")["last_exit"]["signal"], 9);
+}
+
+#[test]
+fn kill_sigkills_the_whole_group() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let kid = w.path("kid");
+    let script = format!("sleep 1000 & echo $! > '{}'; wait", kid.display());
+    w.ok(&["use", "g", "--pid", &a, "--", "sh", "-c", &script]);
+    eventually(SOON, "grandchild started", || read(&kid).trim().parse::<u32>().is_ok());
+    let grandchild: u32 = read(&kid).trim().parse().unwrap();
+    w.ok(&["admin", "kill", "g"]);
+    assert_eq!(w.check("g"), 2);
+    eventually(SOON, "grandchild killed with the group", || !alive(grandchild));
+}
+
+#[test]
+fn different_command_warns_then_attaches() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let b = w.client().to_string();
+    w.ok(&["use", "w", "--pid", &a, "--", "sleep", "1000"]);
+    let r = w.ok(&["use", "w", "--pid", &b, "--", "sleep", "2000"]);
+    assert!(r.stderr().contains("different command"), "{}", r.stderr());
+    assert_eq!(w.info("w")["refcount"], 2);
+}
+
+#[test]
+fn admin_start_refuses_a_running_server_and_incref_never_starts() {
+    let mut w = World::new();
+    let c = w.client().to_string();
+    let r = w.run(&["admin", "incref", "n", "--pid", &c]);
+    assert_eq!(r.code(), 10);
+    assert!(r.stderr().contains("not running"), "{}", r.stderr());
+    assert!(!w.record_path("n").exists());
+    let a = w.client().to_string();
+    w.ok(&["admin", "start", "n", "--pid", &a, "--", "sleep", "1000"]);
+    let r = w.run(&["admin", "start", "n", "--", "sleep", "1000"]);
+    assert!(r.stderr().contains("already running"), "{}", r.stderr());
+    let b = w.client().to_string();
+    w.ok(&["admin", "incref", "n", "--pid", &b]);
+    assert_eq!(w.info("n")["refcount"], 2);
+    w.ok(&["admin", "decref", "n", "--pid", &b]);
+    assert_eq!(w.info("n")["refcount"], 1);
+}
+
+#[test]
+fn check_reports_each_state_with_its_exit_code() {
+    let w = World::new();
+    let me = std::process::id().to_string();
+    assert_eq!(w.check("q"), 2);
+    w.ok(&["use", "q", "--grace-period", "1h", "--pid", &me, "--", "sleep", "1000"]);
+    assert_eq!(w.check("q"), 0);
+    w.ok(&["unuse", "q", "--pid", &me]);
+    assert_eq!(w.check("q"), 1);
+    let bad = w.run(&["check", "../q"]);
+    assert!(bad.code() > 3, "errors never look like a state: {}", bad.code());
+}
+
+#[test]
+fn list_json_has_the_documented_keys() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    w.ok(&["use", "l1", "--pid", &a, "--metadata", "editor", "--", "sleep", "1000"]);
+    w.ok(&["use", "l2", "--pid", &a, "--", "sleep", "1000"]);
+    let list: serde_json::Value = serde_json::from_str(&w.ok(&["list", "--json"]).stdout()).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    for key in [
+        "name", "state", "pid", "refcount", "clients", "command", "grace_period", "started_at",
+        "watcher_pid", "log_file",
+    ] {
+        assert!(list[0].get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(list[0]["clients"][0]["metadata"], "editor");
+    assert!(list[0]["clients"][0]["attached_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(list[0]["command"], serde_json::json!(["sleep", "1000"]));
+    assert!(humantime::parse_rfc3339(list[0]["started_at"].as_str().unwrap()).is_ok());
+}
