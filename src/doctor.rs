@@ -22,7 +22,10 @@ pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
         let path = entry.path();
         if let Some(tmp) = file.strip_prefix('.').and_then(|f| f.strip_suffix(".tmp")) {
             // `.TARGET.PID.N.tmp`: an interrupted atomic write, if PID is gone.
-            let writer = tmp.rsplitn(3, '.').nth(1).and_then(|p| p.parse::<u32>().ok());
+            let writer = tmp
+                .rsplit('.')
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok());
             if writer.is_some_and(|pid| crate::process::ProcessId::of(pid).is_none()) {
                 let _ = std::fs::remove_file(&path);
                 report.push(format!("removed interrupted write {}", path.display()));
@@ -41,7 +44,10 @@ pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
         if ext == "json" {
             if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
                 std::fs::remove_file(&path).map_err(|e| Error::io(&path, "removing symlink", e))?;
-                report.push(format!("removed symlink {} (records are never symlinks)", path.display()));
+                report.push(format!(
+                    "removed symlink {} (records are never symlinks)",
+                    path.display()
+                ));
                 continue;
             }
             names.insert(name);

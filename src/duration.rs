@@ -8,7 +8,8 @@ pub fn parse(text: &str) -> Result<Duration> {
     if trimmed == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(trimmed).map_err(|e| Error::BadDuration(text.to_string(), e.to_string()))
+    humantime::parse_duration(trimmed)
+        .map_err(|e| Error::BadDuration(text.to_string(), e.to_string()))
 }
 
 pub fn format(d: Duration) -> String {

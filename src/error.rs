@@ -24,7 +24,11 @@ pub enum Error {
     /// The server command could not be started.
     Spawn(String, String),
     /// The server started but died before `use` returned.
-    DiedAtStart { name: String, detail: String, log_tail: Option<String> },
+    DiedAtStart {
+        name: String,
+        detail: String,
+        log_tail: Option<String>,
+    },
     /// The named server is not running.
     NotRunning(String),
     /// The named server is running already (for `admin start`).

@@ -105,14 +105,16 @@ impl Lifecycle {
                         &format!(
                             "client {} {} (refcount {})",
                             req.client.pid,
-                            if added { "attached" } else { "already attached" },
+                            if added {
+                                "attached"
+                            } else {
+                                "already attached"
+                            },
                             rec.clients.len()
                         ),
                     );
-                    let command_differs = req
-                        .start
-                        .as_ref()
-                        .is_some_and(|s| s.command != rec.command);
+                    let command_differs =
+                        req.start.as_ref().is_some_and(|s| s.command != rec.command);
                     return Ok(Attached::Joined {
                         status: Status::of(&rec, None, now_ms()),
                         command_differs,
@@ -140,7 +142,10 @@ impl Lifecycle {
             command: spec.command.clone(),
             env: spec.env.clone(),
             cwd: spec.cwd.to_string_lossy().into_owned(),
-            log_file: spec.log_file.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            log_file: spec
+                .log_file
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
             adopt: None,
         };
         let exe = self.exe()?;
@@ -152,7 +157,8 @@ impl Lifecycle {
                 started_at_ms,
             } => (watcher, server, started_at_ms),
             Hello::SpawnFailed { message } => {
-                self.store.journal(name, "start", &format!("failed: {message}"));
+                self.store
+                    .journal(name, "start", &format!("failed: {message}"));
                 return Err(Error::Spawn(spec.command[0].clone(), message));
             }
             Hello::DiedAtStart { code, signal } => {
@@ -161,7 +167,8 @@ impl Lifecycle {
                     (_, Some(s)) => format!("was killed at once by signal {s}"),
                     _ => "exited at once".to_string(),
                 };
-                self.store.journal(name, "start", &format!("failed: {detail}"));
+                self.store
+                    .journal(name, "start", &format!("failed: {detail}"));
                 return Err(Error::DiedAtStart {
                     name: name.to_string(),
                     detail,
@@ -274,7 +281,10 @@ impl Lifecycle {
     pub fn status(&self, name: &ServerName) -> Result<Status> {
         let now = now_ms();
         match self.store.read(name)? {
-            None => Ok(Status::stopped(name.as_str(), self.store.read_last(name).as_ref())),
+            None => Ok(Status::stopped(
+                name.as_str(),
+                self.store.read_last(name).as_ref(),
+            )),
             Some(rec) if self.healthy(&rec) => {
                 let mut view = rec;
                 view.settle(now, |id| id.is_alive());
@@ -335,7 +345,11 @@ impl Lifecycle {
                 at_ms: now_ms(),
             };
             self.store.write_last(guard, name, &last)?;
-            self.store.journal(name, "recover", "cleared record of a dead server whose watcher was gone");
+            self.store.journal(
+                name,
+                "recover",
+                "cleared record of a dead server whose watcher was gone",
+            );
             return Ok(None);
         }
         let Ok(exe) = self.exe() else {
@@ -356,7 +370,10 @@ impl Lifecycle {
                 self.store.journal(
                     name,
                     "recover",
-                    &format!("watcher was gone; new watcher {} supervises pid {}", watcher.pid, rec.server.pid),
+                    &format!(
+                        "watcher was gone; new watcher {} supervises pid {}",
+                        watcher.pid, rec.server.pid
+                    ),
                 );
                 Ok(Some(rec))
             }
@@ -370,7 +387,9 @@ impl Lifecycle {
         let budget = seen
             .stop
             .as_ref()
-            .map_or(crate::record::DEFAULT_STOP_TIMEOUT, |s| Duration::from_millis(s.timeout_ms))
+            .map_or(crate::record::DEFAULT_STOP_TIMEOUT, |s| {
+                Duration::from_millis(s.timeout_ms)
+            })
             + Duration::from_secs(10);
         let deadline = Instant::now() + budget;
         // Event-driven for the long part: the server's exit.
@@ -380,8 +399,9 @@ impl Lifecycle {
                 std::os::fd::AsFd::as_fd(&fd),
                 nix::poll::PollFlags::POLLIN,
             )];
-            let ms = nix::poll::PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
-                .unwrap_or(nix::poll::PollTimeout::MAX);
+            let ms =
+                nix::poll::PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+                    .unwrap_or(nix::poll::PollTimeout::MAX);
             let _ = nix::poll::poll(&mut fds, ms);
         }
         // Then the watcher's cleanup, which takes a moment after the exit.
@@ -398,7 +418,13 @@ impl Lifecycle {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(10));
         }
-        Err(Error::Timeout(name.to_string(), format!("waiting {} for the server to stop", duration::format(budget))))
+        Err(Error::Timeout(
+            name.to_string(),
+            format!(
+                "waiting {} for the server to stop",
+                duration::format(budget)
+            ),
+        ))
     }
 
     fn exe(&self) -> Result<PathBuf> {

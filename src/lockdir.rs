@@ -57,8 +57,8 @@ pub fn ensure(dir: &Path) -> Result<()> {
 
 /// Check an existing directory: a real directory, owned by us, mode 0700.
 pub fn verify(dir: &Path) -> Result<()> {
-    let meta =
-        std::fs::symlink_metadata(dir).map_err(|e| Error::io(dir, "inspecting lock directory", e))?;
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| Error::io(dir, "inspecting lock directory", e))?;
     let unsafe_dir = |why: String| Err(Error::UnsafeLockDir(dir.to_path_buf(), why));
     if meta.file_type().is_symlink() {
         return unsafe_dir(format!(
@@ -114,7 +114,10 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o775)).unwrap();
         let err = ensure(&dir).unwrap_err().to_string();
-        assert!(err.contains("chmod 700") && err.contains(&*dir.to_string_lossy()), "{err}");
+        assert!(
+            err.contains("chmod 700") && err.contains(&*dir.to_string_lossy()),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

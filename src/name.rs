@@ -54,7 +54,14 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_names() {
-        for ok in ["chroma", "redis-6379", "a", "x.y_z", "9lives", &"a".repeat(64)] {
+        for ok in [
+            "chroma",
+            "redis-6379",
+            "a",
+            "x.y_z",
+            "9lives",
+            &"a".repeat(64),
+        ] {
             assert!(ServerName::parse(ok).is_ok(), "{ok}");
         }
     }
@@ -62,7 +69,16 @@ mod tests {
     #[test]
     fn refuses_names_that_could_escape() {
         for bad in [
-            "", "..", "../x", "a/b", ".hidden", "-flag", "a b", "é", "a\0b", &"a".repeat(65),
+            "",
+            "..",
+            "../x",
+            "a/b",
+            ".hidden",
+            "-flag",
+            "a b",
+            "é",
+            "a\0b",
+            &"a".repeat(65),
         ] {
             assert!(ServerName::parse(bad).is_err(), "{bad:?}");
         }

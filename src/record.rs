@@ -183,7 +183,10 @@ mod tests {
             format: FORMAT.into(),
             version: VERSION,
             name: "t".into(),
-            server: ProcessId { pid: 10, start_time: 1 },
+            server: ProcessId {
+                pid: 10,
+                start_time: 1,
+            },
             watcher: None,
             watcher_is_parent: true,
             command: vec!["true".into()],
@@ -197,7 +200,10 @@ mod tests {
             stop: None,
         }
     }
-    const A: ProcessId = ProcessId { pid: 1, start_time: 5 };
+    const A: ProcessId = ProcessId {
+        pid: 1,
+        start_time: 5,
+    };
 
     #[test]
     fn last_client_leaving_starts_grace_then_stop() {
@@ -226,7 +232,14 @@ mod tests {
     fn recycled_pid_replaces_the_stale_client() {
         let mut r = rec(0);
         r.attach(A, None, 0);
-        r.attach(ProcessId { pid: 1, start_time: 6 }, None, 1);
+        r.attach(
+            ProcessId {
+                pid: 1,
+                start_time: 6,
+            },
+            None,
+            1,
+        );
         assert_eq!(r.clients.len(), 1);
         assert_eq!(r.clients[0].id.start_time, 6);
     }

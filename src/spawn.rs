@@ -61,13 +61,14 @@ pub fn watcher(exe: &Path, lockdir: &Path, name: &str, launch: &Launch) -> Resul
         cmd.pre_exec(|| {
             // Fork once more so the watcher is not our child: it is adopted
             // by init, and a long-lived caller (Neovim) never holds a zombie.
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            // The grandchild then leads a new session of its own.
             match libc::fork() {
                 -1 => return Err(std::io::Error::last_os_error()),
                 0 => {}
                 _ => libc::_exit(0),
+            }
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
             }
             close_inherited_fds();
             Ok(())
@@ -109,9 +110,8 @@ pub(crate) fn close_inherited_fds() {
     {
         const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
         // SAFETY: plain syscall.
-        let rc = unsafe {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC)
-        };
+        let rc =
+            unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
         if rc == 0 {
             return;
         }

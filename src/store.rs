@@ -71,8 +71,7 @@ impl Store {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| nofollow_error(&path, "opening lock file", e))?;
-        fs4::fs_std::FileExt::lock_exclusive(&file)
-            .map_err(|e| Error::io(&path, "locking", e))?;
+        fs4::fs_std::FileExt::lock_exclusive(&file).map_err(|e| Error::io(&path, "locking", e))?;
         Ok(Guard { _file: file })
     }
 
@@ -228,7 +227,9 @@ pub fn parse_record(path: &Path, text: &str) -> Result<Record> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| corrupt(format!("not valid JSON ({e})")))?;
     if value.get("format").and_then(|f| f.as_str()) != Some(record::FORMAT) {
-        return Err(corrupt("not a sharedserver record (no \"format\" marker)".into()));
+        return Err(corrupt(
+            "not a sharedserver record (no \"format\" marker)".into(),
+        ));
     }
     match value.get("version").and_then(|v| v.as_u64()) {
         Some(v) if v == u64::from(record::VERSION) => {}

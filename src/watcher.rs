@@ -151,7 +151,11 @@ fn supervise(store: &Store, name: &ServerName, mut server: Server, wake: File) -
         let (mut rec, mut dirty) = match store.read(name) {
             Ok(Some(r)) if r.server == server.id && r.watcher == Some(me) => (r, false),
             Ok(Some(r)) if r.server == server.id => {
-                store.journal(name, "watcher", &format!("superseded by watcher {:?}", r.watcher));
+                store.journal(
+                    name,
+                    "watcher",
+                    &format!("superseded by watcher {:?}", r.watcher),
+                );
                 return Ok(());
             }
             other => match &known {
@@ -168,7 +172,11 @@ fn supervise(store: &Store, name: &ServerName, mut server: Server, wake: File) -
                     // The caller died between the handshake and writing the
                     // record: nobody knows this server exists. Stop it.
                     drop(guard);
-                    store.journal(name, "watcher", "no record was written for the new server; stopping it");
+                    store.journal(
+                        name,
+                        "watcher",
+                        "no record was written for the new server; stopping it",
+                    );
                     server.terminate(crate::record::DEFAULT_STOP_TIMEOUT);
                     return Ok(());
                 }
@@ -188,7 +196,11 @@ fn supervise(store: &Store, name: &ServerName, mut server: Server, wake: File) -
         }
         known = Some(rec.clone());
         if let Some(stop) = rec.stop.clone() {
-            store.journal(name, "watcher", &format!("stopping pid {}: {}", server.id.pid, stop.reason));
+            store.journal(
+                name,
+                "watcher",
+                &format!("stopping pid {}: {}", server.id.pid, stop.reason),
+            );
             drop(guard);
             let (code, signal) = server.terminate(Duration::from_millis(stop.timeout_ms));
             let guard = store.lock(name)?;
@@ -224,7 +236,8 @@ fn supervise(store: &Store, name: &ServerName, mut server: Server, wake: File) -
             .map(|until| Duration::from_millis(until.saturating_sub(now_ms())));
         if unwatchable {
             // No pidfd on this system: fall back to checking once a second.
-            timeout = Some(timeout.map_or(Duration::from_secs(1), |t| t.min(Duration::from_secs(1))));
+            timeout =
+                Some(timeout.map_or(Duration::from_secs(1), |t| t.min(Duration::from_secs(1))));
         }
         sleep_until_event(&wake, &server.pidfd, clients.values(), timeout);
     }
@@ -255,7 +268,10 @@ fn finish(
     store.journal(
         name,
         "watcher",
-        &format!("server pid {} ended ({reason}); code={code:?} signal={signal:?}", rec.server.pid),
+        &format!(
+            "server pid {} ended ({reason}); code={code:?} signal={signal:?}",
+            rec.server.pid
+        ),
     );
     Ok(())
 }
@@ -301,7 +317,10 @@ fn wait_readable(fd: &PidFd, timeout: Duration) -> bool {
 
 fn open_wake_fifo(store: &Store, name: &ServerName) -> Result<File> {
     let path = store.path(name, "wake");
-    match nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR) {
+    match nix::unistd::mkfifo(
+        &path,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    ) {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
         Err(e) => return Err(Error::io(&path, "creating wake fifo", e.into())),
     }
@@ -328,7 +347,11 @@ pub fn poke(store: &Store, name: &ServerName) {
 }
 
 fn detach_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         use std::os::fd::AsRawFd;
         // SAFETY: dup2 onto the standard descriptors we own.
         unsafe {

@@ -16,20 +16,40 @@ fn concurrent_use_starts_exactly_one_server() {
         let runs: Vec<_> = clients
             .iter()
             .map(|pid| {
-                w.cmd(&["use", "one", "--pid", &pid.to_string(), "--", "sh", "-c", &script])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
+                w.cmd(&[
+                    "use",
+                    "one",
+                    "--pid",
+                    &pid.to_string(),
+                    "--",
+                    "sh",
+                    "-c",
+                    &script,
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
             })
             .collect();
         for run in runs {
             let out = run.wait_with_output().unwrap();
-            assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let info = w.info("one");
-        assert_eq!(info["refcount"], 16, "round {round}: every caller is counted");
-        assert_eq!(read(&starts).lines().count(), round + 1, "round {round}: exactly one start");
+        assert_eq!(
+            info["refcount"], 16,
+            "round {round}: every caller is counted"
+        );
+        assert_eq!(
+            read(&starts).lines().count(),
+            round + 1,
+            "round {round}: exactly one start"
+        );
         w.ok(&["admin", "stop", "one", "--force"]);
         for pid in clients {
             w.kill_client(pid);
@@ -51,24 +71,50 @@ fn killed_client_is_dropped_quickly() {
     let mut w = World::new();
     let a = w.client();
     let b = w.client();
-    w.ok(&["use", "k", "--grace-period", "1h", "--pid", &a.to_string(), "--", "sleep", "1000"]);
+    w.ok(&[
+        "use",
+        "k",
+        "--grace-period",
+        "1h",
+        "--pid",
+        &a.to_string(),
+        "--",
+        "sleep",
+        "1000",
+    ]);
     w.ok(&["use", "k", "--pid", &b.to_string()]);
     assert_eq!(w.info("k")["refcount"], 2);
     w.kill_client(a);
     // The watcher drops it from the record itself (pidfd), not just the view.
     let record = w.record_path("k");
-    eventually(Duration::from_secs(2), "the watcher rewrites the record without the dead client", || {
-        !read(&record).contains(&format!("\"pid\": {a},"))
-    });
+    eventually(
+        Duration::from_secs(2),
+        "the watcher rewrites the record without the dead client",
+        || !read(&record).contains(&format!("\"pid\": {a},")),
+    );
     assert_eq!(w.info("k")["refcount"], 1);
     w.kill_client(b);
-    eventually(Duration::from_secs(2), "grace starts when the last client dies", || w.check("k") == 1);
+    eventually(
+        Duration::from_secs(2),
+        "grace starts when the last client dies",
+        || w.check("k") == 1,
+    );
 }
 
 #[test]
 fn grace_period_expires_and_stops_the_server() {
     let w = World::new();
-    let out = w.ok(&["use", "g", "--grace-period", "300ms", "--pid", &std::process::id().to_string(), "--", "sleep", "1000"]);
+    let out = w.ok(&[
+        "use",
+        "g",
+        "--grace-period",
+        "300ms",
+        "--pid",
+        &std::process::id().to_string(),
+        "--",
+        "sleep",
+        "1000",
+    ]);
     assert!(out.stdout().contains("started g"));
     let pid = pid_of(&w.info("g"));
     w.ok(&["unuse", "g", "--pid", &std::process::id().to_string()]);
@@ -95,14 +141,27 @@ fn zero_grace_stops_at_once() {
 fn use_during_grace_cancels_it() {
     let mut w = World::new();
     let me = std::process::id().to_string();
-    w.ok(&["use", "c", "--grace-period", "1h", "--pid", &me, "--", "sleep", "1000"]);
+    w.ok(&[
+        "use",
+        "c",
+        "--grace-period",
+        "1h",
+        "--pid",
+        &me,
+        "--",
+        "sleep",
+        "1000",
+    ]);
     let pid = pid_of(&w.info("c"));
     w.ok(&["unuse", "c", "--pid", &me]);
     assert_eq!(w.check("c"), 1);
     let other = w.client().to_string();
     w.ok(&["use", "c", "--pid", &other]);
     let info = w.info("c");
-    assert_eq!((info["state"].as_str(), pid_of(&info)), (Some("active"), pid));
+    assert_eq!(
+        (info["state"].as_str(), pid_of(&info)),
+        (Some("active"), pid)
+    );
     assert!(info["grace_remaining_ms"].is_null());
 }
 
@@ -118,7 +177,11 @@ fn use_during_shutdown_waits_and_starts_a_fresh_server() {
     eventually(SOON, "server is stopping", || w.state("d") == "stopping");
     let b = w.client().to_string();
     let out = w.ok(&["use", "d", "--pid", &b, "--", "sh", "-c", slow]);
-    assert!(out.stdout().contains("started d"), "a fresh start, not a rescue: {}", out.stdout());
+    assert!(
+        out.stdout().contains("started d"),
+        "a fresh start, not a rescue: {}",
+        out.stdout()
+    );
     let info = w.info("d");
     assert_ne!(pid_of(&info), old);
     assert!(!alive(old));
@@ -131,8 +194,19 @@ fn use_during_shutdown_waits_and_starts_a_fresh_server() {
 fn server_crash_is_cleaned_up_with_its_exit_code() {
     let mut w = World::new();
     let a = w.client().to_string();
-    w.ok(&["use", "x", "--pid", &a, "--", "sh", "-c", "sleep 0.3; exit 3"]);
-    eventually(SOON, "record cleared after the crash", || !w.record_path("x").exists());
+    w.ok(&[
+        "use",
+        "x",
+        "--pid",
+        &a,
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.3; exit 3",
+    ]);
+    eventually(SOON, "record cleared after the crash", || {
+        !w.record_path("x").exists()
+    });
     assert_eq!(w.check("x"), 2);
     let info = w.info("x");
     assert_eq!(info["last_exit"]["code"], 3);
@@ -156,7 +230,16 @@ fn stop_refuses_while_clients_are_attached_unless_forced() {
 fn stop_escalates_to_sigkill_after_the_timeout() {
     let mut w = World::new();
     let a = w.client().to_string();
-    w.ok(&["use", "t", "--pid", &a, "--", "sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"]);
+    w.ok(&[
+        "use",
+        "t",
+        "--pid",
+        &a,
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; while :; do sleep 0.05; done",
+    ]);
     let pid = pid_of(&w.info("t"));
     w.ok(&["admin", "stop", "t", "--force", "--timeout", "200ms"]);
     assert!(!alive(pid));
@@ -170,11 +253,15 @@ fn kill_sigkills_the_whole_group() {
     let kid = w.path("kid");
     let script = format!("sleep 1000 & echo $! > '{}'; wait", kid.display());
     w.ok(&["use", "g", "--pid", &a, "--", "sh", "-c", &script]);
-    eventually(SOON, "grandchild started", || read(&kid).trim().parse::<u32>().is_ok());
+    eventually(SOON, "grandchild started", || {
+        read(&kid).trim().parse::<u32>().is_ok()
+    });
     let grandchild: u32 = read(&kid).trim().parse().unwrap();
     w.ok(&["admin", "kill", "g"]);
     assert_eq!(w.check("g"), 2);
-    eventually(SOON, "grandchild killed with the group", || !alive(grandchild));
+    eventually(SOON, "grandchild killed with the group", || {
+        !alive(grandchild)
+    });
 }
 
 #[test]
@@ -212,31 +299,67 @@ fn check_reports_each_state_with_its_exit_code() {
     let w = World::new();
     let me = std::process::id().to_string();
     assert_eq!(w.check("q"), 2);
-    w.ok(&["use", "q", "--grace-period", "1h", "--pid", &me, "--", "sleep", "1000"]);
+    w.ok(&[
+        "use",
+        "q",
+        "--grace-period",
+        "1h",
+        "--pid",
+        &me,
+        "--",
+        "sleep",
+        "1000",
+    ]);
     assert_eq!(w.check("q"), 0);
     w.ok(&["unuse", "q", "--pid", &me]);
     assert_eq!(w.check("q"), 1);
     let bad = w.run(&["check", "../q"]);
-    assert!(bad.code() > 3, "errors never look like a state: {}", bad.code());
+    assert!(
+        bad.code() > 3,
+        "errors never look like a state: {}",
+        bad.code()
+    );
 }
 
 #[test]
 fn list_json_has_the_documented_keys() {
     let mut w = World::new();
     let a = w.client().to_string();
-    w.ok(&["use", "l1", "--pid", &a, "--metadata", "editor", "--", "sleep", "1000"]);
+    w.ok(&[
+        "use",
+        "l1",
+        "--pid",
+        &a,
+        "--metadata",
+        "editor",
+        "--",
+        "sleep",
+        "1000",
+    ]);
     w.ok(&["use", "l2", "--pid", &a, "--", "sleep", "1000"]);
-    let list: serde_json::Value = serde_json::from_str(&w.ok(&["list", "--json"]).stdout()).unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&w.ok(&["list", "--json"]).stdout()).unwrap();
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2);
     for key in [
-        "name", "state", "pid", "refcount", "clients", "command", "grace_period", "started_at",
-        "watcher_pid", "log_file",
+        "name",
+        "state",
+        "pid",
+        "refcount",
+        "clients",
+        "command",
+        "grace_period",
+        "started_at",
+        "watcher_pid",
+        "log_file",
     ] {
         assert!(list[0].get(key).is_some(), "missing {key}");
     }
     assert_eq!(list[0]["clients"][0]["metadata"], "editor");
-    assert!(list[0]["clients"][0]["attached_at"].as_str().unwrap().ends_with('Z'));
+    assert!(list[0]["clients"][0]["attached_at"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
     assert_eq!(list[0]["command"], serde_json::json!(["sleep", "1000"]));
     assert!(humantime::parse_rfc3339(list[0]["started_at"].as_str().unwrap()).is_ok());
 }

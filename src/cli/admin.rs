@@ -74,16 +74,23 @@ pub fn run(cmd: AdminCommand) -> sharedserver::Result<i32> {
             let client = client(pid, me)?;
             let Some(spec) = start.spec()? else {
                 return Err(sharedserver::Error::Other(
-                    "admin start needs a command: `sharedserver admin start NAME -- CMD ARGS...`".into(),
+                    "admin start needs a command: `sharedserver admin start NAME -- CMD ARGS...`"
+                        .into(),
                 ));
             };
             attach::attach(name, client, None, Some(spec), IfRunning::Fail)
         }
-        AdminCommand::Incref { name, pid, metadata } => {
-            attach::attach(name, client(pid, me)?, metadata, None, IfRunning::Attach)
-        }
+        AdminCommand::Incref {
+            name,
+            pid,
+            metadata,
+        } => attach::attach(name, client(pid, me)?, metadata, None, IfRunning::Attach),
         AdminCommand::Decref { name, pid } => attach::detach(&name, client_pid(pid)),
-        AdminCommand::Stop { name, force, timeout } => {
+        AdminCommand::Stop {
+            name,
+            force,
+            timeout,
+        } => {
             let s = lifecycle()?.stop(&name, force, timeout)?;
             println!("stopped {}", s.name);
             Ok(0)

@@ -69,7 +69,13 @@ pub struct UnuseArgs {
 
 pub fn use_(args: UseArgs) -> sharedserver::Result<i32> {
     let client = client(args.pid, process::parent)?;
-    attach(args.name, client, args.metadata, args.start.spec()?, IfRunning::Attach)
+    attach(
+        args.name,
+        client,
+        args.metadata,
+        args.start.spec()?,
+        IfRunning::Attach,
+    )
 }
 
 pub fn attach(
@@ -129,7 +135,10 @@ pub fn detach(name: &ServerName, pid: u32) -> sharedserver::Result<i32> {
 pub fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|w| {
-            if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
+            if !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+            {
                 w.clone()
             } else {
                 format!("'{}'", w.replace('\'', r"'\''"))

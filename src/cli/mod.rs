@@ -110,10 +110,14 @@ pub fn parse_env(raw: &str) -> Result<(String, String), String> {
 }
 
 /// Resolve `--pid`: a live process, or a clear error.
-pub fn client(pid: Option<u32>, default: impl FnOnce() -> Option<sharedserver::process::ProcessId>) -> sharedserver::Result<sharedserver::process::ProcessId> {
+pub fn client(
+    pid: Option<u32>,
+    default: impl FnOnce() -> Option<sharedserver::process::ProcessId>,
+) -> sharedserver::Result<sharedserver::process::ProcessId> {
     match pid {
         Some(pid) => sharedserver::process::ProcessId::of(pid)
             .ok_or_else(|| Error::Other(format!("--pid {pid}: no such running process"))),
-        None => default().ok_or_else(|| Error::Other("cannot identify the calling process; pass --pid".into())),
+        None => default()
+            .ok_or_else(|| Error::Other("cannot identify the calling process; pass --pid".into())),
     }
 }

@@ -1,7 +1,7 @@
 //! Read-only commands: `list`, `info`, `check`.
 
-use super::{lifecycle, parse_name, EXIT_ERROR};
 use super::attach::shell_words;
+use super::{lifecycle, parse_name, EXIT_ERROR};
 use clap::Args;
 use sharedserver::{ServerName, State, Status};
 
@@ -42,11 +42,17 @@ pub fn list(args: ListArgs) -> sharedserver::Result<i32> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&statuses).expect("status serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&statuses).expect("status serializes")
+        );
     } else if statuses.is_empty() {
         println!("no servers running");
     } else {
-        println!("{:<20} {:<9} {:>8} {:>4} {:>9}  COMMAND", "NAME", "STATE", "PID", "REFS", "UPTIME");
+        println!(
+            "{:<20} {:<9} {:>8} {:>4} {:>9}  COMMAND",
+            "NAME", "STATE", "PID", "REFS", "UPTIME"
+        );
         for s in &statuses {
             println!(
                 "{:<20} {:<9} {:>8} {:>4} {:>9}  {}",
@@ -65,7 +71,10 @@ pub fn list(args: ListArgs) -> sharedserver::Result<i32> {
 pub fn info(args: InfoArgs) -> sharedserver::Result<i32> {
     let s = lifecycle()?.status(&args.name)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&s).expect("status serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&s).expect("status serializes")
+        );
     } else {
         print_info(&s);
     }
@@ -88,7 +97,11 @@ fn print_info(s: &Status) {
         row("pid", pid.to_string());
         row("refcount", s.refcount.to_string());
         for c in &s.clients {
-            let meta = c.metadata.as_deref().map(|m| format!(" [{m}]")).unwrap_or_default();
+            let meta = c
+                .metadata
+                .as_deref()
+                .map(|m| format!(" [{m}]"))
+                .unwrap_or_default();
             row("client", format!("{} since {}{meta}", c.pid, c.attached_at));
         }
         row("command", shell_words(&s.command));
@@ -110,7 +123,10 @@ fn print_info(s: &Status) {
         if let Some(w) = s.watcher_pid {
             row("watcher pid", w.to_string());
         }
-        row("log file", s.log_file.clone().unwrap_or_else(|| "(none)".into()));
+        row(
+            "log file",
+            s.log_file.clone().unwrap_or_else(|| "(none)".into()),
+        );
     }
     if let Some(last) = &s.last_exit {
         let how = match (last.code, last.signal) {
@@ -118,7 +134,10 @@ fn print_info(s: &Status) {
             (_, Some(sig)) => format!("signal {sig}"),
             _ => "unknown status".into(),
         };
-        row("last exit", format!("pid {} {how} ({}) at {}", last.pid, last.reason, last.at));
+        row(
+            "last exit",
+            format!("pid {} {how} ({}) at {}", last.pid, last.reason, last.at),
+        );
     }
 }
 

@@ -16,7 +16,10 @@ pub struct PidFd(OwnedFd, u32);
 
 impl PidFd {
     pub fn open(_pid: u32) -> io::Result<PidFd> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "pidfd needs Linux 5.3+"))
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "pidfd needs Linux 5.3+",
+        ))
     }
     pub fn signal(&self, sig: libc::c_int) -> io::Result<()> {
         // SAFETY: plain syscall.

@@ -1,0 +1,476 @@
+//! Bad input, hostile state and crashes: each ends in a clear error or a
+//! repair, never a panic, and never a signal to a process we did not start.
+
+mod common;
+use common::*;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::Duration;
+
+const SOON: Duration = Duration::from_secs(5);
+
+#[test]
+fn traversal_names_are_refused_without_touching_the_filesystem() {
+    let w = World::new();
+    let outside = w.path("x.json");
+    for bad in ["../x", "a/b", "", ".hidden", "a b", "/etc/passwd"] {
+        let r = w.run(&["use", bad, "--", "sleep", "1000"]);
+        assert_eq!(r.code(), 64, "{bad:?}: {}", r.stderr());
+        assert!(
+            r.stderr().contains("invalid server name"),
+            "{bad:?}: {}",
+            r.stderr()
+        );
+    }
+    assert!(!outside.exists());
+    assert!(
+        !w.lockdir.exists(),
+        "nothing was created for a refused name"
+    );
+}
+
+#[test]
+fn symlinked_record_is_refused_and_its_target_untouched() {
+    let w = World::new();
+    w.make_lockdir();
+    let target = w.path("victim");
+    std::fs::write(&target, "precious").unwrap();
+    std::os::unix::fs::symlink(&target, w.record_path("s")).unwrap();
+    for args in [
+        &["info", "s"][..],
+        &["use", "s", "--", "sleep", "1000"],
+        &["unuse", "s"],
+    ] {
+        let r = w.run(args);
+        assert_eq!(r.code(), 10, "{args:?}");
+        assert!(r.stderr().contains("symlink"), "{args:?}: {}", r.stderr());
+    }
+    assert_eq!(read(&target), "precious");
+    let r = w.ok(&["admin", "doctor"]);
+    assert!(r.stdout().contains("removed symlink"), "{}", r.stdout());
+    assert_eq!(read(&target), "precious");
+    assert_eq!(w.check("s"), 2);
+}
+
+#[test]
+fn lock_dir_open_to_others_is_refused_with_the_fix() {
+    let w = World::new();
+    w.make_lockdir();
+    std::fs::set_permissions(&w.lockdir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let r = w.run(&["list"]);
+    assert_eq!(r.code(), 10);
+    assert!(r.stderr().contains("chmod 700"), "{}", r.stderr());
+    assert!(r.stderr().contains(&*w.lockdir.to_string_lossy()));
+}
+
+#[test]
+fn lock_dir_owned_by_someone_else_is_refused() {
+    let w = World::new();
+    w.make_lockdir();
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&w.lockdir, Some(65534), None).unwrap();
+    } else {
+        // Not root: a directory we do not own is one we cannot create; use /.
+        let r = w
+            .cmd(&["list"])
+            .env("SHAREDSERVER_LOCKDIR", "/")
+            .output()
+            .unwrap();
+        assert!(!r.status.success());
+        return;
+    }
+    let r = w.run(&["list"]);
+    assert_eq!(r.code(), 10);
+    assert!(r.stderr().contains("owned by uid 65534"), "{}", r.stderr());
+}
+
+#[test]
+fn new_lock_dir_is_private() {
+    let w = World::new();
+    w.ok(&["list"]);
+    assert_eq!(std::fs::metadata(&w.lockdir).unwrap().mode() & 0o777, 0o700);
+}
+
+#[test]
+fn argv_with_spaces_and_quotes_reaches_the_server_intact() {
+    let mut w = World::new();
+    let out = w.path("argv");
+    let a = w.client().to_string();
+    let script = "import sys, json, time\nopen(sys.argv[1], 'w').write(json.dumps(sys.argv[2:]))\ntime.sleep(1000)";
+    let args = [
+        "two words",
+        "it's",
+        "\"double\"",
+        "$HOME",
+        "*",
+        "",
+        "a\\b",
+        "; rm -rf /",
+    ];
+    let mut cmd = vec!["use", "argv", "--pid", &a, "--", "python3", "-c", script];
+    let out_s = out.to_string_lossy().into_owned();
+    cmd.push(&out_s);
+    cmd.extend(args);
+    w.ok(&cmd);
+    eventually(SOON, "server wrote its argv", || !read(&out).is_empty());
+    let got: Vec<String> = serde_json::from_str(&read(&out)).unwrap();
+    assert_eq!(got, args);
+}
+
+#[test]
+fn server_gets_env_cwd_log_and_no_inherited_descriptors() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let work = w.path("work");
+    std::fs::create_dir(&work).unwrap();
+    let log = w.path("server.log");
+    let script = "echo \"cwd=$(pwd) greeting=$GREETING\"; ls /proc/$$/fd | tr '\\n' ' '; echo; exec sleep 1000";
+    // The CLI runs with descriptor 7 open and inheritable; nothing may leak it.
+    let mut cmd = w.cmd(&[
+        "use",
+        "e",
+        "--pid",
+        &a,
+        "--env",
+        "GREETING=hi there",
+        "--cwd",
+    ]);
+    cmd.arg(&work)
+        .arg("--log-file")
+        .arg(&log)
+        .args(["--", "sh", "-c", script]);
+    let shell = format!(
+        "exec 7</dev/null; exec {}",
+        std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let r = std::process::Command::new("sh")
+        .args(["-c", &shell])
+        .env("SHAREDSERVER_LOCKDIR", &w.lockdir)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    eventually(SOON, "server logged", || read(&log).lines().count() >= 2);
+    let text = read(&log);
+    assert!(
+        text.contains(&format!("cwd={} greeting=hi there", work.display())),
+        "{text}"
+    );
+    let fds: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        fds,
+        ["0", "1", "2"],
+        "server inherited extra descriptors: {text}"
+    );
+    let info = w.info("e");
+    assert_eq!(info["log_file"], log.to_string_lossy().as_ref());
+    // The watcher: own session, cwd /, parent of the server, only its own fds.
+    let watcher = info["watcher_pid"].as_u64().unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{watcher}/cwd"))
+            .unwrap()
+            .to_string_lossy(),
+        "/"
+    );
+    let stat = read(std::path::Path::new(&format!("/proc/{watcher}/stat")));
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        fields[3],
+        watcher.to_string(),
+        "watcher leads its own session"
+    );
+    let server = pid_of(&info);
+    let sstat = read(std::path::Path::new(&format!("/proc/{server}/stat")));
+    let sfields: Vec<&str> = sstat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        sfields[1],
+        watcher.to_string(),
+        "watcher is the server's parent"
+    );
+    assert_eq!(
+        sfields[2],
+        server.to_string(),
+        "server leads its own process group"
+    );
+    let cmdline = read(std::path::Path::new(&format!("/proc/{watcher}/cmdline")));
+    assert!(
+        cmdline.starts_with("sharedserver-watcher\0__watch\0e"),
+        "{cmdline:?}"
+    );
+    let watcher_fds: Vec<_> = std::fs::read_dir(format!("/proc/{watcher}/fd"))
+        .unwrap()
+        .flatten()
+        .collect();
+    for fd in watcher_fds {
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        assert_ne!(
+            fd.file_name(),
+            "7",
+            "watcher inherited fd 7 ({})",
+            target.display()
+        );
+    }
+}
+
+#[test]
+fn client_whose_start_time_does_not_match_is_not_counted() {
+    let mut w = World::new();
+    let a = w.client();
+    let me = std::process::id();
+    w.ok(&[
+        "use",
+        "r",
+        "--grace-period",
+        "1h",
+        "--pid",
+        &a.to_string(),
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    // Forge a second client: a live pid (this test) with the wrong start
+    // time, as if the recorded process had died and its pid been reused.
+    let path = w.record_path("r");
+    let mut rec: serde_json::Value = serde_json::from_str(&read(&path)).unwrap();
+    rec["clients"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "pid": me, "start_time": 1, "attached_at_ms": 0, "metadata": "impostor"
+        }));
+    std::fs::write(&path, serde_json::to_string(&rec).unwrap()).unwrap();
+    let info = w.info("r");
+    assert_eq!(info["refcount"], 1, "the recycled pid is not counted");
+    w.kill_client(a);
+    eventually(
+        SOON,
+        "grace begins: the impostor keeps nothing alive",
+        || w.check("r") == 1,
+    );
+    assert!(alive(me), "and we were never signalled");
+}
+
+#[test]
+fn recycled_server_pid_is_never_signalled() {
+    let mut w = World::new();
+    let a = w.client();
+    w.ok(&["use", "p", "--pid", &a.to_string(), "--", "sleep", "1000"]);
+    // Kill the watcher, then point the record's server at a bystander with a
+    // different start time (what a recycled pid looks like).
+    let info = w.info("p");
+    let watcher = info["watcher_pid"].as_u64().unwrap() as i32;
+    let real_server = pid_of(&info);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(watcher),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually(SOON, "watcher gone", || !alive(watcher as u32));
+    let bystander = w.client();
+    let path = w.record_path("p");
+    let mut rec: serde_json::Value = serde_json::from_str(&read(&path)).unwrap();
+    rec["server"]["pid"] = bystander.into();
+    std::fs::write(&path, serde_json::to_string(&rec).unwrap()).unwrap();
+    assert_eq!(
+        w.check("p"),
+        2,
+        "a pid with the wrong start time is not our server"
+    );
+    let r = w.run(&["admin", "kill", "p"]);
+    assert_eq!(r.code(), 10, "{}", r.stdout());
+    assert!(alive(bystander), "the bystander was not signalled");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(real_server as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+#[test]
+fn killed_watcher_is_replaced_by_the_next_command() {
+    let mut w = World::new();
+    let a = w.client();
+    w.ok(&[
+        "use",
+        "v",
+        "--grace-period",
+        "200ms",
+        "--pid",
+        &a.to_string(),
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    let info = w.info("v");
+    let (server, watcher) = (pid_of(&info), info["watcher_pid"].as_u64().unwrap() as u32);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(watcher as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually(SOON, "watcher gone", || !alive(watcher));
+    assert!(alive(server), "the server outlives its watcher");
+    let info = w.info("v");
+    let new_watcher = info["watcher_pid"].as_u64().unwrap() as u32;
+    assert_ne!(new_watcher, watcher);
+    assert!(alive(new_watcher), "info restored supervision");
+    assert_eq!(pid_of(&info), server);
+    // The new watcher really supervises: a client death leads to a stop.
+    w.kill_client(a);
+    eventually(SOON, "server stopped by the new watcher", || {
+        !alive(server) && w.check("v") == 2
+    });
+    assert!(w
+        .ok(&["admin", "debug", "v"])
+        .stdout()
+        .contains("new watcher"));
+}
+
+#[test]
+fn killed_watcher_mid_grace_still_stops_the_server() {
+    let w = World::new();
+    let me = std::process::id().to_string();
+    w.ok(&[
+        "use",
+        "m",
+        "--grace-period",
+        "300ms",
+        "--pid",
+        &me,
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    w.ok(&["unuse", "m", "--pid", &me]);
+    let info = w.info("m");
+    let (server, watcher) = (pid_of(&info), info["watcher_pid"].as_u64().unwrap() as u32);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(watcher as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually(SOON, "watcher gone", || !alive(watcher));
+    w.ok(&["admin", "doctor", "m"]);
+    eventually(SOON, "grace still expires", || {
+        !alive(server) && w.check("m") == 2
+    });
+}
+
+#[test]
+fn corrupt_record_gives_a_clear_error_and_doctor_repairs_it() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    w.ok(&["use", "bad", "--pid", &a, "--", "sleep", "1000"]);
+    let server = pid_of(&w.info("bad"));
+    let path = w.record_path("bad");
+    for garbage in ["", "{not json", "{\"format\": \"other\"}"] {
+        std::fs::write(&path, garbage).unwrap();
+        let r = w.run(&["info", "bad"]);
+        assert_eq!(r.code(), 10);
+        assert!(
+            r.stderr().contains(&*path.to_string_lossy()),
+            "{}",
+            r.stderr()
+        );
+        assert!(r.stderr().contains("admin doctor"), "{}", r.stderr());
+        let fixed = w.ok(&["admin", "doctor"]);
+        assert!(fixed.stdout().contains("restored"), "{}", fixed.stdout());
+        let info = w.info("bad");
+        assert_eq!(
+            (pid_of(&info), info["refcount"].as_u64()),
+            (server, Some(1))
+        );
+    }
+    assert!(alive(server), "repair never kills the server");
+}
+
+#[test]
+fn command_not_found_fails_and_leaves_nothing() {
+    let w = World::new();
+    let r = w.run(&["use", "nf", "--", "/no/such/program", "x"]);
+    assert_eq!(r.code(), 10);
+    assert!(
+        r.stderr().contains("command not found: /no/such/program"),
+        "{}",
+        r.stderr()
+    );
+    assert!(!w.record_path("nf").exists());
+    assert_eq!(w.check("nf"), 2);
+    let r = w.run(&["use", "nf", "--cwd", "/no/such/dir", "--", "sleep", "1"]);
+    assert!(r.stderr().contains("/no/such/dir"), "{}", r.stderr());
+}
+
+#[test]
+fn server_that_exits_at_once_fails_use_with_its_log() {
+    let w = World::new();
+    let log = w.path("boom.log");
+    let r = w.run(&[
+        "use",
+        "boom",
+        "--log-file",
+        &log.to_string_lossy(),
+        "--",
+        "sh",
+        "-c",
+        "echo cannot bind port >&2; exit 7",
+    ]);
+    assert_eq!(r.code(), 10);
+    assert!(
+        r.stderr().contains("exited at once with code 7"),
+        "{}",
+        r.stderr()
+    );
+    assert!(r.stderr().contains("cannot bind port"), "{}", r.stderr());
+    assert!(!w.record_path("boom").exists());
+}
+
+#[test]
+fn bad_command_lines_get_usage_errors() {
+    let w = World::new();
+    let r = w.run(&[
+        "use",
+        "x",
+        "--grace-period",
+        "5 parsecs",
+        "--",
+        "sleep",
+        "1",
+    ]);
+    assert_eq!(r.code(), 64);
+    assert!(
+        r.stderr().contains("invalid duration") && r.stderr().contains("2h30m"),
+        "{}",
+        r.stderr()
+    );
+    let r = w.run(&["frobnicate"]);
+    assert_eq!(r.code(), 64);
+    assert!(r.stderr().contains("frobnicate"), "{}", r.stderr());
+    let r = w.run(&["use", "x", "--env", "NOEQUALS", "--", "sleep", "1"]);
+    assert_eq!(r.code(), 64);
+    assert!(r.stderr().contains("KEY=VALUE"), "{}", r.stderr());
+    let r = w.run(&["use", "x"]);
+    assert_eq!(r.code(), 10);
+    assert!(r.stderr().contains("-- CMD"), "{}", r.stderr());
+}
+
+#[test]
+fn completion_scripts_are_generated() {
+    let w = World::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let r = w.ok(&["completion", shell]);
+        assert!(r.stdout().contains("sharedserver"), "{shell}");
+        assert!(r.stdout().contains("unuse"), "{shell}");
+    }
+}
