@@ -133,12 +133,16 @@ fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
     m.set(
         "list",
         lua.create_function(|lua, ()| {
+            // Like Lifecycle::list, but an unreadable record keeps its name.
+            let lifecycle = lifecycle()?;
             let out = lua.create_table()?;
-            for (i, entry) in lifecycle()?.list().map_err(lua_err)?.into_iter().enumerate() {
-                let item = match entry {
+            let names = lifecycle.store.names().map_err(lua_err)?;
+            for (i, name) in names.iter().enumerate() {
+                let item = match lifecycle.status(name) {
                     Ok(status) => to_lua(lua, &status)?,
                     Err(e) => {
                         let t = lua.create_table()?;
+                        t.set("name", name.as_str())?;
                         t.set("state", "error")?;
                         t.set("error", e.to_string())?;
                         LuaValue::Table(t)

@@ -1,0 +1,54 @@
+---@meta
+-- Type definitions for the native module (src/lua.rs). Never loaded at run
+-- time; read by lua-language-server.
+
+---@class sharedserver.Client
+---@field pid integer
+---@field attached_at string RFC 3339
+---@field metadata string|nil
+
+---@class sharedserver.LastExit
+---@field pid integer
+---@field code integer|nil exit code; nil when killed by a signal
+---@field signal integer|nil
+---@field reason string
+---@field at string RFC 3339
+
+---@class sharedserver.Status
+---@field name string
+---@field state "active"|"grace"|"stopping"|"stopped"|"error"
+---@field pid integer|nil
+---@field refcount integer
+---@field clients sharedserver.Client[]|nil
+---@field command string[]|nil
+---@field grace_period string|nil
+---@field grace_remaining_ms integer|nil
+---@field started_at string|nil
+---@field uptime_secs integer|nil
+---@field watcher_pid integer|nil
+---@field log_file string|nil
+---@field cwd string|nil
+---@field last_exit sharedserver.LastExit|nil
+---@field started boolean|nil only from start(): true when this call started it
+---@field error string|nil only from list(): why the record could not be read
+
+---@class sharedserver.NativeSpec
+---@field command string
+---@field args string[]|nil
+---@field env table<string, string>|nil
+---@field working_dir string|nil
+---@field log_file string|nil
+---@field grace_period string|number|nil
+---@field binary string|nil
+---@field metadata string|nil
+
+---@class sharedserver.Native
+---@field version fun(): string
+---@field lockdir fun(): string
+---@field set_binary fun(path: string|nil)
+---@field status fun(name: string): sharedserver.Status
+---@field list fun(): sharedserver.Status[]
+---@field incref fun(name: string, pid?: integer): sharedserver.Status
+---@field decref fun(name: string, pid?: integer): sharedserver.Status
+---@field start fun(name: string, spec: sharedserver.NativeSpec): sharedserver.Status
+---@field stop fun(name: string, opts?: { force?: boolean, timeout?: string }): sharedserver.Status

@@ -1,0 +1,161 @@
+---@mod sharedserver.status.view Turns statuses into lines
+---
+--- Pure functions of the model: no Neovim state is read or changed here.
+
+local M = {}
+
+M.markers = { active = "●", grace = "⏳", stopping = "◌", stopped = "○", error = "✗" }
+M.words = { active = "running", grace = "grace", stopping = "stopping", stopped = "stopped", error = "error" }
+M.columns = { "NAME", "STATUS", "PID", "REFS", "UPTIME" }
+M.footer = "q/<Esc> close"
+
+---@param s string
+---@return integer
+local function width(s)
+  return vim.fn.strdisplaywidth(s)
+end
+
+---@param s string
+---@param w integer
+---@return string
+local function pad(s, w)
+  return s .. string.rep(" ", math.max(0, w - width(s)))
+end
+
+--- "2h 15m", "45m 32s", "12s", or "-".
+---@param secs integer|nil
+---@return string
+function M.duration(secs)
+  if not secs then
+    return "-"
+  end
+  local d, h, m, s = math.floor(secs / 86400), math.floor(secs / 3600) % 24, math.floor(secs / 60) % 60, secs % 60
+  if d > 0 then
+    return string.format("%dd %dh", d, h)
+  elseif h > 0 then
+    return string.format("%dh %dm", h, m)
+  elseif m > 0 then
+    return string.format("%dm %ds", m, s)
+  end
+  return string.format("%ds", s)
+end
+
+---@param st sharedserver.ModelEntry
+---@return string
+local function marker(st)
+  return pad(M.markers[st.state] or "?", 2)
+end
+
+---@param st sharedserver.ModelEntry
+---@return string[]
+local function tags(st)
+  local t = {}
+  if st.lazy then
+    t[#t + 1] = "[lazy]"
+  end
+  if st.attached then
+    t[#t + 1] = "[attached]"
+  end
+  if st.registered == false then
+    t[#t + 1] = "[external]"
+  end
+  return t
+end
+
+--- The table of every server: a header, a rule, one row per server, a footer.
+---@param entries sharedserver.ModelEntry[]
+---@return string[]
+function M.table(entries)
+  local rows = {}
+  for _, st in ipairs(entries) do
+    local up = st.running and M.duration(st.uptime_secs) or "-"
+    rows[#rows + 1] = {
+      marker(st) .. st.name,
+      M.words[st.state] or st.state,
+      st.pid and tostring(st.pid) or "-",
+      st.pid and tostring(st.refcount or 0) or "-",
+      up,
+      table.concat(tags(st), " "),
+    }
+  end
+  local header = { "  " .. M.columns[1], M.columns[2], M.columns[3], M.columns[4], M.columns[5], "" }
+  local widths = {}
+  for i = 1, 5 do
+    widths[i] = width(header[i])
+    for _, r in ipairs(rows) do
+      widths[i] = math.max(widths[i], width(r[i]))
+    end
+  end
+  local function line(r)
+    local parts = {}
+    for i = 1, 5 do
+      parts[i] = pad(r[i], widths[i])
+    end
+    local s = table.concat(parts, "  ")
+    if r[6] ~= "" then
+      s = s .. "  " .. r[6]
+    end
+    return (s:gsub("%s+$", ""))
+  end
+  local lines = { line(header) }
+  local total = widths[1] + widths[2] + widths[3] + widths[4] + widths[5] + 8
+  lines[2] = string.rep("─", total)
+  if #rows == 0 then
+    lines[#lines + 1] = "  (no servers configured or running)"
+  end
+  for _, r in ipairs(rows) do
+    lines[#lines + 1] = line(r)
+  end
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = M.footer
+  return lines
+end
+
+---@param st sharedserver.ModelEntry
+---@return string[]
+function M.detail(st)
+  local lines = { marker(st) .. st.name .. "  " .. (M.words[st.state] or st.state) .. "  " .. table.concat(tags(st), " ") }
+  lines[1] = lines[1]:gsub("%s+$", "")
+  local function row(key, value)
+    if value ~= nil and value ~= "" then
+      lines[#lines + 1] = "  " .. pad(key, 13) .. tostring(value)
+    end
+  end
+  if st.error then
+    row("error", st.error)
+  end
+  if st.pid then
+    row("pid", st.pid .. (st.watcher_pid and string.format(" (watcher %d)", st.watcher_pid) or ""))
+    row("refcount", st.refcount)
+    row("uptime", M.duration(st.uptime_secs) .. (st.started_at and (" (since " .. st.started_at .. ")") or ""))
+    local grace = st.grace_period
+    if grace and st.grace_remaining_ms then
+      grace = grace .. string.format(" (%s left)", M.duration(math.floor(st.grace_remaining_ms / 1000)))
+    end
+    row("grace period", grace)
+  end
+  if st.command and #st.command > 0 then
+    row("command", table.concat(st.command, " "))
+  end
+  row("cwd", st.cwd)
+  row("log", st.log_file)
+  if st.registered ~= nil then
+    row("this nvim", st.registered and (st.attached and "attached" or "not attached") or "not configured here")
+  end
+  if st.clients and #st.clients > 0 then
+    lines[#lines + 1] = "  clients"
+    for _, c in ipairs(st.clients) do
+      lines[#lines + 1] = string.format("    %-8d since %s%s", c.pid, c.attached_at, c.metadata and ("  " .. c.metadata) or "")
+    end
+  end
+  local e = st.last_exit
+  if e then
+    local how = e.code and ("code " .. e.code) or (e.signal and ("signal " .. e.signal)) or "unknown status"
+    row("last exit", string.format("pid %d, %s, %s (%s)", e.pid, how, e.reason, e.at))
+  end
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = M.footer
+  return lines
+end
+
+return M
