@@ -22,10 +22,7 @@ pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
         let path = entry.path();
         if let Some(tmp) = file.strip_prefix('.').and_then(|f| f.strip_suffix(".tmp")) {
             // `.TARGET.PID.N.tmp`: an interrupted atomic write, if PID is gone.
-            let writer = tmp
-                .rsplit('.')
-                .nth(1)
-                .and_then(|p| p.parse::<u32>().ok());
+            let writer = tmp.rsplit('.').nth(1).and_then(|p| p.parse::<u32>().ok());
             if writer.is_some_and(|pid| crate::process::ProcessId::of(pid).is_none()) {
                 let _ = std::fs::remove_file(&path);
                 report.push(format!("removed interrupted write {}", path.display()));

@@ -10,13 +10,16 @@
 //! - [`watcher`] and [`spawn`]: the per-server supervisor process
 //! - [`doctor`]: validation and repair
 
+pub mod config;
 pub mod doctor;
 pub mod duration;
 pub mod error;
 pub mod lifecycle;
 pub mod lockdir;
+pub mod logs;
 mod lua;
 pub mod name;
+pub mod probe;
 pub mod process;
 pub mod record;
 pub mod spawn;

@@ -8,7 +8,7 @@ use crate::duration;
 use crate::error::{Error, Result};
 use crate::name::ServerName;
 use crate::process::{signal_group, ProcessId};
-use crate::record::{now_ms, LastExit, Record, State, StopRequest, FORMAT, VERSION};
+use crate::record::{now_ms, LastExit, Record, RestartPolicy, State, StopRequest, FORMAT, VERSION};
 use crate::spawn::{self, Hello, Launch};
 use crate::status::Status;
 use crate::store::{Guard, Store};
@@ -24,9 +24,17 @@ pub struct StartSpec {
     /// Added to the inherited environment.
     pub env: BTreeMap<String, String>,
     pub cwd: PathBuf,
+    /// Where output goes; None means `NAME.log` in the lock directory.
     pub log_file: Option<PathBuf>,
     pub grace_period: Duration,
+    /// Readiness spec (`tcp://…`, `http://…`, `unix://…`, `log:…`, `cmd:…`).
+    pub ready: Option<String>,
+    pub ready_timeout: Duration,
+    pub restart: Option<RestartPolicy>,
 }
+
+/// Default for `--ready-timeout`.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IfRunning {
@@ -138,14 +146,19 @@ impl Lifecycle {
                 "server '{name}' is not running and no command was given (add `-- CMD ARGS...`)"
             )));
         }
+        if let Some(ready) = &spec.ready {
+            crate::probe::ReadySpec::parse(ready)?;
+        }
+        let log_file = spec
+            .log_file
+            .clone()
+            .unwrap_or_else(|| crate::logs::default_path(&self.store, name));
         let launch = Launch {
             command: spec.command.clone(),
             env: spec.env.clone(),
             cwd: spec.cwd.to_string_lossy().into_owned(),
-            log_file: spec
-                .log_file
-                .as_ref()
-                .map(|p| p.to_string_lossy().into_owned()),
+            log_file: log_file.to_string_lossy().into_owned(),
+            ready: spec.ready.clone(),
             adopt: None,
         };
         let exe = self.exe()?;
@@ -172,7 +185,7 @@ impl Lifecycle {
                 return Err(Error::DiedAtStart {
                     name: name.to_string(),
                     detail,
-                    log_tail: spec.log_file.as_ref().and_then(|p| log_tail(p, 10)),
+                    log_tail: crate::logs::tail(&log_file, 10),
                 });
             }
         };
@@ -186,12 +199,18 @@ impl Lifecycle {
             command: spec.command.clone(),
             cwd: launch.cwd,
             env: spec.env.clone(),
-            log_file: launch.log_file,
+            log_file: Some(launch.log_file),
             grace_period_ms: spec.grace_period.as_millis() as u64,
             started_at_ms,
             clients: vec![],
             grace_until_ms: None,
             stop: None,
+            ready: spec.ready.clone(),
+            ready_timeout_ms: spec.ready_timeout.as_millis() as u64,
+            ready_at_ms: None,
+            restart: spec.restart,
+            restarts_ms: vec![],
+            restart_at_ms: None,
         };
         rec.attach(req.client, req.metadata.clone(), now_ms());
         self.store.write(guard, name, &rec)?;
@@ -288,14 +307,14 @@ impl Lifecycle {
             Some(rec) if self.healthy(&rec) => {
                 let mut view = rec;
                 view.settle(now, |id| id.is_alive());
-                Ok(Status::of(&view, None, now))
+                Ok(Status::of(&view, self.store.read_last(name).as_ref(), now))
             }
             Some(_) => {
                 let guard = self.store.lock(name)?;
                 let rec = self.supervised(&guard, name)?;
                 drop(guard);
                 Ok(match rec {
-                    Some(rec) => Status::of(&rec, None, now),
+                    Some(rec) => Status::of(&rec, self.store.read_last(name).as_ref(), now),
                     None => Status::stopped(name.as_str(), self.store.read_last(name).as_ref()),
                 })
             }
@@ -309,7 +328,44 @@ impl Lifecycle {
     }
 
     fn healthy(&self, rec: &Record) -> bool {
-        rec.server.is_alive() && rec.watcher.is_some_and(|w| w.is_alive())
+        (rec.server.is_alive() || rec.restart_at_ms.is_some())
+            && rec.watcher.is_some_and(|w| w.is_alive())
+    }
+
+    /// Block until `name` has passed its readiness check. `progress` is
+    /// called now and then with the elapsed time. Fails, with the reason and
+    /// the log's last lines, if the server stops first (the watcher stops it
+    /// when its readiness deadline passes).
+    pub fn wait_ready(
+        &self,
+        name: &ServerName,
+        mut progress: impl FnMut(Duration),
+    ) -> Result<Status> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let status = self.status(name)?;
+            match status.state {
+                State::Active | State::Grace => return Ok(status),
+                State::Stopped => {
+                    let last = self.store.read_last(name);
+                    let reason = last
+                        .as_ref()
+                        .map_or("stopped".to_string(), |l| l.reason.clone());
+                    let log = crate::logs::default_path(&self.store, name);
+                    let log = status.log_file.as_ref().map(PathBuf::from).unwrap_or(log);
+                    return Err(Error::DiedAtStart {
+                        name: name.to_string(),
+                        detail: format!("did not become ready: {reason}"),
+                        log_tail: crate::logs::tail(&log, 10),
+                    });
+                }
+                State::Starting | State::Stopping => {}
+            }
+            progress(started.elapsed());
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
     }
 
     /// Read the record under the lock and repair what a crash left behind:
@@ -321,7 +377,8 @@ impl Lifecycle {
         };
         let watcher_alive = rec.watcher.is_some_and(|w| w.is_alive());
         if watcher_alive {
-            if !rec.server.is_alive() {
+            // Between a crash and its restart the server is legitimately dead.
+            if !rec.server.is_alive() && rec.restart_at_ms.is_none() {
                 // The watcher is about to clean up; report it as stopping.
                 rec.stop.get_or_insert(StopRequest {
                     reason: "exited on its own".into(),
@@ -359,7 +416,12 @@ impl Lifecycle {
             command: rec.command.clone(),
             env: rec.env.clone(),
             cwd: rec.cwd.clone(),
-            log_file: rec.log_file.clone(),
+            log_file: rec.log_file.clone().unwrap_or_else(|| {
+                crate::logs::default_path(&self.store, name)
+                    .to_string_lossy()
+                    .into_owned()
+            }),
+            ready: rec.ready.clone(),
             adopt: Some(rec.server),
         };
         match spawn::watcher(&exe, self.store.dir(), name.as_str(), &launch)? {
@@ -434,12 +496,4 @@ impl Lifecycle {
             )
         })
     }
-}
-
-/// The last `lines` lines of a log file, if it has any.
-pub fn log_tail(path: &std::path::Path, lines: usize) -> Option<String> {
-    let text = std::fs::read(path).ok()?;
-    let text = String::from_utf8_lossy(&text[text.len().saturating_sub(64 * 1024)..]).into_owned();
-    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
-    (!tail.is_empty()).then(|| tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
 }

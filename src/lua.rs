@@ -203,6 +203,9 @@ fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
                     cwd,
                     log_file: spec.log_file,
                     grace_period: spec.grace_period,
+                    ready: None,
+                    ready_timeout: crate::lifecycle::DEFAULT_READY_TIMEOUT,
+                    restart: None,
                 }),
                 if_running: IfRunning::Attach,
             };

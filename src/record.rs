@@ -36,6 +36,58 @@ pub struct Record {
     /// Set while no client is attached: when the grace period runs out.
     pub grace_until_ms: Option<u64>,
     pub stop: Option<StopRequest>,
+    /// Readiness spec (see `probe.rs`); the server is `starting` until it passes.
+    #[serde(default)]
+    pub ready: Option<String>,
+    #[serde(default)]
+    pub ready_timeout_ms: u64,
+    #[serde(default)]
+    pub ready_at_ms: Option<u64>,
+    #[serde(default)]
+    pub restart: Option<RestartPolicy>,
+    /// When each automatic restart happened (pruned to the policy window).
+    #[serde(default)]
+    pub restarts_ms: Vec<u64>,
+    /// Set while waiting out the backoff before the next restart.
+    #[serde(default)]
+    pub restart_at_ms: Option<u64>,
+}
+
+/// `--restart on-failure[:MAX]`: restart after a non-zero exit or a signal,
+/// with exponential backoff, giving up after MAX restarts within the window.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct RestartPolicy {
+    pub max: u32,
+    pub window_ms: u64,
+}
+
+impl RestartPolicy {
+    pub const DEFAULT_MAX: u32 = 5;
+    pub const WINDOW: Duration = Duration::from_secs(60);
+
+    /// `no`, `on-failure` or `on-failure:MAX`.
+    pub fn parse(text: &str) -> Result<Option<RestartPolicy>, String> {
+        let policy = |max| {
+            Some(RestartPolicy {
+                max,
+                window_ms: Self::WINDOW.as_millis() as u64,
+            })
+        };
+        match text.split_once(':') {
+            None if text == "no" || text == "never" => Ok(None),
+            None if text == "on-failure" => Ok(policy(Self::DEFAULT_MAX)),
+            Some(("on-failure", max)) => match max.parse::<u32>() {
+                Ok(n) if n > 0 => Ok(policy(n)),
+                _ => Err(format!("invalid restart limit {max:?} in {text:?} (a positive number, e.g. on-failure:5)")),
+            },
+            _ => Err(format!("invalid restart policy {text:?} (use no, on-failure or on-failure:MAX)")),
+        }
+    }
+
+    /// Backoff before restart number `n` (0-based): 100 ms doubling, 30 s cap.
+    pub fn backoff(n: usize) -> Duration {
+        Duration::from_millis(100u64.saturating_mul(1 << n.min(9))).min(Duration::from_secs(30))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -72,6 +124,7 @@ pub struct LastExit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
+    Starting,
     Active,
     Grace,
     Stopping,
@@ -81,6 +134,7 @@ pub enum State {
 impl State {
     pub fn as_str(self) -> &'static str {
         match self {
+            State::Starting => "starting",
             State::Active => "active",
             State::Grace => "grace",
             State::Stopping => "stopping",
@@ -95,6 +149,10 @@ impl Record {
     pub fn state(&self) -> State {
         if self.stop.is_some() {
             State::Stopping
+        } else if self.restart_at_ms.is_some()
+            || (self.ready.is_some() && self.ready_at_ms.is_none())
+        {
+            State::Starting
         } else if self.clients.is_empty() {
             State::Grace
         } else {
@@ -198,6 +256,12 @@ mod tests {
             clients: vec![],
             grace_until_ms: None,
             stop: None,
+            ready: None,
+            ready_timeout_ms: 0,
+            ready_at_ms: None,
+            restart: None,
+            restarts_ms: vec![],
+            restart_at_ms: None,
         }
     }
     const A: ProcessId = ProcessId {

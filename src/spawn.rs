@@ -20,7 +20,11 @@ pub struct Launch {
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub cwd: String,
-    pub log_file: Option<String>,
+    /// Where the watcher copies the server's output.
+    pub log_file: String,
+    /// Readiness spec, so a `log:` probe can watch output from the first byte.
+    #[serde(default)]
+    pub ready: Option<String>,
     /// Supervise this already-running server instead of starting one.
     pub adopt: Option<ProcessId>,
 }
@@ -128,25 +132,13 @@ pub(crate) fn close_inherited_fds() {
 }
 
 /// Start the server itself (called in the watcher): argv verbatim, its own
-/// process group, stdin from /dev/null, output appended to the log.
-pub fn server(launch: &Launch) -> std::io::Result<std::process::Child> {
+/// process group, stdin from /dev/null, stdout and stderr into `output`.
+pub fn server(launch: &Launch, output: std::fs::File) -> std::io::Result<std::process::Child> {
     let (program, args) = launch
         .command
         .split_first()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
-    let (out, err) = match &launch.log_file {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("cannot open log file {path}: {e}"))
-                })?;
-            (Stdio::from(file.try_clone()?), Stdio::from(file))
-        }
-        None => (Stdio::null(), Stdio::null()),
-    };
+    let (out, err) = (Stdio::from(output.try_clone()?), Stdio::from(output));
     if !Path::new(&launch.cwd).is_dir() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,

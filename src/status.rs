@@ -23,6 +23,10 @@ pub struct Status {
     pub log_file: Option<String>,
     pub cwd: Option<String>,
     pub last_exit: Option<ExitStatus>,
+    /// Readiness spec, if the server has one.
+    pub ready: Option<String>,
+    /// Automatic restarts within the current restart window.
+    pub restarts: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +74,8 @@ impl Status {
             log_file: None,
             cwd: None,
             last_exit: last.map(ExitStatus::from),
+            ready: None,
+            restarts: 0,
         }
     }
 
@@ -101,6 +107,8 @@ impl Status {
             log_file: rec.log_file.clone(),
             cwd: Some(rec.cwd.clone()),
             last_exit: last.map(ExitStatus::from),
+            ready: rec.ready.clone(),
+            restarts: rec.restarts_ms.len(),
         }
     }
 }

@@ -1,17 +1,22 @@
 //! The watcher: one detached process per server, the server's parent.
 //!
 //! It sleeps in a single `poll(2)` on: the server's pidfd (exit), one pidfd
-//! per client (crash), and the name's wake FIFO (a CLI or Neovim changed the
-//! record). The only timeout is a running grace period. An idle watcher
-//! therefore never wakes and never writes.
+//! per client (crash), the name's wake FIFO (a CLI or Neovim changed the
+//! record) and the server's output FIFO (log lines to copy). The only
+//! timeouts are deadlines: a grace period, a restart backoff, the next
+//! readiness probe. An idle watcher therefore never wakes and never writes.
 //!
-//! Each wake-up runs one `tick` under the name's lock: read the record,
-//! settle it (see `Record::settle`), write it only if it changed, and act.
+//! Each wake-up runs one tick under the name's lock: read the record, settle
+//! it (see `Record::settle`), write it only if it changed, and act.
 
 use crate::error::{Error, Result};
+use crate::logs::Pump;
 use crate::name::ServerName;
+use crate::probe::{self, ReadySpec};
 use crate::process::{signal_group, PidFd, ProcessId};
-use crate::record::{now_ms, LastExit, Record, FORMAT, VERSION};
+use crate::record::{
+    now_ms, LastExit, Record, RestartPolicy, DEFAULT_STOP_TIMEOUT, FORMAT, VERSION,
+};
 use crate::spawn::{self, Hello, Launch};
 use crate::store::{Guard, Store};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -53,26 +58,41 @@ fn watch(raw_name: &str) -> Result<()> {
     let launch: Launch = serde_json::from_str(&input)
         .map_err(|e| Error::Other(format!("watcher: bad launch spec: {e}")))?;
     let wake = open_wake_fifo(&store, &name)?;
+    let ready = launch.ready.as_deref().map(ReadySpec::parse).transpose()?;
+    let matcher = ready.as_ref().and_then(|r| r.log_regex().cloned());
+    let mut pump = Pump::open(&store, &name, launch.log_file.as_ref(), matcher)?;
 
-    let (server, hello) = match begin(&launch) {
-        Ok(server) => {
-            let hello = Hello::Ready {
-                watcher: ProcessId::current(),
-                server: server.id,
-                started_at_ms: now_ms(),
-            };
-            (Some(server), hello)
-        }
-        Err(hello) => (None, hello),
+    let started = begin(&store, &name, &launch, &mut pump);
+    let hello = match &started {
+        Ok(server) => Hello::Ready {
+            watcher: ProcessId::current(),
+            server: server.id,
+            started_at_ms: now_ms(),
+        },
+        Err(hello) => hello.clone(),
     };
     let mut out = std::io::stdout();
     let line = serde_json::to_string(&hello).expect("hello serializes");
     let _ = writeln!(out, "{line}").and_then(|_| out.flush());
     detach_stdio();
-    match server {
-        Some(server) => supervise(&store, &name, server, wake),
-        None => Ok(()),
+    let Ok(server) = started else {
+        return Ok(());
+    };
+    Watcher {
+        store: &store,
+        name: &name,
+        me: ProcessId::current(),
+        launch,
+        ready,
+        server: Some(server),
+        wake,
+        pump,
+        clients: HashMap::new(),
+        known: None,
+        probe_at: None,
+        probe_interval: None,
     }
+    .run()
 }
 
 /// The supervised server: a pidfd always, the Child too when we spawned it.
@@ -94,20 +114,15 @@ impl Server {
             _ => (None, None),
         }
     }
-
-    /// SIGTERM the group, then SIGKILL it after `timeout`.
-    fn terminate(&mut self, timeout: Duration) -> (Option<i32>, Option<i32>) {
-        let _ = signal_group(&self.pidfd, self.id.pid, libc::SIGTERM);
-        if !wait_readable(&self.pidfd, timeout) {
-            let _ = signal_group(&self.pidfd, self.id.pid, libc::SIGKILL);
-            wait_readable(&self.pidfd, KILL_WAIT);
-        }
-        self.reap()
-    }
 }
 
 /// Start (or adopt) the server. Errors become the handshake's answer.
-fn begin(launch: &Launch) -> std::result::Result<Server, Hello> {
+fn begin(
+    store: &Store,
+    name: &ServerName,
+    launch: &Launch,
+    pump: &mut Pump,
+) -> std::result::Result<Server, Hello> {
     if let Some(id) = launch.adopt {
         let pidfd = id.open().ok_or_else(|| Hello::SpawnFailed {
             message: format!("server pid {} exited before supervision resumed", id.pid),
@@ -118,22 +133,29 @@ fn begin(launch: &Launch) -> std::result::Result<Server, Hello> {
             child: None,
         });
     }
-    let mut child = spawn::server(launch).map_err(|e| Hello::SpawnFailed {
-        message: e.to_string(),
-    })?;
+    let server =
+        spawn_server(store, name, launch).map_err(|message| Hello::SpawnFailed { message })?;
+    if wait_exit(&server.pidfd, Some(pump), STARTUP_WINDOW) {
+        let mut server = server;
+        let (code, signal) = server.reap();
+        pump.drain();
+        return Err(Hello::DiedAtStart { code, signal });
+    }
+    Ok(server)
+}
+
+fn spawn_server(
+    store: &Store,
+    name: &ServerName,
+    launch: &Launch,
+) -> std::result::Result<Server, String> {
+    let output = Pump::server_end(store, name).map_err(|e| e.to_string())?;
+    let child = spawn::server(launch, output).map_err(|e| e.to_string())?;
     let pid = child.id();
     // The child is unreaped, so neither its pid nor its identity can change.
     let id = ProcessId::of(pid).unwrap_or(ProcessId { pid, start_time: 0 });
-    let pidfd = PidFd::open(pid).map_err(|e| Hello::SpawnFailed {
-        message: format!("pidfd_open({pid}) failed: {e} (Linux 5.3 or newer is required)"),
-    })?;
-    if wait_readable(&pidfd, STARTUP_WINDOW) {
-        let status = child.wait().ok();
-        return Err(Hello::DiedAtStart {
-            code: status.and_then(|s| s.code()),
-            signal: status.and_then(|s| s.signal()),
-        });
-    }
+    let pidfd = PidFd::open(pid)
+        .map_err(|e| format!("pidfd_open({pid}) failed: {e} (Linux 5.3 or newer is required)"))?;
     Ok(Server {
         id,
         pidfd,
@@ -141,175 +163,391 @@ fn begin(launch: &Launch) -> std::result::Result<Server, Hello> {
     })
 }
 
-fn supervise(store: &Store, name: &ServerName, mut server: Server, wake: File) -> Result<()> {
-    let me = ProcessId::current();
-    // The last record we saw and wrote: used to restore a damaged record.
-    let mut known: Option<Record> = None;
-    let mut clients: HashMap<ProcessId, PidFd> = HashMap::new();
-    loop {
-        let guard = store.lock(name)?;
-        let (mut rec, mut dirty) = match store.read(name) {
-            Ok(Some(r)) if r.server == server.id && r.watcher == Some(me) => (r, false),
-            Ok(Some(r)) if r.server == server.id => {
-                store.journal(
-                    name,
-                    "watcher",
-                    &format!("superseded by watcher {:?}", r.watcher),
-                );
-                return Ok(());
+struct Watcher<'a> {
+    store: &'a Store,
+    name: &'a ServerName,
+    me: ProcessId,
+    launch: Launch,
+    ready: Option<ReadySpec>,
+    /// None while waiting out a restart backoff.
+    server: Option<Server>,
+    wake: File,
+    pump: Pump,
+    clients: HashMap<ProcessId, PidFd>,
+    /// The last record we saw and wrote: used to restore a damaged record.
+    known: Option<Record>,
+    probe_at: Option<Instant>,
+    probe_interval: Option<Duration>,
+}
+
+/// What a tick decided to do after releasing the lock.
+enum Next {
+    Sleep(Option<Duration>),
+    Stop(String, Duration),
+    Exit,
+}
+
+impl Watcher<'_> {
+    fn run(mut self) -> Result<()> {
+        loop {
+            self.pump.drain();
+            match self.tick()? {
+                Next::Exit => return Ok(()),
+                Next::Stop(reason, timeout) => return self.stop(&reason, timeout),
+                Next::Sleep(timeout) => self.sleep(timeout),
             }
-            other => match &known {
+        }
+    }
+
+    fn journal(&self, line: &str) {
+        self.store.journal(self.name, "watcher", line);
+    }
+
+    fn tick(&mut self) -> Result<Next> {
+        let guard = self.store.lock(self.name)?;
+        let Some((mut rec, mut dirty)) = self.read_own(&guard)? else {
+            return Ok(Next::Exit);
+        };
+        let now = now_ms();
+        if let Some(server) = self.server.as_mut().filter(|s| s.exited()) {
+            let (code, signal) = server.reap();
+            self.server = None;
+            self.pump.drain();
+            match self.after_exit(&guard, &mut rec, code, signal)? {
+                Some(next) => return Ok(next),
+                None => dirty = true,
+            }
+        }
+        if self.server.is_none()
+            && rec.restart_at_ms.is_some_and(|at| now >= at)
+            && rec.stop.is_none()
+        {
+            match spawn_server(self.store, self.name, &self.launch) {
+                Ok(server) => {
+                    self.journal(&format!("restarted server as pid {}", server.id.pid));
+                    rec.server = server.id;
+                    rec.started_at_ms = now;
+                    rec.restart_at_ms = None;
+                    rec.ready_at_ms = None;
+                    self.probe_interval = None;
+                    self.probe_at = None;
+                    self.server = Some(server);
+                    dirty = true;
+                }
+                Err(message) => {
+                    self.finish(
+                        &guard,
+                        &rec,
+                        None,
+                        None,
+                        &format!("restart failed: {message}"),
+                    )?;
+                    return Ok(Next::Exit);
+                }
+            }
+        }
+        dirty |= self.check_ready(&mut rec, now);
+        dirty |= rec.settle(now, |id| id.is_alive());
+        if dirty {
+            self.store.write(&guard, self.name, &rec)?;
+        }
+        self.known = Some(rec.clone());
+        if let Some(stop) = &rec.stop {
+            return Ok(Next::Stop(
+                stop.reason.clone(),
+                Duration::from_millis(stop.timeout_ms),
+            ));
+        }
+        let died = self.watch_clients(&rec);
+        drop(guard);
+        if died {
+            return Ok(Next::Sleep(Some(Duration::ZERO)));
+        }
+        let deadlines = [
+            rec.grace_until_ms
+                .map(|u| Duration::from_millis(u.saturating_sub(now_ms()))),
+            rec.restart_at_ms
+                .map(|u| Duration::from_millis(u.saturating_sub(now_ms()))),
+            self.probe_at
+                .map(|t| t.saturating_duration_since(Instant::now())),
+        ];
+        Ok(Next::Sleep(deadlines.into_iter().flatten().min()))
+    }
+
+    /// Read the record, insisting that it is about our server and us.
+    fn read_own(&mut self, guard: &Guard) -> Result<Option<(Record, bool)>> {
+        let ours = |r: &Record| {
+            self.known
+                .as_ref()
+                .map_or(self.server.as_ref().map(|s| s.id) == Some(r.server), |k| {
+                    k.server == r.server
+                })
+        };
+        match self.store.read(self.name) {
+            Ok(Some(r)) if ours(&r) && r.watcher == Some(self.me) => Ok(Some((r, false))),
+            Ok(Some(r)) if ours(&r) => {
+                self.journal(&format!(
+                    "superseded by watcher {:?}",
+                    r.watcher.map(|w| w.pid)
+                ));
+                Ok(None)
+            }
+            other => match &self.known {
                 Some(good) => {
                     let what = match other {
                         Err(e) => format!("record unreadable ({e})"),
                         Ok(None) => "record missing".to_string(),
                         Ok(Some(_)) => "record names another server".to_string(),
                     };
-                    store.journal(name, "watcher", &format!("{what}; restored it from memory"));
-                    (good.clone(), true)
+                    self.journal(&format!("{what}; restored it from memory"));
+                    Ok(Some((good.clone(), true)))
                 }
                 None => {
                     // The caller died between the handshake and writing the
                     // record: nobody knows this server exists. Stop it.
-                    drop(guard);
-                    store.journal(
-                        name,
-                        "watcher",
-                        "no record was written for the new server; stopping it",
-                    );
-                    server.terminate(crate::record::DEFAULT_STOP_TIMEOUT);
-                    return Ok(());
+                    self.journal("no record was written for the new server; stopping it");
+                    if let Some(server) = &mut self.server {
+                        terminate(server, &mut self.pump, DEFAULT_STOP_TIMEOUT);
+                    }
+                    let _ = guard;
+                    Ok(None)
                 }
             },
+        }
+    }
+
+    /// The server exited. Returns what to do next, or None to carry on
+    /// (a restart was scheduled).
+    fn after_exit(
+        &mut self,
+        guard: &Guard,
+        rec: &mut Record,
+        code: Option<i32>,
+        signal: Option<i32>,
+    ) -> Result<Option<Next>> {
+        let reason = if let Some(stop) = &rec.stop {
+            stop.reason.clone()
+        } else if rec.state() == crate::record::State::Starting && rec.restart.is_none() {
+            "exited before it was ready".to_string()
+        } else {
+            "exited on its own".to_string()
         };
-        if server.exited() {
-            let (code, signal) = server.reap();
-            let reason = match &rec.stop {
-                Some(stop) => stop.reason.clone(),
-                None => "exited on its own".to_string(),
-            };
-            return finish(store, &guard, name, &rec, code, signal, &reason);
-        }
-        dirty |= rec.settle(now_ms(), |id| id.is_alive());
-        if dirty {
-            store.write(&guard, name, &rec)?;
-        }
-        known = Some(rec.clone());
-        if let Some(stop) = rec.stop.clone() {
-            store.journal(
-                name,
-                "watcher",
-                &format!("stopping pid {}: {}", server.id.pid, stop.reason),
+        let failed = code != Some(0);
+        let policy = rec.restart.filter(|_| failed && rec.stop.is_none());
+        let Some(policy) = policy else {
+            self.finish(guard, rec, code, signal, &reason)?;
+            return Ok(Some(Next::Exit));
+        };
+        let now = now_ms();
+        rec.restarts_ms
+            .retain(|t| now.saturating_sub(*t) < policy.window_ms);
+        if rec.restarts_ms.len() >= policy.max as usize {
+            let why = format!(
+                "gave up after {} restarts within {}",
+                rec.restarts_ms.len(),
+                crate::duration::format(Duration::from_millis(policy.window_ms))
             );
-            drop(guard);
-            let (code, signal) = server.terminate(Duration::from_millis(stop.timeout_ms));
-            let guard = store.lock(name)?;
-            // Clean only if the record is still about this server.
-            let current = store.read(name).ok().flatten();
-            if current.as_ref().map_or(true, |r| r.server == server.id) {
-                return finish(store, &guard, name, &rec, code, signal, &stop.reason);
-            }
-            return Ok(());
+            self.finish(guard, rec, code, signal, &why)?;
+            return Ok(Some(Next::Exit));
         }
-        // Keep exactly one pidfd per recorded client.
-        clients.retain(|id, _| rec.clients.iter().any(|c| c.id == *id));
-        let mut unwatchable = false;
+        let backoff = RestartPolicy::backoff(rec.restarts_ms.len());
+        rec.restarts_ms.push(now);
+        rec.restart_at_ms = Some(now + backoff.as_millis() as u64);
+        self.write_last(guard, rec, code, signal, "crashed; restarting");
+        self.journal(&format!(
+            "server pid {} crashed (code={code:?} signal={signal:?}); restart {} in {}",
+            rec.server.pid,
+            rec.restarts_ms.len(),
+            crate::duration::format(backoff)
+        ));
+        Ok(None)
+    }
+
+    /// Run a readiness probe if one is due. Returns true if the record changed.
+    fn check_ready(&mut self, rec: &mut Record, now: u64) -> bool {
+        let Some(spec) = &self.ready else {
+            return false;
+        };
+        if rec.ready_at_ms.is_some() || self.server.is_none() || rec.stop.is_some() {
+            self.probe_at = None;
+            return false;
+        }
+        let passed = self.pump.matched
+            || (self.probe_at.is_none_or(|t| Instant::now() >= t) && spec.check());
+        if passed {
+            rec.ready_at_ms = Some(now);
+            self.probe_at = None;
+            self.journal(&format!("ready ({})", rec.ready.as_deref().unwrap_or("")));
+            return true;
+        }
+        if now >= rec.started_at_ms + rec.ready_timeout_ms {
+            rec.stop = Some(crate::record::StopRequest {
+                reason: format!(
+                    "not ready within {} (waiting for {})",
+                    crate::duration::format(Duration::from_millis(rec.ready_timeout_ms)),
+                    rec.ready.as_deref().unwrap_or("?")
+                ),
+                timeout_ms: DEFAULT_STOP_TIMEOUT.as_millis() as u64,
+                requested_at_ms: now,
+            });
+            return true;
+        }
+        let interval = probe::next_interval(self.probe_interval);
+        self.probe_interval = Some(interval);
+        self.probe_at = Some(Instant::now() + interval);
+        false
+    }
+
+    /// Keep exactly one pidfd per recorded client. Returns true if one of
+    /// them is already dead (the caller should tick again at once).
+    fn watch_clients(&mut self, rec: &Record) -> bool {
+        self.clients
+            .retain(|id, _| rec.clients.iter().any(|c| c.id == *id));
         let mut died = false;
         for c in &rec.clients {
-            if clients.contains_key(&c.id) {
+            if self.clients.contains_key(&c.id) {
                 continue;
             }
             match c.id.open() {
                 Some(fd) => {
-                    clients.insert(c.id, fd);
+                    self.clients.insert(c.id, fd);
                 }
-                None if c.id.is_alive() => unwatchable = true,
-                None => died = true,
+                None => died |= !c.id.is_alive(),
             }
         }
-        drop(guard);
-        if died {
-            continue;
+        died
+    }
+
+    fn stop(mut self, reason: &str, timeout: Duration) -> Result<()> {
+        let (mut code, mut signal) = (None, None);
+        if let Some(server) = &mut self.server {
+            let line = format!("stopping pid {}: {reason}", server.id.pid);
+            self.store.journal(self.name, "watcher", &line);
+            (code, signal) = terminate(server, &mut self.pump, timeout);
         }
-        let mut timeout = rec
-            .grace_until_ms
-            .map(|until| Duration::from_millis(until.saturating_sub(now_ms())));
-        if unwatchable {
-            // No pidfd on this system: fall back to checking once a second.
-            timeout =
-                Some(timeout.map_or(Duration::from_secs(1), |t| t.min(Duration::from_secs(1))));
+        let guard = self.store.lock(self.name)?;
+        let Some(rec) = self.known.clone() else {
+            return Ok(()); // unreachable: a stop always follows a tick that read the record
+        };
+        // Clean only if the record is still about this server.
+        let current = self.store.read(self.name).ok().flatten();
+        if current.as_ref().is_none_or(|r| r.server == rec.server) {
+            self.finish(&guard, &rec, code, signal, reason)?;
         }
-        sleep_until_event(&wake, &server.pidfd, clients.values(), timeout);
+        Ok(())
+    }
+
+    fn finish(
+        &self,
+        guard: &Guard,
+        rec: &Record,
+        code: Option<i32>,
+        signal: Option<i32>,
+        reason: &str,
+    ) -> Result<()> {
+        self.store.remove(guard, self.name)?;
+        self.write_last(guard, rec, code, signal, reason);
+        self.journal(&format!(
+            "server pid {} ended ({reason}); code={code:?} signal={signal:?}",
+            rec.server.pid
+        ));
+        Ok(())
+    }
+
+    fn write_last(
+        &self,
+        guard: &Guard,
+        rec: &Record,
+        code: Option<i32>,
+        signal: Option<i32>,
+        reason: &str,
+    ) {
+        let last = LastExit {
+            format: FORMAT.into(),
+            version: VERSION,
+            name: self.name.to_string(),
+            pid: rec.server.pid,
+            command: rec.command.clone(),
+            code,
+            signal,
+            reason: reason.to_string(),
+            at_ms: now_ms(),
+        };
+        if let Err(e) = self.store.write_last(guard, self.name, &last) {
+            self.journal(&format!("cannot record the exit: {e}"));
+        }
+    }
+
+    fn sleep(&mut self, timeout: Option<Duration>) {
+        let mut fds = vec![
+            PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.pump.fifo().as_fd(), PollFlags::POLLIN),
+        ];
+        if let Some(server) = &self.server {
+            fds.push(PollFd::new(server.pidfd.as_fd(), PollFlags::POLLIN));
+        }
+        fds.extend(
+            self.clients
+                .values()
+                .map(|c| PollFd::new(c.as_fd(), PollFlags::POLLIN)),
+        );
+        let _ = poll(&mut fds, poll_timeout(timeout));
+        // Drain pokes; many pokes between ticks collapse into one tick.
+        let mut buf = [0u8; 256];
+        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
     }
 }
 
-fn finish(
-    store: &Store,
-    guard: &Guard,
-    name: &ServerName,
-    rec: &Record,
-    code: Option<i32>,
-    signal: Option<i32>,
-    reason: &str,
-) -> Result<()> {
-    store.remove(guard, name)?;
-    let last = LastExit {
-        format: FORMAT.into(),
-        version: VERSION,
-        name: name.to_string(),
-        pid: rec.server.pid,
-        command: rec.command.clone(),
-        code,
-        signal,
-        reason: reason.to_string(),
-        at_ms: now_ms(),
-    };
-    store.write_last(guard, name, &last)?;
-    store.journal(
-        name,
-        "watcher",
-        &format!(
-            "server pid {} ended ({reason}); code={code:?} signal={signal:?}",
-            rec.server.pid
-        ),
-    );
-    Ok(())
+/// SIGTERM the group, then SIGKILL it after `timeout`; keep draining output
+/// meanwhile so a server that logs on its way out never blocks on the pipe.
+fn terminate(
+    server: &mut Server,
+    pump: &mut Pump,
+    timeout: Duration,
+) -> (Option<i32>, Option<i32>) {
+    let _ = signal_group(&server.pidfd, server.id.pid, libc::SIGTERM);
+    if !wait_exit(&server.pidfd, Some(pump), timeout) {
+        let _ = signal_group(&server.pidfd, server.id.pid, libc::SIGKILL);
+        wait_exit(&server.pidfd, Some(pump), KILL_WAIT);
+    }
+    pump.drain();
+    server.reap()
 }
 
-fn sleep_until_event<'a>(
-    wake: &File,
-    server: &PidFd,
-    clients: impl Iterator<Item = &'a PidFd>,
-    timeout: Option<Duration>,
-) {
-    let mut fds = vec![
-        PollFd::new(wake.as_fd(), PollFlags::POLLIN),
-        PollFd::new(server.as_fd(), PollFlags::POLLIN),
-    ];
-    fds.extend(clients.map(|c| PollFd::new(c.as_fd(), PollFlags::POLLIN)));
-    let timeout = match timeout {
+fn poll_timeout(timeout: Option<Duration>) -> PollTimeout {
+    match timeout {
         None => PollTimeout::NONE,
-        Some(t) => PollTimeout::try_from(t.as_millis().min(i32::MAX as u128) as i32 + 1)
-            .unwrap_or(PollTimeout::MAX),
-    };
-    let _ = poll(&mut fds, timeout);
-    // Drain pokes; many pokes between ticks collapse into one tick.
-    let mut buf = [0u8; 256];
-    while matches!((&*wake).read(&mut buf), Ok(n) if n > 0) {}
+        // Round up, so we never wake just before a deadline and spin.
+        Some(t) => {
+            PollTimeout::try_from((t.as_micros().div_ceil(1000)).min(i32::MAX as u128) as i32)
+                .unwrap_or(PollTimeout::MAX)
+        }
+    }
 }
 
-/// Wait until the pidfd is readable (process exited) or the timeout passes.
-fn wait_readable(fd: &PidFd, timeout: Duration) -> bool {
+/// Wait until the process exits (pidfd readable) or the timeout passes,
+/// copying its output to the log meanwhile.
+fn wait_exit(fd: &PidFd, mut pump: Option<&mut Pump>, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, ms) {
-            Ok(n) if n > 0 => return true,
-            Ok(_) => return false,
-            Err(nix::errno::Errno::EINTR) => continue,
+        let mut fds = vec![PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        if let Some(p) = &pump {
+            fds.push(PollFd::new(p.fifo().as_fd(), PollFlags::POLLIN));
+        }
+        let result = poll(&mut fds, poll_timeout(Some(left)));
+        let exited = fds[0].revents().is_some_and(|r| !r.is_empty());
+        if let Some(p) = pump.as_deref_mut() {
+            p.drain();
+        }
+        match result {
+            _ if exited => return true,
+            Ok(0) => return false,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {
+                if Instant::now() >= deadline {
+                    return false;
+                }
+            }
             Err(_) => return fd.has_exited(),
         }
     }

@@ -138,8 +138,11 @@ fn server_gets_env_cwd_log_and_no_inherited_descriptors() {
         .arg("--log-file")
         .arg(&log)
         .args(["--", "sh", "-c", script]);
+    let marker = w.path("leak-marker");
+    std::fs::write(&marker, "").unwrap();
     let shell = format!(
-        "exec 7</dev/null; exec {}",
+        "exec 7<'{}'; exec {}",
+        marker.display(),
         std::iter::once(cmd.get_program())
             .chain(cmd.get_args())
             .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''")))

@@ -72,7 +72,7 @@ pub fn run(cmd: AdminCommand) -> sharedserver::Result<i32> {
     match cmd {
         AdminCommand::Start { name, pid, start } => {
             let client = client(pid, me)?;
-            let Some(spec) = start.spec()? else {
+            let Some(spec) = start.spec(&name)? else {
                 return Err(sharedserver::Error::Other(
                     "admin start needs a command: `sharedserver admin start NAME -- CMD ARGS...`"
                         .into(),

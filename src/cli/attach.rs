@@ -2,45 +2,100 @@
 
 use super::{client, lifecycle, parse_duration, parse_env, parse_name};
 use clap::Args;
+use sharedserver::lifecycle::DEFAULT_READY_TIMEOUT;
 use sharedserver::process::{self, ProcessId};
-use sharedserver::{AttachRequest, Attached, IfRunning, ServerName, StartSpec};
+use sharedserver::record::RestartPolicy;
+use sharedserver::{config, AttachRequest, Attached, IfRunning, ServerName, StartSpec, State};
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Args)]
 pub struct StartOptions {
-    /// How long to keep the server after the last client leaves (500ms, 30s, 5m, 2h30m)
-    #[arg(long, value_parser = parse_duration, default_value = "0s")]
-    pub grace_period: Duration,
+    /// How long to keep the server after the last client leaves (500ms, 30s, 5m, 2h30m; default 0s)
+    #[arg(long, value_parser = parse_duration)]
+    pub grace_period: Option<Duration>,
     /// Extra environment variable for the server (repeatable)
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
-    /// Append the server's stdout and stderr to this file (default: discarded)
+    /// Append the server's output to this file (default: NAME.log in the lock directory)
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
     /// Working directory for the server (default: the current directory)
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<PathBuf>,
-    /// The server command and its arguments, passed verbatim (no shell)
+    /// Return only once the server is ready: tcp://HOST:PORT, http://HOST:PORT/PATH,
+    /// unix:///PATH, log:REGEX or cmd:SHELL-COMMAND
+    #[arg(long, value_name = "SPEC", value_parser = parse_ready)]
+    pub ready: Option<String>,
+    /// How long to wait for --ready before stopping the server and failing
+    #[arg(long, value_parser = parse_duration, value_name = "D")]
+    pub ready_timeout: Option<Duration>,
+    /// Restart policy: no, on-failure or on-failure:MAX (default MAX 5 within 60s)
+    #[arg(long, value_name = "POLICY", value_parser = parse_restart)]
+    pub restart: Option<RestartArg>,
+    /// The server command and its arguments, passed verbatim (no shell).
+    /// Without it, NAME is looked up in .sharedserver.json (see `config`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
+fn parse_ready(raw: &str) -> Result<String, String> {
+    sharedserver::probe::ReadySpec::parse(raw).map_err(|e| e.to_string())?;
+    Ok(raw.to_string())
+}
+
+/// A parsed `--restart` (a newtype, because clap reads `Option<Option<_>>`
+/// as "flag with optional value").
+#[derive(Clone)]
+pub struct RestartArg(Option<RestartPolicy>);
+
+fn parse_restart(raw: &str) -> Result<RestartArg, String> {
+    RestartPolicy::parse(raw).map(RestartArg)
+}
+
 impl StartOptions {
-    pub fn spec(self) -> sharedserver::Result<Option<StartSpec>> {
-        if self.command.is_empty() {
-            return Ok(None);
-        }
+    /// The start spec: from the command line, else from the nearest config
+    /// file (command-line options override the file's).
+    pub fn spec(self, name: &ServerName) -> sharedserver::Result<Option<StartSpec>> {
         let here = std::env::current_dir()
             .map_err(|e| sharedserver::Error::io(".", "reading the current directory", e))?;
         let absolute = |p: PathBuf| if p.is_absolute() { p } else { here.join(p) };
-        Ok(Some(StartSpec {
-            command: self.command,
-            env: self.env.into_iter().collect(),
-            cwd: absolute(self.cwd.clone().unwrap_or_else(|| here.clone())),
-            log_file: self.log_file.map(absolute),
-            grace_period: self.grace_period,
-        }))
+        let mut spec = if !self.command.is_empty() {
+            StartSpec {
+                command: self.command,
+                env: Default::default(),
+                cwd: here.clone(),
+                log_file: None,
+                grace_period: Duration::ZERO,
+                ready: None,
+                ready_timeout: DEFAULT_READY_TIMEOUT,
+                restart: None,
+            }
+        } else if let Some(def) = config::lookup(name, &here)? {
+            def.start_spec()?
+        } else {
+            return Ok(None);
+        };
+        spec.env.extend(self.env);
+        if let Some(cwd) = self.cwd {
+            spec.cwd = absolute(cwd);
+        }
+        if let Some(log) = self.log_file {
+            spec.log_file = Some(absolute(log));
+        }
+        if let Some(g) = self.grace_period {
+            spec.grace_period = g;
+        }
+        if self.ready.is_some() {
+            spec.ready = self.ready;
+        }
+        if let Some(t) = self.ready_timeout {
+            spec.ready_timeout = t;
+        }
+        if let Some(RestartArg(r)) = self.restart {
+            spec.restart = r;
+        }
+        Ok(Some(spec))
     }
 }
 
@@ -69,13 +124,8 @@ pub struct UnuseArgs {
 
 pub fn use_(args: UseArgs) -> sharedserver::Result<i32> {
     let client = client(args.pid, process::parent)?;
-    attach(
-        args.name,
-        client,
-        args.metadata,
-        args.start.spec()?,
-        IfRunning::Attach,
-    )
+    let spec = args.start.spec(&args.name)?;
+    attach(args.name, client, args.metadata, spec, IfRunning::Attach)
 }
 
 pub fn attach(
@@ -92,8 +142,13 @@ pub fn attach(
         start,
         if_running,
     };
-    let attached = lifecycle()?.attach(&req)?;
-    let s = attached.status();
+    let lc = lifecycle()?;
+    let attached = lc.attach(&req)?;
+    let mut s = attached.status().clone();
+    if s.state == State::Starting {
+        s = wait_ready(&lc, &req.name, s.ready.as_deref().unwrap_or("restart"))?;
+    }
+    let s = &s;
     match &attached {
         Attached::Started(_) => println!("started {} (pid {})", s.name, s.pid.unwrap_or(0)),
         Attached::Joined {
@@ -115,6 +170,30 @@ pub fn attach(
         }
     }
     Ok(0)
+}
+
+/// Wait for readiness; on a terminal, show what we wait for and for how long.
+fn wait_ready(
+    lc: &sharedserver::Lifecycle,
+    name: &ServerName,
+    what: &str,
+) -> sharedserver::Result<sharedserver::Status> {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    let mut shown = Duration::ZERO;
+    let result = lc.wait_ready(name, |elapsed| {
+        if tty && elapsed >= shown + Duration::from_millis(100) {
+            shown = elapsed;
+            eprint!(
+                "\r\x1b[2K{name}: waiting for {what} ({:.1}s)",
+                elapsed.as_secs_f64()
+            );
+        }
+    });
+    if tty && !shown.is_zero() {
+        eprint!("\r\x1b[2K");
+    }
+    result
 }
 
 pub fn unuse(args: UnuseArgs) -> sharedserver::Result<i32> {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod attach;
+mod files;
 mod show;
 
 use clap::{Parser, Subcommand};
@@ -25,7 +26,8 @@ pub const EXIT_USAGE: i32 = 64;
         State lives in $SHAREDSERVER_LOCKDIR, else $XDG_RUNTIME_DIR/sharedserver,\n\
         else /tmp/sharedserver-<uid> (mode 0700, owned by you).",
     after_help = "Exit codes: 0 success; 10 runtime error; 64 bad command line.\n\
-        `check` exits 0 active, 1 grace, 2 stopped or stopping, 10 on error."
+        `check` exits 0 active, 1 grace, 2 stopped or stopping, 3 starting,\n\
+        4 stopped after giving up on restarts, 10 on error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,8 +44,13 @@ enum Command {
     List(show::ListArgs),
     /// Show one server in detail
     Info(show::InfoArgs),
-    /// Exit 0 if active, 1 in grace, 2 if stopped or stopping (10 on error)
+    /// Exit 0 if active, 1 in grace, 2 if stopped or stopping, 3 if starting,
+    /// 4 if stopped after giving up on restarts (10 on error)
     Check(show::CheckArgs),
+    /// Show a server's output (its log file)
+    Logs(files::LogsArgs),
+    /// Print server definitions from .sharedserver.json and the user config
+    Config(files::ConfigArgs),
     /// Print a shell completion script
     Completion {
         /// bash, zsh, fish (also elvish, powershell)
@@ -77,6 +84,8 @@ pub fn main() -> i32 {
         Command::List(args) => show::list(args),
         Command::Info(args) => show::info(args),
         Command::Check(args) => show::check(args),
+        Command::Logs(args) => files::logs(args),
+        Command::Config(args) => files::show_config(args),
         Command::Admin(cmd) => admin::run(cmd),
     };
     match result {

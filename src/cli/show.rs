@@ -82,9 +82,18 @@ pub fn info(args: InfoArgs) -> sharedserver::Result<i32> {
 }
 
 pub fn check(args: CheckArgs) -> sharedserver::Result<i32> {
-    Ok(match lifecycle()?.status(&args.name)?.state {
+    let s = lifecycle()?.status(&args.name)?;
+    Ok(match s.state {
         State::Active => 0,
         State::Grace => 1,
+        State::Starting => 3,
+        State::Stopped
+            if s.last_exit
+                .as_ref()
+                .is_some_and(|l| l.reason.starts_with("gave up")) =>
+        {
+            4
+        }
         State::Stopped | State::Stopping => 2,
     })
 }
@@ -122,6 +131,12 @@ fn print_info(s: &Status) {
         }
         if let Some(w) = s.watcher_pid {
             row("watcher pid", w.to_string());
+        }
+        if let Some(r) = &s.ready {
+            row("ready when", r.clone());
+        }
+        if s.restarts > 0 {
+            row("restarts", s.restarts.to_string());
         }
         row(
             "log file",

@@ -20,7 +20,10 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
-        let tmp = tempfile::Builder::new().prefix("ss-test-").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("ss-test-")
+            .tempdir()
+            .unwrap();
         let lockdir = tmp.path().join("lock");
         World {
             tmp,
@@ -56,7 +59,10 @@ impl World {
 
     /// A long-lived stand-in for a client (an editor, a script).
     pub fn client(&mut self) -> u32 {
-        let child = Command::new("sleep").arg("1000").spawn().expect("spawn client");
+        let child = Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .expect("spawn client");
         let pid = child.id();
         self.clients.push(child);
         pid
@@ -130,7 +136,10 @@ pub fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) 
     let deadline = Instant::now() + within;
     let mut pause = Duration::from_millis(1);
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }
@@ -139,7 +148,9 @@ pub fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) 
 pub fn alive(pid: u32) -> bool {
     // Zombies count as dead: read the state letter from /proc.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
     matches!(state, Some(s) if s != 'Z' && s != 'X')
 }
 

@@ -1,0 +1,97 @@
+//! `logs` and `config`: the files around a server.
+
+use super::{lifecycle, parse_name};
+use clap::Args;
+use sharedserver::{config, ServerName};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct LogsArgs {
+    #[arg(value_parser = parse_name)]
+    pub name: ServerName,
+    /// Keep printing new output as it arrives (Ctrl-C to stop)
+    #[arg(short, long)]
+    pub follow: bool,
+    /// How many lines to show
+    #[arg(short = 'n', long, default_value_t = 50)]
+    pub lines: usize,
+}
+
+#[derive(Args)]
+pub struct ConfigArgs {
+    /// Show only this server's definition
+    #[arg(value_parser = parse_name)]
+    pub name: Option<ServerName>,
+}
+
+pub fn logs(args: LogsArgs) -> sharedserver::Result<i32> {
+    let lc = lifecycle()?;
+    let status = lc.status(&args.name)?;
+    let path = status
+        .log_file
+        .map(PathBuf::from)
+        .unwrap_or_else(|| sharedserver::logs::default_path(&lc.store, &args.name));
+    if let Some(tail) = sharedserver::logs::tail(&path, args.lines) {
+        println!("{tail}");
+    } else if !args.follow {
+        eprintln!(
+            "sharedserver: no output logged for '{}' yet ({})",
+            args.name,
+            path.display()
+        );
+    }
+    if !args.follow {
+        return Ok(0);
+    }
+    // Follow by size: new bytes are printed; a rotation (file shrank or was
+    // replaced) starts again from the top of the new file.
+    let mut offset = std::fs::metadata(&path).map_or(0, |m| m.len());
+    let mut out = std::io::stdout();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let Ok(mut file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let len = file.metadata().map_or(0, |m| m.len());
+        if len < offset {
+            offset = 0;
+        }
+        if len > offset && file.seek(SeekFrom::Start(offset)).is_ok() {
+            let mut buf = Vec::new();
+            if file.read_to_end(&mut buf).is_ok() {
+                offset += buf.len() as u64;
+                let _ = out.write_all(&buf).and_then(|_| out.flush());
+            }
+        }
+    }
+}
+
+pub fn show_config(args: ConfigArgs) -> sharedserver::Result<i32> {
+    let here = std::env::current_dir()
+        .map_err(|e| sharedserver::Error::io(".", "reading the current directory", e))?;
+    let defs = config::all(&here)?;
+    let shown: Vec<_> = match &args.name {
+        Some(name) => match config::lookup(name, &here)? {
+            Some(def) => vec![def],
+            None => {
+                let searched: Vec<String> = config::files(&here)
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                return Err(sharedserver::Error::Other(format!(
+                    "no definition of '{name}' (searched: {}; a project file is {} in this directory or a parent)",
+                    if searched.is_empty() { "no config files found".into() } else { searched.join(", ") },
+                    config::PROJECT_FILE
+                )));
+            }
+        },
+        None => defs.into_values().collect(),
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&shown).expect("definitions serialize")
+    );
+    Ok(0)
+}

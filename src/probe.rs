@@ -1,0 +1,191 @@
+//! Readiness: how we tell that a freshly started server answers.
+//!
+//! A spec is written `tcp://HOST:PORT`, `http://HOST:PORT/PATH`,
+//! `unix:///path`, `log:REGEX` or `cmd:SHELL-COMMAND`. The watcher probes
+//! with an interval that grows from 5 ms to at most 100 ms.
+
+use crate::error::{Error, Result};
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub enum ReadySpec {
+    Tcp(String),
+    Http {
+        addr: String,
+        host: String,
+        path: String,
+    },
+    Unix(String),
+    Log(regex::Regex),
+    Cmd(String),
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+const FIRST_INTERVAL: Duration = Duration::from_millis(5);
+pub const MAX_INTERVAL: Duration = Duration::from_millis(100);
+
+impl ReadySpec {
+    pub fn parse(text: &str) -> Result<ReadySpec> {
+        let bad = |why: &str| {
+            Err(Error::Other(format!(
+                "invalid readiness spec {text:?}: {why} (use tcp://HOST:PORT, http://HOST:PORT/PATH, unix:///PATH, log:REGEX or cmd:COMMAND)"
+            )))
+        };
+        if let Some(addr) = text.strip_prefix("tcp://") {
+            if !addr.contains(':') || addr.ends_with(':') {
+                return bad("missing port");
+            }
+            return Ok(ReadySpec::Tcp(addr.to_string()));
+        }
+        if let Some(rest) = text.strip_prefix("http://") {
+            let (host, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            if host.is_empty() {
+                return bad("missing host");
+            }
+            let addr = if host.contains(':') {
+                host.to_string()
+            } else {
+                format!("{host}:80")
+            };
+            return Ok(ReadySpec::Http {
+                addr,
+                host: host.to_string(),
+                path: path.to_string(),
+            });
+        }
+        if let Some(path) = text.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return bad("the socket path must be absolute (unix:///run/x.sock)");
+            }
+            return Ok(ReadySpec::Unix(path.to_string()));
+        }
+        if let Some(re) = text.strip_prefix("log:") {
+            return match regex::Regex::new(re) {
+                Ok(re) => Ok(ReadySpec::Log(re)),
+                Err(e) => bad(&format!("bad regular expression: {e}")),
+            };
+        }
+        if let Some(cmd) = text.strip_prefix("cmd:") {
+            if cmd.trim().is_empty() {
+                return bad("empty command");
+            }
+            return Ok(ReadySpec::Cmd(cmd.to_string()));
+        }
+        bad("unknown kind")
+    }
+
+    /// One probe. `log:` specs are answered by the log pump, not here.
+    pub fn check(&self) -> bool {
+        match self {
+            ReadySpec::Tcp(addr) => connect_tcp(addr).is_some(),
+            ReadySpec::Http { addr, host, path } => http_ok(addr, host, path),
+            ReadySpec::Unix(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
+            ReadySpec::Log(_) => false,
+            ReadySpec::Cmd(cmd) => std::process::Command::new("sh")
+                .args(["-c", cmd])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+        }
+    }
+
+    pub fn log_regex(&self) -> Option<&regex::Regex> {
+        match self {
+            ReadySpec::Log(re) => Some(re),
+            _ => None,
+        }
+    }
+}
+
+fn connect_tcp(addr: &str) -> Option<TcpStream> {
+    addr.to_socket_addrs()
+        .ok()?
+        .find_map(|a| TcpStream::connect_timeout(&a, CONNECT_TIMEOUT).ok())
+}
+
+fn http_ok(addr: &str, host: &str, path: &str) -> bool {
+    let Some(mut stream) = connect_tcp(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    let mut len = 0;
+    while len < 12 {
+        match stream.read(&mut head[len..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
+        }
+    }
+    // "HTTP/1.x 2xx"
+    let line = String::from_utf8_lossy(&head[..len]);
+    line.starts_with("HTTP/")
+        && line
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|c| c.starts_with('2'))
+}
+
+/// The probe schedule: 5 ms, then growing by half, capped at 100 ms.
+pub fn next_interval(prev: Option<Duration>) -> Duration {
+    match prev {
+        None => FIRST_INTERVAL,
+        Some(d) => (d + d / 2).min(MAX_INTERVAL),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind_and_refuses_the_rest() {
+        assert!(matches!(
+            ReadySpec::parse("tcp://127.0.0.1:8000"),
+            Ok(ReadySpec::Tcp(_))
+        ));
+        match ReadySpec::parse("http://localhost:8000/health").unwrap() {
+            ReadySpec::Http { addr, path, .. } => assert_eq!(
+                (addr.as_str(), path.as_str()),
+                ("localhost:8000", "/health")
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            ReadySpec::parse("unix:///tmp/x.sock"),
+            Ok(ReadySpec::Unix(_))
+        ));
+        assert!(matches!(
+            ReadySpec::parse("log:listening on \\d+"),
+            Ok(ReadySpec::Log(_))
+        ));
+        assert!(matches!(
+            ReadySpec::parse("cmd:true"),
+            Ok(ReadySpec::Cmd(_))
+        ));
+        for bad in ["tcp://host", "ftp://x", "log:(", "unix://rel", "cmd: ", ""] {
+            let err = ReadySpec::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("tcp://HOST:PORT"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn interval_grows_to_the_cap() {
+        let mut d = None;
+        for _ in 0..20 {
+            d = Some(next_interval(d));
+        }
+        assert_eq!(d, Some(MAX_INTERVAL));
+    }
+}

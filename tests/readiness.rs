@@ -1,0 +1,385 @@
+//! `use` returns a usable server: readiness probes, logs, restarts, config.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+const SOON: Duration = Duration::from_secs(10);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Python HTTP server that only starts listening after `delay` seconds.
+fn slow_http(port: u16, delay: f64) -> String {
+    format!(
+        "import time, http.server\nprint('warming up', flush=True)\ntime.sleep({delay})\n\
+         http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()"
+    )
+}
+
+#[test]
+fn use_returns_only_once_an_http_server_answers() {
+    let mut w = World::new();
+    let port = free_port();
+    let ready = format!("http://127.0.0.1:{port}/");
+    let a = w.client().to_string();
+    let script = slow_http(port, 0.7);
+    let first = w
+        .cmd(&[
+            "use", "web", "--pid", &a, "--ready", &ready, "--", "python3", "-c", &script,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(SOON, "state starting is visible", || w.check("web") == 3);
+    assert_eq!(w.state("web"), "starting");
+    // A second client arriving while it starts waits too.
+    let b = w.client().to_string();
+    let second = w.ok(&["use", "web", "--pid", &b]);
+    assert!(second.stdout().contains("attached"), "{}", second.stdout());
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "ready when use returns"
+    );
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).is_empty(),
+        "no progress noise off a terminal"
+    );
+    let info = w.info("web");
+    assert_eq!(
+        (info["state"].as_str(), info["refcount"].as_u64()),
+        (Some("active"), Some(2))
+    );
+    assert_eq!(info["ready"], ready.as_str());
+}
+
+#[test]
+fn tcp_probe_waits_for_the_listener() {
+    let mut w = World::new();
+    let port = free_port();
+    let a = w.client().to_string();
+    let script = slow_http(port, 0.3);
+    w.ok(&[
+        "use",
+        "t",
+        "--pid",
+        &a,
+        "--ready",
+        &format!("tcp://127.0.0.1:{port}"),
+        "--",
+        "python3",
+        "-c",
+        &script,
+    ]);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+}
+
+#[test]
+fn log_probe_matches_a_line_of_output() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let flag = w.path("printed");
+    let script = format!(
+        "sleep 0.3; echo 'listening on port 4242'; touch '{}'; exec sleep 1000",
+        flag.display()
+    );
+    w.ok(&[
+        "use",
+        "l",
+        "--pid",
+        &a,
+        "--ready",
+        r"log:listening on port \d+",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(
+        flag.exists(),
+        "use returned only after the line was printed"
+    );
+    assert_eq!(w.check("l"), 0);
+}
+
+#[test]
+fn server_that_never_becomes_ready_fails_use_and_leaves_nothing() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let port = free_port();
+    let r = w.run(&[
+        "use",
+        "never",
+        "--pid",
+        &a,
+        "--ready",
+        &format!("tcp://127.0.0.1:{port}"),
+        "--ready-timeout",
+        "400ms",
+        "--",
+        "sh",
+        "-c",
+        "echo still loading models; exec sleep 1000",
+    ]);
+    assert_eq!(r.code(), 10);
+    assert!(
+        r.stderr().contains("not ready within 400ms"),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        r.stderr().contains("still loading models"),
+        "log tail shown: {}",
+        r.stderr()
+    );
+    assert!(!w.record_path("never").exists(), "no state left behind");
+    let info = w.info("never");
+    assert_eq!(info["state"], "stopped");
+    assert!(
+        !alive(info["last_exit"]["pid"].as_u64().unwrap() as u32),
+        "server stopped"
+    );
+}
+
+#[test]
+fn server_dying_before_ready_fails_use_with_its_log() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let r = w.run(&[
+        "use",
+        "dies",
+        "--pid",
+        &a,
+        "--ready",
+        "tcp://127.0.0.1:9",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.2; echo port taken >&2; exit 2",
+    ]);
+    assert_eq!(r.code(), 10);
+    assert!(
+        r.stderr().contains("exited before it was ready"),
+        "{}",
+        r.stderr()
+    );
+    assert!(r.stderr().contains("port taken"), "{}", r.stderr());
+    assert!(!w.record_path("dies").exists());
+}
+
+#[test]
+fn cmd_probe_runs_a_shell_command() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let marker = w.path("up");
+    let script = format!("sleep 0.2; touch '{}'; exec sleep 1000", marker.display());
+    w.ok(&[
+        "use",
+        "c",
+        "--pid",
+        &a,
+        "--ready",
+        &format!("cmd:test -e '{}'", marker.display()),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(marker.exists());
+}
+
+#[test]
+fn every_server_has_a_log_and_logs_shows_it() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    w.ok(&[
+        "use",
+        "lg",
+        "--pid",
+        &a,
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line $i; done; echo oops >&2; exec sleep 1000",
+    ]);
+    let info = w.info("lg");
+    let log = w.lockdir.join("lg.log");
+    assert_eq!(info["log_file"], log.to_string_lossy().as_ref());
+    eventually(SOON, "output reaches the log", || {
+        read(&log).contains("oops")
+    });
+    let r = w.ok(&["logs", "lg", "-n", "2"]);
+    assert_eq!(r.stdout().trim(), "line 3\noops");
+}
+
+#[test]
+fn log_is_capped_with_rotation() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    // 6 MiB of output, more than the 4 MiB cap.
+    w.ok(&[
+        "use",
+        "big",
+        "--pid",
+        &a,
+        "--",
+        "sh",
+        "-c",
+        "yes 0123456789abcdef | head -c 6291456; echo done; exec sleep 1000",
+    ]);
+    let log = w.lockdir.join("big.log");
+    let rotated = w.lockdir.join("big.log.1");
+    eventually(SOON, "all output copied", || read(&log).ends_with("done\n"));
+    assert!(rotated.exists(), "rotated file kept");
+    assert!(std::fs::metadata(&log).unwrap().len() <= 4 * 1024 * 1024);
+    assert!(std::fs::metadata(&rotated).unwrap().len() <= 4 * 1024 * 1024);
+}
+
+#[test]
+fn crash_loop_restarts_with_backoff_then_gives_up() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let starts = w.path("starts");
+    let script = format!("echo $$ >> '{}'; sleep 0.1; exit 1", starts.display());
+    w.ok(&[
+        "use",
+        "loop",
+        "--pid",
+        &a,
+        "--restart",
+        "on-failure:3",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    eventually(Duration::from_secs(20), "gives up", || w.check("loop") == 4);
+    assert_eq!(
+        read(&starts).lines().count(),
+        4,
+        "first start plus 3 restarts"
+    );
+    let info = w.info("loop");
+    let reason = info["last_exit"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("gave up after 3 restarts"), "{reason}");
+    assert_eq!(info["last_exit"]["code"], 1);
+}
+
+#[test]
+fn clients_stay_attached_across_a_restart() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let flag = w.path("crashed-once");
+    let script = format!(
+        "if [ -e '{0}' ]; then exec sleep 1000; fi; touch '{0}'; sleep 0.2; exit 3",
+        flag.display()
+    );
+    w.ok(&[
+        "use",
+        "rs",
+        "--pid",
+        &a,
+        "--restart",
+        "on-failure",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let first = pid_of(&w.info("rs"));
+    eventually(SOON, "restarted with a new pid", || {
+        let i = w.info("rs");
+        i["state"] == "active" && i["pid"].as_u64() != Some(first as u64)
+    });
+    let info = w.info("rs");
+    assert_eq!(info["refcount"], 1);
+    assert_eq!(info["restarts"], 1);
+    assert_eq!(
+        info["last_exit"]["code"], 3,
+        "the crash is shown while running"
+    );
+    assert!(w.ok(&["info", "rs"]).stdout().contains("last exit"));
+}
+
+#[test]
+fn use_without_a_command_reads_the_nearest_config() {
+    let mut w = World::new();
+    let proj = w.path("proj");
+    let deep = proj.join("a/b");
+    std::fs::create_dir_all(&deep).unwrap();
+    let out = w.path("seen");
+    std::fs::write(
+        proj.join(".sharedserver.json"),
+        format!(
+            r#"{{"servers": {{"web": {{"command": "sh", "args": ["-c", "echo $GREETING > '{}'; exec sleep 1000"],
+                "env": {{"GREETING": "hello ${{SS_TEST_WHO}}"}}, "grace_period": "5m"}}}}}}"#,
+            out.display()
+        ),
+    )
+    .unwrap();
+    let a = w.client().to_string();
+    let r = w
+        .cmd(&["use", "web", "--pid", &a])
+        .current_dir(&deep)
+        .env("SS_TEST_WHO", "world")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    eventually(SOON, "server ran with the config's env", || {
+        read(&out).trim() == "hello world"
+    });
+    let info = w.info("web");
+    assert_eq!(info["grace_period"], "5m");
+    assert_eq!(
+        info["cwd"],
+        proj.to_string_lossy().as_ref(),
+        "working_dir defaults to the file's directory"
+    );
+    let shown = w
+        .cmd(&["config", "web"])
+        .current_dir(&deep)
+        .env("SS_TEST_WHO", "world")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains(".sharedserver.json") && shown.contains("hello world"),
+        "{shown}"
+    );
+    // Unset variables and unknown keys are errors naming the file.
+    let r = w
+        .cmd(&["config", "web"])
+        .current_dir(&deep)
+        .env_remove("SS_TEST_WHO")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains("SS_TEST_WHO") && err.contains(".sharedserver.json"),
+        "{err}"
+    );
+    std::fs::write(
+        proj.join(".sharedserver.json"),
+        r#"{"servers": {"web": {"command": "x", "colour": "red"}}}"#,
+    )
+    .unwrap();
+    let r = w.cmd(&["config"]).current_dir(&deep).output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains("colour") && err.contains("servers.web"),
+        "{err}"
+    );
+}
