@@ -103,10 +103,7 @@ impl Lifecycle {
                 }
                 Some(mut rec) => {
                     let added = rec.attach(req.client, req.metadata.clone(), now_ms());
-                    rec.settle(now_ms(), |id| id.is_alive());
-                    self.store.write(&guard, name, &rec)?;
-                    drop(guard);
-                    poke(&self.store, name);
+                    self.commit(guard, name, &mut rec)?;
                     self.store.journal(
                         name,
                         "attach",
@@ -237,16 +234,22 @@ impl Lifecycle {
                 format!("pid {pid} is not attached (see `sharedserver info {name}`)"),
             ));
         }
-        rec.settle(now_ms(), |id| id.is_alive());
-        self.store.write(&guard, name, &rec)?;
-        drop(guard);
-        poke(&self.store, name);
+        self.commit(guard, name, &mut rec)?;
         self.store.journal(
             name,
             "detach",
             &format!("client {pid} detached (refcount {})", rec.clients.len()),
         );
         Ok(Status::of(&rec, None, now_ms()))
+    }
+
+    /// Settle and write a changed record, release the lock, wake the watcher.
+    fn commit(&self, guard: Guard, name: &ServerName, rec: &mut Record) -> Result<()> {
+        rec.settle(now_ms(), |id| id.is_alive());
+        self.store.write(&guard, name, rec)?;
+        drop(guard);
+        poke(&self.store, name);
+        Ok(())
     }
 
     /// Stop the server (SIGTERM, then SIGKILL after `timeout`) and wait.
@@ -390,17 +393,12 @@ impl Lifecycle {
         }
         if !rec.server.is_alive() {
             self.store.remove(guard, name)?;
-            let last = LastExit {
-                format: FORMAT.into(),
-                version: VERSION,
-                name: name.to_string(),
-                pid: rec.server.pid,
-                command: rec.command.clone(),
-                code: None,
-                signal: None,
-                reason: "exited while unsupervised (watcher was gone)".into(),
-                at_ms: now_ms(),
-            };
+            let last = LastExit::of(
+                &rec,
+                None,
+                None,
+                "exited while unsupervised (watcher was gone)",
+            );
             self.store.write_last(guard, name, &last)?;
             self.store.journal(
                 name,

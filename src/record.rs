@@ -121,6 +121,22 @@ pub struct LastExit {
     pub at_ms: u64,
 }
 
+impl LastExit {
+    pub fn of(rec: &Record, code: Option<i32>, signal: Option<i32>, reason: &str) -> LastExit {
+        LastExit {
+            format: FORMAT.into(),
+            version: VERSION,
+            name: rec.name.clone(),
+            pid: rec.server.pid,
+            command: rec.command.clone(),
+            code,
+            signal,
+            reason: reason.to_string(),
+            at_ms: now_ms(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {

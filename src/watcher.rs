@@ -14,9 +14,7 @@ use crate::logs::Pump;
 use crate::name::ServerName;
 use crate::probe::{self, ReadySpec};
 use crate::process::{signal_group, PidFd, ProcessId};
-use crate::record::{
-    now_ms, LastExit, Record, RestartPolicy, DEFAULT_STOP_TIMEOUT, FORMAT, VERSION,
-};
+use crate::record::{now_ms, LastExit, Record, RestartPolicy, DEFAULT_STOP_TIMEOUT};
 use crate::spawn::{self, Hello, Launch};
 use crate::store::{Guard, Store};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -462,17 +460,7 @@ impl Watcher<'_> {
         signal: Option<i32>,
         reason: &str,
     ) {
-        let last = LastExit {
-            format: FORMAT.into(),
-            version: VERSION,
-            name: self.name.to_string(),
-            pid: rec.server.pid,
-            command: rec.command.clone(),
-            code,
-            signal,
-            reason: reason.to_string(),
-            at_ms: now_ms(),
-        };
+        let last = LastExit::of(rec, code, signal, reason);
         if let Err(e) = self.store.write_last(guard, self.name, &last) {
             self.journal(&format!("cannot record the exit: {e}"));
         }
