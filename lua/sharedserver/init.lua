@@ -163,7 +163,7 @@ end
 ---@param settle boolean|nil report an exit even if its exit record is missing
 function M._refresh(name, settle)
   local e = state.servers[name]
-  if not e or not (e.pid or e.attached) then
+  if not e then
     return
   end
   local ok, st = pcall(function()
@@ -217,7 +217,7 @@ local function attach_if_running(name)
   local e = entry_of(name)
   local n = native()
   local st = n.status(name)
-  if st.state ~= "active" and st.state ~= "grace" then
+  if st.state ~= "active" and st.state ~= "grace" and st.state ~= "starting" then
     return false
   end
   local ok, res = pcall(n.incref, name)
@@ -422,7 +422,7 @@ function M.status(name)
     st = { name = name, state = "error", error = errmsg(st), refcount = 0 }
   end
   local e = state.servers[name]
-  st.running = st.state == "active" or st.state == "grace"
+  st.running = st.state == "active" or st.state == "grace" or st.state == "starting"
   st.attached = e ~= nil and e.attached
   st.lazy = e ~= nil and e.config.lazy == true
   st.registered = e ~= nil
@@ -561,6 +561,8 @@ function M.setup(servers, opts)
   local list, order, o = config.normalize(servers, opts)
   state.opts = o
   local commands = require("sharedserver.commands")
+  -- plugin/sharedserver.lua only defines the commands; setup() decides now.
+  vim.g.loaded_sharedserver = true
   if o.commands then
     commands.create()
   else

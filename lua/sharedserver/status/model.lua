@@ -21,7 +21,7 @@ function M.collect()
     local ok, all = pcall(n.list)
     for _, st in ipairs(ok and all or {}) do
       if st.name and not by_name[st.name] then
-        st.running = st.state == "active" or st.state == "grace"
+        st.running = st.state == "active" or st.state == "grace" or st.state == "starting"
         st.attached, st.lazy, st.registered = false, false, false
         by_name[st.name] = st
       end

@@ -4,8 +4,15 @@
 
 local M = {}
 
-M.markers = { active = "●", grace = "⏳", stopping = "◌", stopped = "○", error = "✗" }
-M.words = { active = "running", grace = "grace", stopping = "stopping", stopped = "stopped", error = "error" }
+M.markers = { starting = "◌", active = "●", grace = "⏳", stopping = "◌", stopped = "○", error = "✗" }
+M.words = {
+  starting = "starting",
+  active = "running",
+  grace = "grace",
+  stopping = "stopping",
+  stopped = "stopped",
+  error = "error",
+}
 M.columns = { "NAME", "STATUS", "PID", "REFS", "UPTIME" }
 M.footer = "q/<Esc> close"
 
@@ -43,7 +50,7 @@ end
 ---@param st sharedserver.ModelEntry
 ---@return string
 local function marker(st)
-  return pad(M.markers[st.state] or "?", 2)
+  return pad(M.markers[st.state] or "?", 2) .. " "
 end
 
 ---@param st sharedserver.ModelEntry
@@ -78,7 +85,7 @@ function M.table(entries)
       table.concat(tags(st), " "),
     }
   end
-  local header = { "  " .. M.columns[1], M.columns[2], M.columns[3], M.columns[4], M.columns[5], "" }
+  local header = { "   " .. M.columns[1], M.columns[2], M.columns[3], M.columns[4], M.columns[5], "" }
   local widths = {}
   for i = 1, 5 do
     widths[i] = width(header[i])

@@ -1,0 +1,734 @@
+//! The Neovim face, tested for real: headless Neovims (every version in
+//! $SHAREDSERVER_TEST_NVIM) load the plugin and the native module built by
+//! this cargo invocation, and share real server processes through a private
+//! lock directory per test.
+
+#[path = "nvim/harness.rs"]
+mod harness;
+#[path = "nvim/rpc.rs"]
+mod rpc;
+
+use harness::{eventually, lua_str, nvims, plugin_dir, NvimBin, Sandbox, BIN, REPO};
+use serde_json::json;
+use sharedserver::State;
+use std::path::Path;
+use std::process::Command;
+
+/// A setup() call for servers given as Lua table fields, with every
+/// notification on so tests can see what happened.
+fn setup(servers: &str) -> String {
+    format!(
+        "require('sharedserver').setup({{ servers = {{ {servers} }}, \
+         notify = {{ on_start = true, on_attach = true, on_stop = true, on_error = true }} }})"
+    )
+}
+
+const WEB: &str = r#"web = { command = "sleep", args = { "1000" }, idle_timeout = "30s" }"#;
+const WEB_LAZY: &str =
+    r#"web = { command = "sleep", args = { "1000" }, idle_timeout = "30s", lazy = true }"#;
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn sorted(mut v: Vec<u32>) -> Vec<u32> {
+    v.sort_unstable();
+    v
+}
+
+/// Run `f` once per Neovim under test, each with a fresh sandbox.
+fn each_nvim(f: impl Fn(&Sandbox)) {
+    for nv in nvims() {
+        eprintln!("-- {}", nv.label());
+        f(&Sandbox::new(nv));
+    }
+}
+
+#[test]
+fn two_instances_share_one_server() {
+    each_nvim(|sb| {
+        let mut a = sb.nvim(&setup(WEB));
+        let mut b = sb.nvim(&setup(WEB));
+        let clients = eventually("both Neovims attached", || {
+            let c = sb.clients("web");
+            (c.len() == 2).then_some(c)
+        });
+        assert_eq!(clients, sorted(vec![a.pid(), b.pid()]));
+        let st = sb.status("web");
+        assert_eq!(st.state, State::Active);
+        assert_eq!(st.refcount, 2);
+        let pid = st.pid.unwrap();
+        for n in [&mut a, &mut b] {
+            let seen = n.lua(
+                "local s = require('sharedserver').status('web') \
+                 return { pid = s.pid, refcount = s.refcount, attached = s.attached, running = s.running }",
+            );
+            assert_eq!(
+                seen,
+                json!({ "pid": pid, "refcount": 2, "attached": true, "running": true })
+            );
+        }
+        // The first started it, the second only joined.
+        assert!(a.notes().iter().any(|m| m.contains("started 'web'")));
+        let b_notes = b.notes();
+        assert!(!b_notes.iter().any(|m| m.contains("started")), "{b_notes:?}");
+        assert!(b_notes.iter().any(|m| m.contains("attached to 'web'")));
+    });
+}
+
+#[test]
+fn quitting_one_leaves_one_reference_and_quitting_both_runs_the_grace_period_then_stops() {
+    each_nvim(|sb| {
+        let init = setup(r#"web = { command = "sleep", args = { "1000" }, idle_timeout = "2s" }"#);
+        let a = sb.nvim(&init);
+        let b = sb.nvim(&init);
+        eventually("refcount 2", || (sb.status("web").refcount == 2).then_some(()));
+        let pid = sb.status("web").pid.unwrap();
+        let b_pid = b.pid();
+
+        let a_pid = a.pid();
+        assert!(a.quit().success());
+        // VimLeave detached in-process, before Neovim exited.
+        let st = sb.status("web");
+        assert_eq!(sb.clients("web"), vec![b_pid]);
+        assert_eq!((st.state, st.refcount), (State::Active, 1));
+        let journal = std::fs::read_to_string(sb.lockdir.join("web.journal")).unwrap();
+        assert!(
+            journal.contains(&format!("client {a_pid} detached")),
+            "{journal}"
+        );
+
+        assert!(b.quit().success());
+        let st = sb.status("web");
+        assert_eq!((st.state, st.refcount), (State::Grace, 0));
+        assert!(alive(pid), "the server must survive its grace period");
+        let graced = std::time::Instant::now();
+
+        let st = eventually("the grace period to end the server", || {
+            let st = sb.status("web");
+            (st.state == State::Stopped).then_some(st)
+        });
+        assert!(graced.elapsed() >= std::time::Duration::from_millis(1500));
+        assert_eq!(st.last_exit.unwrap().reason, "grace period expired");
+        eventually("the server process to be gone", || (!alive(pid)).then_some(()));
+    });
+}
+
+#[test]
+fn lazy_server_is_never_started_at_startup_but_joined_when_running_even_in_grace() {
+    each_nvim(|sb| {
+        let mut idle = sb.nvim(&setup(WEB_LAZY));
+        assert_eq!(sb.status("web").state, State::Stopped);
+        assert_eq!(
+            idle.lua("return require('sharedserver').status('web').attached"),
+            json!(false)
+        );
+
+        let eager = sb.nvim(&setup(WEB));
+        eventually("the eager Neovim started it", || {
+            (sb.clients("web") == vec![eager.pid()]).then_some(())
+        });
+        let joiner = sb.nvim(&setup(WEB_LAZY));
+        eventually("the lazy Neovim joined", || {
+            (sb.clients("web") == sorted(vec![eager.pid(), joiner.pid()])).then_some(())
+        });
+
+        assert!(eager.quit().success());
+        assert!(joiner.quit().success());
+        assert_eq!(sb.status("web").state, State::Grace);
+        let late = sb.nvim(&setup(WEB_LAZY));
+        eventually("a lazy Neovim joined during grace", || {
+            (sb.clients("web") == vec![late.pid()]).then_some(())
+        });
+        assert_eq!(sb.status("web").state, State::Active);
+
+        // The first lazy instance joins only when asked.
+        idle.cmd("ServerStart web");
+        assert_eq!(sb.clients("web"), sorted(vec![idle.pid(), late.pid()]));
+    });
+}
+
+#[test]
+fn attaching_to_a_running_server_spawns_no_process() {
+    each_nvim(|sb| {
+        let mut first = sb.nvim(&setup(WEB));
+        eventually("started", || (sb.status("web").refcount == 1).then_some(()));
+        let before = sb.status("web");
+
+        let mut second = sb.nvim(&setup(WEB));
+        eventually("second attached", || (sb.status("web").refcount == 2).then_some(()));
+        // Everything a user does with a running server stays in-process.
+        second.lua(
+            "local ss = require('sharedserver') \
+             ss.status('web') ss.status_all() ss.list()",
+        );
+        second.cmd("ServerStatus");
+        second.cmd("ServerStatus web");
+        second.cmd("ServerList");
+        second.cmd("ServerStop web");
+        second.cmd("ServerStart web");
+        assert_eq!(second.spawns(), json!({}));
+        // Even the cold start happened in native code, not through Lua.
+        assert_eq!(first.spawns(), json!({}));
+
+        let after = sb.status("web");
+        assert_eq!(after.pid, before.pid);
+        assert_eq!(after.watcher_pid, before.watcher_pid);
+        assert_eq!(after.refcount, 2);
+    });
+}
+
+#[test]
+fn neovim_killed_with_sigkill_is_dropped_by_the_watcher() {
+    each_nvim(|sb| {
+        let a = sb.nvim(&setup(WEB));
+        let b = sb.nvim(&setup(WEB));
+        eventually("both attached", || (sb.status("web").refcount == 2).then_some(()));
+        let a_pid = a.pid();
+        b.kill9();
+        eventually("the watcher to drop the killed Neovim", || {
+            (sb.clients("web") == vec![a_pid]).then_some(())
+        });
+        a.kill9();
+        let st = eventually("the watcher to drop the last Neovim", || {
+            let st = sb.status("web");
+            (st.refcount == 0).then_some(st)
+        });
+        assert_eq!(st.state, State::Grace);
+    });
+}
+
+/// Display column (0-based) where `word` starts in each line that has it.
+fn columns(n: &mut harness::Nvim, word: &str) -> Vec<i64> {
+    let v = n.lua(&format!(
+        "local out = {{}} \
+         for _, l in ipairs(vim.api.nvim_buf_get_lines(0, 0, -1, false)) do \
+           local i = l:find({w}, 1, true) \
+           if i then out[#out + 1] = vim.fn.strdisplaywidth(l:sub(1, i - 1)) end \
+         end return out",
+        w = lua_str(word)
+    ));
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+fn tokens(line: &str) -> Vec<String> {
+    line.split_whitespace().map(str::to_string).collect()
+}
+
+#[test]
+fn status_window_lists_every_server_with_markers_and_refreshes() {
+    each_nvim(|sb| {
+        // An instance that leaves "gamma" in its grace period.
+        let other = sb.nvim(&setup(
+            r#"gamma = { command = "sleep", args = { "1000" }, idle_timeout = "60s" }"#,
+        ));
+        eventually("gamma started", || (sb.status("gamma").refcount == 1).then_some(()));
+        assert!(other.quit().success());
+        let gamma = sb.status("gamma").pid.unwrap();
+
+        let mut a = sb.nvim(&setup(
+            r#"alpha = { command = "sleep", args = { "1000" }, idle_timeout = "30s" },
+               beta = { command = "sleep", args = { "1000" }, lazy = true }"#,
+        ));
+        eventually("alpha started", || (sb.status("alpha").refcount == 1).then_some(()));
+        let alpha = sb.status("alpha").pid.unwrap();
+
+        a.cmd("ServerStatus");
+        assert_eq!(
+            a.lua("return vim.api.nvim_win_get_config(0).relative"),
+            json!("editor")
+        );
+        let lines = a.lines();
+        assert_eq!(lines.len(), 7, "{lines:#?}");
+        assert_eq!(tokens(&lines[0]), ["NAME", "STATUS", "PID", "REFS", "UPTIME"]);
+        assert!(lines[1].trim().chars().all(|c| c == '─'), "{lines:#?}");
+        let row = |i: usize| tokens(&lines[i]);
+        let uptime = |t: &str| t.ends_with('s') && t[..t.len() - 1].parse::<u32>().is_ok();
+        let r = row(2);
+        assert_eq!(r[..5], ["●", "alpha", "running", &alpha.to_string(), "1"]);
+        assert!(uptime(&r[5]) && r[6] == "[attached]", "{r:?}");
+        assert_eq!(row(3), ["○", "beta", "stopped", "-", "-", "-", "[lazy]"]);
+        let r = row(4);
+        assert_eq!(r[..5], ["⏳", "gamma", "grace", &gamma.to_string(), "0"]);
+        assert!(uptime(&r[5]) && r[6] == "[external]", "{r:?}");
+        assert_eq!(lines[5].trim(), "");
+        assert_eq!(lines[6].trim(), "q/<Esc> close");
+        // Columns line up in display cells, whatever the marker's width.
+        let status_col = columns(&mut a, "STATUS")[0];
+        for word in ["running", "stopped", "grace"] {
+            assert_eq!(columns(&mut a, word), vec![status_col], "column of {word}");
+        }
+
+        // It refreshes while open: another instance starts beta.
+        let starter = sb.nvim(&setup(r#"beta = { command = "sleep", args = { "1000" } }"#));
+        eventually("the float to show beta running", || {
+            let l = a.lines();
+            let r = tokens(&l[3]);
+            (r[..3] == ["●", "beta", "running"]).then_some(())
+        });
+        drop(starter);
+
+        a.lua("vim.api.nvim_input('q')");
+        a.wait_for("q closes the float", "#vim.api.nvim_list_wins() == 1");
+        assert_eq!(
+            a.lua("return require('sharedserver.status.window').current() == nil"),
+            json!(true)
+        );
+
+        a.cmd("ServerStatus alpha");
+        let detail = a.lines();
+        let text = detail.join("\n");
+        assert_eq!(tokens(&detail[0]), ["●", "alpha", "running", "[attached]"]);
+        for want in [
+            format!("pid          {alpha}"),
+            "refcount     1".to_string(),
+            "command      sleep 1000".to_string(),
+            "grace period 30s".to_string(),
+            format!("cwd          {}", sb.tmp.path().display()),
+            "this nvim    attached".to_string(),
+            format!("{}", a.pid()),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        }
+        a.lua("vim.api.nvim_input('<Esc>')");
+        a.wait_for("<Esc> closes the float", "#vim.api.nvim_list_wins() == 1");
+    });
+}
+
+fn health(n: &mut harness::Nvim) -> String {
+    n.cmd("checkhealth sharedserver");
+    n.lines().join("\n")
+}
+
+#[test]
+fn checkhealth_reports_no_error_on_a_good_install() {
+    each_nvim(|sb| {
+        let mut a = sb.nvim(&setup(WEB));
+        eventually("started", || (sb.status("web").refcount == 1).then_some(()));
+        let text = health(&mut a);
+        let native = plugin_dir().join("lua/sharedserver/native.so");
+        for want in [
+            format!("loaded {} (version 0.1.0)", native.display()),
+            format!("{BIN} (from $PATH), version 0.1.0"),
+            format!("{} is owned by you with mode 0700", sb.lockdir.display()),
+            "'web' running".to_string(),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("ERROR"), "{text}");
+        assert!(!text.contains("WARN"), "{text}");
+    });
+}
+
+#[test]
+fn checkhealth_reports_a_missing_binary_and_how_to_fix_it() {
+    for global in ["/usr/local/bin/sharedserver", "/opt/homebrew/bin/sharedserver"] {
+        assert!(
+            !Path::new(global).exists(),
+            "{global} exists, so this machine cannot show a missing binary; remove it to run this test"
+        );
+    }
+    each_nvim(|sb| {
+        let mut sb_nobin = Sandbox::new(&sb.nvim);
+        sb_nobin.hide_binary_from_path();
+        let mut a = sb_nobin.nvim(&setup(WEB_LAZY));
+        let text = health(&mut a);
+        assert!(text.contains("ERROR"), "{text}");
+        assert!(
+            text.contains("the sharedserver binary was not found"),
+            "{text}"
+        );
+        assert!(text.contains("cargo build --release"), "{text}");
+
+        // A wrong `binary` option is reported as such, not replaced.
+        let mut b = sb.nvim(
+            "require('sharedserver').setup({ servers = {}, binary = '/nonexistent/sharedserver' })",
+        );
+        let text = health(&mut b);
+        assert!(
+            text.contains("the `binary` option points to /nonexistent/sharedserver"),
+            "{text}"
+        );
+    });
+}
+
+#[test]
+fn on_start_and_on_exit_fire_with_the_right_arguments() {
+    each_nvim(|sb| {
+        let log = sb.path("crashy.log");
+        let init = setup(&format!(
+            r#"web = {{ command = "sleep", args = {{ "1000" }},
+                 on_start = function(pid) _G.web_started = pid end,
+                 on_exit = function(code, exit) _G.web_exit = {{ code = code, reason = exit.reason }} end }},
+               crashy = {{ command = "sh",
+                 args = {{ "-c", "echo booting; echo 'fatal: port 8000 in use' >&2; sleep 0.5; exit 3" }},
+                 log_file = {log},
+                 on_start = function(pid) _G.crashy_started = pid end,
+                 on_exit = function(code) _G.crashy_code = code end }}"#,
+            log = lua_str(log.to_str().unwrap())
+        ));
+        let mut a = sb.nvim(&init);
+        let web = eventually("web started", || sb.status("web").pid);
+        assert_eq!(a.lua("return _G.web_started"), json!(web));
+
+        // crashy dies 0.5 s after starting: on_exit gets its code and the
+        // error names it, with the last lines of its log.
+        a.wait_for("crashy's on_exit", "_G.crashy_code ~= nil");
+        assert_eq!(a.lua("return _G.crashy_code"), json!(3));
+        let last = sb.status("crashy").last_exit.unwrap();
+        assert_eq!(last.code, Some(3));
+        assert_eq!(a.lua("return _G.crashy_started"), json!(last.pid));
+        let notes = a.notes();
+        let crash = notes
+            .iter()
+            .find(|m| m.contains("'crashy' died unexpectedly"))
+            .unwrap_or_else(|| panic!("no crash notification in {notes:#?}"));
+        assert!(crash.contains("fatal: port 8000 in use"), "{crash}");
+        assert!(crash.contains("booting"), "{crash}");
+
+        a.cmd("ServerStop! web");
+        assert_eq!(
+            a.lua("return _G.web_exit"),
+            json!({ "code": 143, "reason": "stopped on request" })
+        );
+        assert_eq!(sb.status("web").state, State::Stopped);
+    });
+}
+
+#[test]
+fn working_dir_and_env_reach_the_server() {
+    each_nvim(|sb| {
+        let wd = sb.path("work dir");
+        std::fs::create_dir(&wd).unwrap();
+        let mut sb2 = Sandbox::new(&sb.nvim);
+        sb2.env.push(("SS_INHERITED".into(), "from nvim".into()));
+        let init = setup(&format!(
+            r#"web = {{ command = "sh",
+                 args = {{ "-c", "pwd > env.out; echo \"$SS_GREETING\" >> env.out; echo \"$SS_INHERITED\" >> env.out; exec sleep 1000" }},
+                 working_dir = {wd}, env = {{ SS_GREETING = "hello from config" }} }}"#,
+            wd = lua_str(wd.to_str().unwrap())
+        ));
+        let _a = sb2.nvim(&init);
+        let out = wd.join("env.out");
+        let lines = eventually("the server to write env.out", || {
+            let text = std::fs::read_to_string(&out).ok()?;
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            (lines.len() == 3).then_some(lines)
+        });
+        assert_eq!(
+            lines,
+            [
+                wd.canonicalize().unwrap().to_str().unwrap(),
+                "hello from config",
+                "from nvim"
+            ]
+        );
+        assert_eq!(sb2.status("web").cwd.as_deref(), wd.to_str());
+    });
+}
+
+#[test]
+fn restart_replaces_the_process_and_keeps_every_client() {
+    each_nvim(|sb| {
+        let mut a = sb.nvim(&setup(WEB));
+        let mut b = sb.nvim(&setup(WEB));
+        eventually("both attached", || (sb.status("web").refcount == 2).then_some(()));
+        let old = sb.status("web").pid.unwrap();
+        a.cmd("ServerRestart web");
+        let st = sb.status("web");
+        let new = st.pid.unwrap();
+        assert_ne!(new, old);
+        assert!(!alive(old));
+        assert_eq!(sb.clients("web"), sorted(vec![a.pid(), b.pid()]));
+        b.wait_for(
+            "b to follow the new process",
+            &format!("require('sharedserver').status('web').pid == {new} and require('sharedserver').status('web').attached"),
+        );
+        assert_eq!(
+            a.lua("return require('sharedserver').status('web').attached"),
+            json!(true)
+        );
+    });
+}
+
+#[test]
+fn server_stop_detaches_and_server_stop_bang_stops_it_for_everyone() {
+    each_nvim(|sb| {
+        let init = setup(&format!(
+            "{WEB}, other = {{ command = 'sleep', args = {{ '1000' }}, idle_timeout = '30s' }}"
+        ));
+        let mut a = sb.nvim(&init);
+        let mut b = sb.nvim(&init);
+        eventually("both attached", || (sb.status("web").refcount == 2).then_some(()));
+        a.cmd("ServerStop web");
+        assert_eq!(sb.clients("web"), vec![b.pid()]);
+        assert_eq!(sb.status("web").state, State::Active);
+        assert_eq!(
+            a.lua("return require('sharedserver').status('web').attached"),
+            json!(false)
+        );
+
+        a.cmd("ServerStop! web");
+        assert_eq!(sb.status("web").state, State::Stopped);
+        b.wait_for(
+            "b to see web gone",
+            "require('sharedserver').status('web').attached == false",
+        );
+
+        // :ServerStopAll detaches from everything; with ! it stops everything.
+        eventually("other attached", || (sb.status("other").refcount == 2).then_some(()));
+        a.cmd("ServerStopAll");
+        assert_eq!(sb.clients("other"), vec![b.pid()]);
+        b.cmd("ServerStopAll!");
+        assert_eq!(sb.status("other").state, State::Stopped);
+    });
+}
+
+#[test]
+fn setup_accepts_the_crate_the_plugin_and_the_single_server_forms() {
+    each_nvim(|sb| {
+        let list = "return require('sharedserver').list()";
+        let mut crate_form = sb.nvim(
+            "require('sharedserver').setup({ servers = { one = { command = 'sleep', lazy = true } }, commands = false })",
+        );
+        assert_eq!(crate_form.lua(list), json!(["one"]));
+        assert_eq!(
+            crate_form.lua("return vim.fn.exists(':ServerStatus')"),
+            json!(0)
+        );
+
+        let mut plugin_form = sb.nvim(
+            "require('sharedserver').setup({ two = { command = 'sleep', lazy = true } }, { notify = { on_start = false } })",
+        );
+        assert_eq!(plugin_form.lua(list), json!(["two"]));
+        assert_eq!(
+            plugin_form.lua("return vim.fn.exists(':ServerStatus')"),
+            json!(2)
+        );
+        assert_eq!(
+            plugin_form.lua("return require('sharedserver').options().notify"),
+            json!({ "on_start": false, "on_attach": false, "on_stop": false, "on_error": true })
+        );
+
+        let mut single =
+            sb.nvim("require('sharedserver').setup({ command = 'sleep', args = { '1000' }, lazy = true })");
+        assert_eq!(single.lua(list), json!(["default"]));
+        single.lua("require('sharedserver').setup({ command = 'sleep', lazy = true }, { name = 'solo' })");
+        assert_eq!(single.lua(list), json!(["default", "solo"]));
+
+        let err = single.lua(
+            "local ok, err = pcall(require('sharedserver').setup, { servers = { bad = { args = {} } } }) return err",
+        );
+        assert_eq!(
+            err,
+            json!("sharedserver: server 'bad': option `command` is required (the program to run)")
+        );
+    });
+}
+
+#[test]
+fn plugin_file_loads_nothing_until_a_command_runs() {
+    each_nvim(|sb| {
+        let mut a = sb.nvim("");
+        assert_eq!(
+            a.lua("return { loaded = package.loaded['sharedserver'] ~= nil, cmd = vim.fn.exists(':ServerStatus') }"),
+            json!({ "loaded": false, "cmd": 2 })
+        );
+        a.cmd("ServerList");
+        assert_eq!(
+            a.lua("return package.loaded['sharedserver'] ~= nil"),
+            json!(true)
+        );
+    });
+}
+
+#[test]
+fn lua_code_and_native_module_versions_must_match() {
+    let lua = std::fs::read_to_string(Path::new(REPO).join("lua/sharedserver/version.lua")).unwrap();
+    assert!(
+        lua.contains(&format!("return \"{}\"", env!("CARGO_PKG_VERSION"))),
+        "lua/sharedserver/version.lua must return the crate version:\n{lua}"
+    );
+    each_nvim(|sb| {
+        // A plugin tree whose Lua claims another version refuses the library
+        // and says what to run.
+        let tree = sb.path("plugin");
+        harness::copy_tree(plugin_dir(), &tree);
+        std::fs::copy(
+            plugin_dir().join("lua/sharedserver/native.so"),
+            tree.join("lua/sharedserver/native.so"),
+        )
+        .unwrap();
+        std::fs::write(tree.join("lua/sharedserver/version.lua"), "return \"9.9.9\"\n").unwrap();
+        let mut a = sb.nvim(&format!("vim.opt.rtp:prepend({})", lua_str(tree.to_str().unwrap())));
+        let err = a.lua("local ok, err = pcall(require('sharedserver.loader').load) return err");
+        let err = err.as_str().unwrap();
+        assert!(err.contains("is version 0.1.0 but the Lua code is 9.9.9"), "{err}");
+        assert!(err.contains("nvim -l build.lua"), "{err}");
+    });
+}
+
+/// Copy what build.lua needs (the crate and the Lua code) to a clean tree.
+fn clean_tree(dest: &Path) {
+    let repo = Path::new(REPO);
+    for f in ["Cargo.toml", "Cargo.lock", "build.lua"] {
+        std::fs::copy(repo.join(f), dest.join(f)).unwrap();
+    }
+    for d in ["src", "lua", "plugin"] {
+        harness::copy_tree(&repo.join(d), &dest.join(d));
+    }
+    // Targets the manifest names but the build does not need.
+    for d in ["benches", "examples"] {
+        if repo.join(d).is_dir() {
+            harness::copy_tree(&repo.join(d), &dest.join(d));
+        }
+    }
+}
+
+fn build_with(nv: &NvimBin, tree: &Path, args: &[&str], home: Option<&Path>) -> std::process::Output {
+    let mut cmd = Command::new(&nv.path);
+    cmd.args(args)
+        .current_dir(std::env::temp_dir())
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR")
+        .env("XDG_CONFIG_HOME", tree.join(".xdg"))
+        .env("XDG_DATA_HOME", tree.join(".xdg"))
+        .env("XDG_STATE_HOME", tree.join(".xdg"));
+    if let Some(home) = home {
+        cmd.env("HOME", home).env("PATH", "/usr/bin:/bin");
+    }
+    cmd.output().expect("run nvim")
+}
+
+#[test]
+fn build_lua_builds_and_installs_the_native_module_from_a_clean_tree() {
+    let tmp = tempfile::Builder::new().prefix("ss-build-").tempdir().unwrap();
+    let tree = tmp.path().join("sharedserver.nvim");
+    std::fs::create_dir(&tree).unwrap();
+    clean_tree(&tree);
+    let build = tree.join("build.lua");
+    let native = tree.join("lua/sharedserver/native.so");
+    assert!(!native.exists() && !tree.join("target").exists());
+    let build_s = build.to_str().unwrap();
+
+    for (i, nv) in nvims().iter().enumerate() {
+        // Neovim 0.7+: :luafile, from another cwd, which it must not change.
+        let out = build_with(
+            nv,
+            &tree,
+            &[
+                "--headless",
+                "-u",
+                "NONE",
+                "-i",
+                "NONE",
+                "-c",
+                "let g:cwd0 = getcwd()",
+                "-c",
+                &format!("luafile {build_s}"),
+                "-c",
+                "if getcwd() !=# g:cwd0 | cquit 3 | endif",
+                "-c",
+                "qa!",
+            ],
+            None,
+        );
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{}: build.lua failed:\n{log}", nv.label());
+        assert!(native.is_file(), "{}: no native.so after build:\n{log}", nv.label());
+        if i == 0 {
+            assert!(log.contains("installed"), "{log}");
+        }
+
+        // Neovim 0.9+: nvim -l.
+        if nv.at_least(0, 9) {
+            std::fs::remove_file(&native).unwrap();
+            let out = build_with(nv, &tree, &["-l", build_s], None);
+            assert!(
+                out.status.success() && native.is_file(),
+                "nvim -l build.lua failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+
+        // lazy.nvim's way: inside a coroutine, progress reported by yielding.
+        std::fs::remove_file(&native).unwrap();
+        let script = tmp.path().join("lazy.lua");
+        std::fs::write(
+            &script,
+            format!(
+                "local co = coroutine.create(assert(loadfile({b})))\n\
+                 local msgs = {{}}\n\
+                 while coroutine.status(co) ~= 'dead' do\n\
+                   local ok, msg = coroutine.resume(co)\n\
+                   if not ok then io.stderr:write('error: ' .. tostring(msg)) vim.cmd('cquit 2') end\n\
+                   if msg then msgs[#msgs + 1] = msg end\n\
+                   vim.wait(20)\n\
+                 end\n\
+                 io.stdout:write('yielded ' .. #msgs .. ': ' .. (msgs[#msgs] or '') .. '\\n')\n",
+                b = lua_str(build_s)
+            ),
+        )
+        .unwrap();
+        let out = build_with(
+            nv,
+            &tree,
+            &[
+                "--headless",
+                "-u",
+                "NONE",
+                "-i",
+                "NONE",
+                "-c",
+                &format!("luafile {}", script.display()),
+                "-c",
+                "qa!",
+            ],
+            None,
+        );
+        let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && native.is_file(), "coroutine build failed:\n{log}");
+        assert!(log.contains("yielded") && log.contains("installed"), "{log}");
+
+        // The installed module loads, from that exact path.
+        let check = format!(
+            "lua vim.opt.rtp:prepend({t}) local l = require('sharedserver.loader') l.load() \
+             io.stdout:write(l.loaded_path .. ' ' .. require('sharedserver.native').version())",
+            t = lua_str(tree.to_str().unwrap())
+        );
+        let out = build_with(
+            nv,
+            &tree,
+            &["--headless", "-u", "NONE", "-i", "NONE", "-c", &check, "-c", "qa!"],
+            None,
+        );
+        let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains(&format!("{} 0.1.0", native.display())),
+            "{}: {said}",
+            nv.label()
+        );
+    }
+
+    // Without cargo, it says what to install.
+    let home = tmp.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let nv = &nvims()[0];
+    let out = build_with(
+        nv,
+        &tree,
+        &["--headless", "-u", "NONE", "-i", "NONE", "-c", &format!("luafile {build_s}"), "-c", "qa!"],
+        Some(&home),
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("cargo was not found"), "{said}");
+}
