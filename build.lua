@@ -26,7 +26,7 @@ local function progress(msg)
   if in_coroutine then
     coroutine.yield(msg)
   else
-    io.stdout:write("sharedserver build: " .. msg .. "\n")
+    io.write("sharedserver build: " .. msg .. "\n")
   end
 end
 
@@ -60,7 +60,9 @@ end
 
 local cargo = find_cargo()
 if not cargo then
-  fail("cargo was not found on $PATH or in ~/.cargo/bin; install Rust (https://rustup.rs), then build again")
+  fail(
+    "cargo was not found on $PATH or in ~/.cargo/bin; install Rust (https://rustup.rs), then build again"
+  )
 end
 
 ---@type string[]
@@ -98,7 +100,14 @@ else
   code = vim.fn.jobwait({ job }, -1)[1]
 end
 if code ~= 0 then
-  fail(string.format("`cargo build --release` failed (exit %d) in %s; last lines of its output:\n%s", code, root, tail(log, 25)))
+  fail(
+    string.format(
+      "`cargo build --release` failed (exit %d) in %s; last lines of its output:\n%s",
+      code,
+      root,
+      tail(log, 25)
+    )
+  )
 end
 
 local target = vim.env.CARGO_TARGET_DIR
@@ -110,7 +119,12 @@ end
 local is_mac = uv.os_uname().sysname == "Darwin"
 local lib = target .. "/release/libsharedserver" .. (is_mac and ".dylib" or ".so")
 if not uv.fs_stat(lib) then
-  fail("the build succeeded but " .. lib .. " is missing; last lines of the build output:\n" .. tail(log, 25))
+  fail(
+    "the build succeeded but "
+      .. lib
+      .. " is missing; last lines of the build output:\n"
+      .. tail(log, 25)
+  )
 end
 
 -- Copy next to the destination, then rename over it: a Neovim that has the

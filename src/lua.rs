@@ -187,9 +187,8 @@ fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
             }
             let cwd = match spec.working_dir {
                 Some(dir) => dir,
-                None => std::env::current_dir().map_err(|e| {
-                    lua_err(Error::io(".", "reading the current directory", e))
-                })?,
+                None => std::env::current_dir()
+                    .map_err(|e| lua_err(Error::io(".", "reading the current directory", e)))?,
             };
             let mut command = vec![spec.command];
             command.extend(spec.args);
@@ -231,7 +230,9 @@ fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
                 },
                 None => crate::record::DEFAULT_STOP_TIMEOUT,
             };
-            let status = lifecycle()?.stop(&name(&raw)?, force, timeout).map_err(lua_err)?;
+            let status = lifecycle()?
+                .stop(&name(&raw)?, force, timeout)
+                .map_err(lua_err)?;
             to_lua(lua, &status)
         })?,
     )?;

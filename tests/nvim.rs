@@ -71,7 +71,10 @@ fn two_instances_share_one_server() {
         // The first started it, the second only joined.
         assert!(a.notes().iter().any(|m| m.contains("started 'web'")));
         let b_notes = b.notes();
-        assert!(!b_notes.iter().any(|m| m.contains("started")), "{b_notes:?}");
+        assert!(
+            !b_notes.iter().any(|m| m.contains("started")),
+            "{b_notes:?}"
+        );
         assert!(b_notes.iter().any(|m| m.contains("attached to 'web'")));
     });
 }
@@ -82,7 +85,9 @@ fn quitting_one_leaves_one_reference_and_quitting_both_runs_the_grace_period_the
         let init = setup(r#"web = { command = "sleep", args = { "1000" }, idle_timeout = "2s" }"#);
         let a = sb.nvim(&init);
         let b = sb.nvim(&init);
-        eventually("refcount 2", || (sb.status("web").refcount == 2).then_some(()));
+        eventually("refcount 2", || {
+            (sb.status("web").refcount == 2).then_some(())
+        });
         let pid = sb.status("web").pid.unwrap();
         let b_pid = b.pid();
 
@@ -110,7 +115,9 @@ fn quitting_one_leaves_one_reference_and_quitting_both_runs_the_grace_period_the
         });
         assert!(graced.elapsed() >= std::time::Duration::from_millis(1500));
         assert_eq!(st.last_exit.unwrap().reason, "grace period expired");
-        eventually("the server process to be gone", || (!alive(pid)).then_some(()));
+        eventually("the server process to be gone", || {
+            (!alive(pid)).then_some(())
+        });
     });
 }
 
@@ -156,7 +163,9 @@ fn attaching_to_a_running_server_spawns_no_process() {
         let before = sb.status("web");
 
         let mut second = sb.nvim(&setup(WEB));
-        eventually("second attached", || (sb.status("web").refcount == 2).then_some(()));
+        eventually("second attached", || {
+            (sb.status("web").refcount == 2).then_some(())
+        });
         // Everything a user does with a running server stays in-process.
         second.lua(
             "local ss = require('sharedserver') \
@@ -183,7 +192,9 @@ fn neovim_killed_with_sigkill_is_dropped_by_the_watcher() {
     each_nvim(|sb| {
         let a = sb.nvim(&setup(WEB));
         let b = sb.nvim(&setup(WEB));
-        eventually("both attached", || (sb.status("web").refcount == 2).then_some(()));
+        eventually("both attached", || {
+            (sb.status("web").refcount == 2).then_some(())
+        });
         let a_pid = a.pid();
         b.kill9();
         eventually("the watcher to drop the killed Neovim", || {
@@ -226,7 +237,9 @@ fn status_window_lists_every_server_with_markers_and_refreshes() {
         let other = sb.nvim(&setup(
             r#"gamma = { command = "sleep", args = { "1000" }, idle_timeout = "60s" }"#,
         ));
-        eventually("gamma started", || (sb.status("gamma").refcount == 1).then_some(()));
+        eventually("gamma started", || {
+            (sb.status("gamma").refcount == 1).then_some(())
+        });
         assert!(other.quit().success());
         let gamma = sb.status("gamma").pid.unwrap();
 
@@ -234,7 +247,9 @@ fn status_window_lists_every_server_with_markers_and_refreshes() {
             r#"alpha = { command = "sleep", args = { "1000" }, idle_timeout = "30s" },
                beta = { command = "sleep", args = { "1000" }, lazy = true }"#,
         ));
-        eventually("alpha started", || (sb.status("alpha").refcount == 1).then_some(()));
+        eventually("alpha started", || {
+            (sb.status("alpha").refcount == 1).then_some(())
+        });
         let alpha = sb.status("alpha").pid.unwrap();
 
         a.cmd("ServerStatus");
@@ -244,7 +259,10 @@ fn status_window_lists_every_server_with_markers_and_refreshes() {
         );
         let lines = a.lines();
         assert_eq!(lines.len(), 7, "{lines:#?}");
-        assert_eq!(tokens(&lines[0]), ["NAME", "STATUS", "PID", "REFS", "UPTIME"]);
+        assert_eq!(
+            tokens(&lines[0]),
+            ["NAME", "STATUS", "PID", "REFS", "UPTIME"]
+        );
         assert!(lines[1].trim().chars().all(|c| c == '─'), "{lines:#?}");
         let row = |i: usize| tokens(&lines[i]);
         let uptime = |t: &str| t.ends_with('s') && t[..t.len() - 1].parse::<u32>().is_ok();
@@ -326,7 +344,10 @@ fn checkhealth_reports_no_error_on_a_good_install() {
 
 #[test]
 fn checkhealth_reports_a_missing_binary_and_how_to_fix_it() {
-    for global in ["/usr/local/bin/sharedserver", "/opt/homebrew/bin/sharedserver"] {
+    for global in [
+        "/usr/local/bin/sharedserver",
+        "/opt/homebrew/bin/sharedserver",
+    ] {
         assert!(
             !Path::new(global).exists(),
             "{global} exists, so this machine cannot show a missing binary; remove it to run this test"
@@ -436,7 +457,9 @@ fn restart_replaces_the_process_and_keeps_every_client() {
     each_nvim(|sb| {
         let mut a = sb.nvim(&setup(WEB));
         let mut b = sb.nvim(&setup(WEB));
-        eventually("both attached", || (sb.status("web").refcount == 2).then_some(()));
+        eventually("both attached", || {
+            (sb.status("web").refcount == 2).then_some(())
+        });
         let old = sb.status("web").pid.unwrap();
         a.cmd("ServerRestart web");
         let st = sb.status("web");
@@ -463,7 +486,9 @@ fn server_stop_detaches_and_server_stop_bang_stops_it_for_everyone() {
         ));
         let mut a = sb.nvim(&init);
         let mut b = sb.nvim(&init);
-        eventually("both attached", || (sb.status("web").refcount == 2).then_some(()));
+        eventually("both attached", || {
+            (sb.status("web").refcount == 2).then_some(())
+        });
         a.cmd("ServerStop web");
         assert_eq!(sb.clients("web"), vec![b.pid()]);
         assert_eq!(sb.status("web").state, State::Active);
@@ -480,7 +505,9 @@ fn server_stop_detaches_and_server_stop_bang_stops_it_for_everyone() {
         );
 
         // :ServerStopAll detaches from everything; with ! it stops everything.
-        eventually("other attached", || (sb.status("other").refcount == 2).then_some(()));
+        eventually("other attached", || {
+            (sb.status("other").refcount == 2).then_some(())
+        });
         a.cmd("ServerStopAll");
         assert_eq!(sb.clients("other"), vec![b.pid()]);
         b.cmd("ServerStopAll!");
@@ -514,10 +541,13 @@ fn setup_accepts_the_crate_the_plugin_and_the_single_server_forms() {
             json!({ "on_start": false, "on_attach": false, "on_stop": false, "on_error": true })
         );
 
-        let mut single =
-            sb.nvim("require('sharedserver').setup({ command = 'sleep', args = { '1000' }, lazy = true })");
+        let mut single = sb.nvim(
+            "require('sharedserver').setup({ command = 'sleep', args = { '1000' }, lazy = true })",
+        );
         assert_eq!(single.lua(list), json!(["default"]));
-        single.lua("require('sharedserver').setup({ command = 'sleep', lazy = true }, { name = 'solo' })");
+        single.lua(
+            "require('sharedserver').setup({ command = 'sleep', lazy = true }, { name = 'solo' })",
+        );
         assert_eq!(single.lua(list), json!(["default", "solo"]));
 
         let err = single.lua(
@@ -548,7 +578,8 @@ fn plugin_file_loads_nothing_until_a_command_runs() {
 
 #[test]
 fn lua_code_and_native_module_versions_must_match() {
-    let lua = std::fs::read_to_string(Path::new(REPO).join("lua/sharedserver/version.lua")).unwrap();
+    let lua =
+        std::fs::read_to_string(Path::new(REPO).join("lua/sharedserver/version.lua")).unwrap();
     assert!(
         lua.contains(&format!("return \"{}\"", env!("CARGO_PKG_VERSION"))),
         "lua/sharedserver/version.lua must return the crate version:\n{lua}"
@@ -563,11 +594,21 @@ fn lua_code_and_native_module_versions_must_match() {
             tree.join("lua/sharedserver/native.so"),
         )
         .unwrap();
-        std::fs::write(tree.join("lua/sharedserver/version.lua"), "return \"9.9.9\"\n").unwrap();
-        let mut a = sb.nvim(&format!("vim.opt.rtp:prepend({})", lua_str(tree.to_str().unwrap())));
+        std::fs::write(
+            tree.join("lua/sharedserver/version.lua"),
+            "return \"9.9.9\"\n",
+        )
+        .unwrap();
+        let mut a = sb.nvim(&format!(
+            "vim.opt.rtp:prepend({})",
+            lua_str(tree.to_str().unwrap())
+        ));
         let err = a.lua("local ok, err = pcall(require('sharedserver.loader').load) return err");
         let err = err.as_str().unwrap();
-        assert!(err.contains("is version 0.1.0 but the Lua code is 9.9.9"), "{err}");
+        assert!(
+            err.contains("is version 0.1.0 but the Lua code is 9.9.9"),
+            "{err}"
+        );
         assert!(err.contains("nvim -l build.lua"), "{err}");
     });
 }
@@ -589,7 +630,12 @@ fn clean_tree(dest: &Path) {
     }
 }
 
-fn build_with(nv: &NvimBin, tree: &Path, args: &[&str], home: Option<&Path>) -> std::process::Output {
+fn build_with(
+    nv: &NvimBin,
+    tree: &Path,
+    args: &[&str],
+    home: Option<&Path>,
+) -> std::process::Output {
     let mut cmd = Command::new(&nv.path);
     cmd.args(args)
         .current_dir(std::env::temp_dir())
@@ -606,7 +652,10 @@ fn build_with(nv: &NvimBin, tree: &Path, args: &[&str], home: Option<&Path>) -> 
 
 #[test]
 fn build_lua_builds_and_installs_the_native_module_from_a_clean_tree() {
-    let tmp = tempfile::Builder::new().prefix("ss-build-").tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("ss-build-")
+        .tempdir()
+        .unwrap();
     let tree = tmp.path().join("sharedserver.nvim");
     std::fs::create_dir(&tree).unwrap();
     clean_tree(&tree);
@@ -642,8 +691,16 @@ fn build_lua_builds_and_installs_the_native_module_from_a_clean_tree() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(out.status.success(), "{}: build.lua failed:\n{log}", nv.label());
-        assert!(native.is_file(), "{}: no native.so after build:\n{log}", nv.label());
+        assert!(
+            out.status.success(),
+            "{}: build.lua failed:\n{log}",
+            nv.label()
+        );
+        assert!(
+            native.is_file(),
+            "{}: no native.so after build:\n{log}",
+            nv.label()
+        );
         if i == 0 {
             assert!(log.contains("installed"), "{log}");
         }
@@ -695,9 +752,16 @@ fn build_lua_builds_and_installs_the_native_module_from_a_clean_tree() {
             ],
             None,
         );
-        let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() && native.is_file(), "coroutine build failed:\n{log}");
-        assert!(log.contains("yielded") && log.contains("installed"), "{log}");
+        let log = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && native.is_file(),
+            "coroutine build failed:\n{log}"
+        );
+        assert!(
+            log.contains("yielded") && log.contains("installed"),
+            "{log}"
+        );
 
         // The installed module loads, from that exact path.
         let check = format!(
@@ -708,10 +772,21 @@ fn build_lua_builds_and_installs_the_native_module_from_a_clean_tree() {
         let out = build_with(
             nv,
             &tree,
-            &["--headless", "-u", "NONE", "-i", "NONE", "-c", &check, "-c", "qa!"],
+            &[
+                "--headless",
+                "-u",
+                "NONE",
+                "-i",
+                "NONE",
+                "-c",
+                &check,
+                "-c",
+                "qa!",
+            ],
             None,
         );
-        let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
         assert!(
             said.contains(&format!("{} 0.1.0", native.display())),
             "{}: {said}",
@@ -726,9 +801,20 @@ fn build_lua_builds_and_installs_the_native_module_from_a_clean_tree() {
     let out = build_with(
         nv,
         &tree,
-        &["--headless", "-u", "NONE", "-i", "NONE", "-c", &format!("luafile {build_s}"), "-c", "qa!"],
+        &[
+            "--headless",
+            "-u",
+            "NONE",
+            "-i",
+            "NONE",
+            "-c",
+            &format!("luafile {build_s}"),
+            "-c",
+            "qa!",
+        ],
         Some(&home),
     );
-    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("cargo was not found"), "{said}");
 }

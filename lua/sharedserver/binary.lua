@@ -26,7 +26,12 @@ function M.candidates(override)
   if on_path ~= "" then
     out[#out + 1] = { path = on_path, source = "$PATH" }
   end
-  for _, dir in ipairs({ home .. "/.cargo/bin", home .. "/.local/bin", "/usr/local/bin", "/opt/homebrew/bin" }) do
+  for _, dir in ipairs({
+    home .. "/.cargo/bin",
+    home .. "/.local/bin",
+    "/usr/local/bin",
+    "/opt/homebrew/bin",
+  }) do
     out[#out + 1] = { path = dir .. "/sharedserver", source = dir }
   end
   return out
@@ -44,7 +49,11 @@ function M.resolve(override)
     end
   end
   if override and override ~= "" then
-    return nil, string.format("the `binary` option points to %s, which is not an executable file", list[1].path)
+    return nil,
+      string.format(
+        "the `binary` option points to %s, which is not an executable file",
+        list[1].path
+      )
   end
   return nil,
     "the sharedserver binary was not found (looked in the plugin's target/release, $PATH, "

@@ -12,15 +12,30 @@ local M = {}
 --- commands without loading any module.
 ---@type table<string, sharedserver.CommandSpec>
 M.specs = {
-  ServerStart = { nargs = 1, bang = false, complete = "configured", desc = "Start (or attach to) a server" },
+  ServerStart = {
+    nargs = 1,
+    bang = false,
+    complete = "configured",
+    desc = "Start (or attach to) a server",
+  },
   ServerStop = {
     nargs = 1,
     bang = true,
     complete = "all",
     desc = "Detach this Neovim from a server (! stops it for every client)",
   },
-  ServerRestart = { nargs = 1, bang = false, complete = "configured", desc = "Restart a server (new process)" },
-  ServerStatus = { nargs = "?", bang = false, complete = "all", desc = "Show server status in a float" },
+  ServerRestart = {
+    nargs = 1,
+    bang = false,
+    complete = "configured",
+    desc = "Restart a server (new process)",
+  },
+  ServerStatus = {
+    nargs = "?",
+    bang = false,
+    complete = "all",
+    desc = "Show server status in a float",
+  },
   ServerList = { nargs = 0, bang = false, desc = "List servers in the message area" },
   ServerStopAll = {
     nargs = 0,

@@ -84,7 +84,13 @@ function M.validate_server(name, cfg)
   for key, value in pairs(cfg) do
     local want = server_keys[key]
     if not want then
-      fail(string.format("unknown option `%s` (known: %s)", tostring(key), table.concat(vim.tbl_keys(server_keys), ", ")))
+      fail(
+        string.format(
+          "unknown option `%s` (known: %s)",
+          tostring(key),
+          table.concat(vim.tbl_keys(server_keys), ", ")
+        )
+      )
     end
     if not type_ok(want, value) then
       local w = type(want) == "string" and want or table.concat(want, " or ")
@@ -103,7 +109,9 @@ function M.validate_server(name, cfg)
   end
   local env = {}
   for k, v in pairs(cfg.env or {}) do
-    if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number" and type(v) ~= "boolean") then
+    if
+      type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number" and type(v) ~= "boolean")
+    then
       fail("option `env` must map variable names to string values")
     end
     env[k] = tostring(v)
@@ -129,7 +137,10 @@ local function validate_notify(notify)
   for k, v in pairs(notify) do
     if out[k] == nil then
       error(
-        string.format("sharedserver: unknown notify option `%s` (known: on_start, on_attach, on_stop, on_error)", tostring(k)),
+        string.format(
+          "sharedserver: unknown notify option `%s` (known: on_start, on_attach, on_stop, on_error)",
+          tostring(k)
+        ),
         0
       )
     end
@@ -228,7 +239,14 @@ function M.native_spec(name, cfg, binary)
   if cfg.working_dir then
     working_dir = M.expand(cfg.working_dir):gsub("(.)/$", "%1")
     if vim.fn.isdirectory(working_dir) ~= 1 then
-      error(string.format("sharedserver: server '%s': working_dir %s is not a directory", name, working_dir), 0)
+      error(
+        string.format(
+          "sharedserver: server '%s': working_dir %s is not a directory",
+          name,
+          working_dir
+        ),
+        0
+      )
     end
   end
   return {

@@ -26,10 +26,16 @@ local function check_native(h)
     h.error(err or "the native module failed to load", { loader.build_hint() })
     return nil
   end
-  h.ok(string.format("loaded %s (version %s) with package.loadlib", loader.loaded_path, n.version()))
+  h.ok(
+    string.format("loaded %s (version %s) with package.loadlib", loader.loaded_path, n.version())
+  )
   local other = package.searchpath and package.searchpath("sharedserver.native", package.cpath)
   if other and other ~= loader.loaded_path then
-    h.info("package.cpath also has " .. other .. "; it is not used (the plugin opens its own library by path)")
+    h.info(
+      "package.cpath also has "
+        .. other
+        .. "; it is not used (the plugin opens its own library by path)"
+    )
   end
   return n
 end
@@ -56,8 +62,18 @@ local function check_binary(h)
     })
   elseif version ~= loader.version then
     h.error(
-      string.format("%s (from %s) is version %s but the plugin is %s", bin, source, version, loader.version),
-      { "rebuild it with `cargo build --release` in " .. loader.root .. ", or update the installed copy" }
+      string.format(
+        "%s (from %s) is version %s but the plugin is %s",
+        bin,
+        source,
+        version,
+        loader.version
+      ),
+      {
+        "rebuild it with `cargo build --release` in "
+          .. loader.root
+          .. ", or update the installed copy",
+      }
     )
   else
     h.ok(string.format("%s (from %s), version %s", bin, source, version))
@@ -94,12 +110,18 @@ local function check_lockdir(h, n)
   local uid = compat.uv.getuid and compat.uv.getuid() or nil
   if uid and stat.uid ~= uid then
     ok = false
-    h.error(string.format("%s is owned by uid %d, not by you (uid %d)", dir, stat.uid, uid), { fix_env })
+    h.error(
+      string.format("%s is owned by uid %d, not by you (uid %d)", dir, stat.uid, uid),
+      { fix_env }
+    )
   end
   local mode = stat.mode % 512
   if mode ~= 448 then
     ok = false
-    h.error(string.format("%s has mode %o; it must be 0700", dir, mode), { "run `chmod 700 " .. dir .. "`" })
+    h.error(
+      string.format("%s has mode %o; it must be 0700", dir, mode),
+      { "run `chmod 700 " .. dir .. "`" }
+    )
   end
   if ok then
     h.ok(dir .. " is owned by you with mode 0700")
@@ -113,7 +135,7 @@ local function check_servers(h)
   h.start("sharedserver: servers")
   local names = ss.list()
   if #names == 0 then
-    h.info('no servers configured; see `:help sharedserver-setup`')
+    h.info("no servers configured; see `:help sharedserver-setup`")
   end
   for _, name in ipairs(names) do
     local st = ss.status(name)
@@ -136,21 +158,36 @@ local function check_servers(h)
         )
       )
     else
-      local msg = string.format("'%s' %s%s", name, view.words[st.state] or st.state, cfg.lazy and " (lazy)" or "")
+      local msg = string.format(
+        "'%s' %s%s",
+        name,
+        view.words[st.state] or st.state,
+        cfg.lazy and " (lazy)" or ""
+      )
       local e = st.last_exit
       if e and e.reason == "exited on its own" and e.code ~= 0 then
         h.warn(
-          msg .. string.format("; it last exited with %s", e.code and ("code " .. e.code) or ("signal " .. tostring(e.signal))),
-          { cfg.log_file and ("see its log: " .. cfg.log_file) or "set `log_file` to capture its output" }
+          msg
+            .. string.format(
+              "; it last exited with %s",
+              e.code and ("code " .. e.code) or ("signal " .. tostring(e.signal))
+            ),
+          {
+            cfg.log_file and ("see its log: " .. cfg.log_file)
+              or "set `log_file` to capture its output",
+          }
         )
       else
         h.ok(msg)
       end
     end
     if cfg.command and vim.fn.executable(vim.fn.expand(cfg.command)) ~= 1 then
-      h.warn(string.format("'%s': command %s is not executable or not on $PATH", name, cfg.command), {
-        "use an absolute path in `command`",
-      })
+      h.warn(
+        string.format("'%s': command %s is not executable or not on $PATH", name, cfg.command),
+        {
+          "use an absolute path in `command`",
+        }
+      )
     end
     if cfg.working_dir and vim.fn.isdirectory(vim.fn.expand(cfg.working_dir)) ~= 1 then
       h.error(string.format("'%s': working_dir %s is not a directory", name, cfg.working_dir), {

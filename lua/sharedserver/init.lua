@@ -146,7 +146,11 @@ local function server_gone(e, pid, exit)
     end
     notify("on_error", msg, vim.log.levels.ERROR)
   elseif reason == "exited on its own" and code ~= 0 then
-    notify("on_error", string.format("'%s' (pid %d) exited with code %s", e.name, pid, tostring(code)), vim.log.levels.ERROR)
+    notify(
+      "on_error",
+      string.format("'%s' (pid %d) exited with code %s", e.name, pid, tostring(code)),
+      vim.log.levels.ERROR
+    )
   else
     notify("on_stop", string.format("'%s' (pid %d) stopped: %s", e.name, pid, reason))
   end
@@ -226,7 +230,10 @@ local function attach_if_running(name)
   end
   e.attached, e.pid = true, res.pid
   watch()
-  notify("on_attach", string.format("attached to '%s' (pid %d, refcount %d)", name, res.pid, res.refcount))
+  notify(
+    "on_attach",
+    string.format("attached to '%s' (pid %d, refcount %d)", name, res.pid, res.refcount)
+  )
   return true
 end
 
@@ -264,7 +271,10 @@ function M.start(name)
     notify("on_start", string.format("started '%s' (pid %d)", name, st.pid))
     callback("on_start", e.config.on_start, st.pid)
   else
-    notify("on_attach", string.format("attached to '%s' (pid %d, refcount %d)", name, st.pid, st.refcount))
+    notify(
+      "on_attach",
+      string.format("attached to '%s' (pid %d, refcount %d)", name, st.pid, st.refcount)
+    )
   end
   return true, st
 end
@@ -311,11 +321,19 @@ function M.stop(name, opts)
       if e then
         e.attached = false
       end
-      return string.format("stopped '%s'%s", name, st.last_exit and (": " .. st.last_exit.reason) or "")
+      return string.format(
+        "stopped '%s'%s",
+        name,
+        st.last_exit and (": " .. st.last_exit.reason) or ""
+      )
     end
     if not (e and e.attached) then
       error(
-        string.format("this Neovim is not attached to '%s'; to stop it for every client use :ServerStop! %s", name, name),
+        string.format(
+          "this Neovim is not attached to '%s'; to stop it for every client use :ServerStop! %s",
+          name,
+          name
+        ),
         0
       )
     end
@@ -327,9 +345,17 @@ function M.stop(name, opts)
     end
     e.pid = nil
     if st.refcount > 0 then
-      return string.format("detached from '%s' (%d other client(s) still attached)", name, st.refcount)
+      return string.format(
+        "detached from '%s' (%d other client(s) still attached)",
+        name,
+        st.refcount
+      )
     end
-    return string.format("detached from '%s'; it stops after its grace period (%s)", name, st.grace_period or "0s")
+    return string.format(
+      "detached from '%s'; it stops after its grace period (%s)",
+      name,
+      st.grace_period or "0s"
+    )
   end)
   if not ok then
     local msg = errmsg(res)

@@ -132,7 +132,11 @@ fn build_cdylib() -> PathBuf {
     } else {
         "libsharedserver.so"
     });
-    assert!(lib.is_file(), "{} is missing after cargo build --lib", lib.display());
+    assert!(
+        lib.is_file(),
+        "{} is missing after cargo build --lib",
+        lib.display()
+    );
     lib
 }
 
@@ -293,11 +297,9 @@ impl Sandbox {
         let mut cmd = Command::new(&self.nvim.path);
         let path = std::env::var_os("PATH").unwrap_or_default();
         let hide = self.hide_binary;
-        let joined = std::env::join_paths(
-            self.path_prefix.iter().cloned().chain(
-                std::env::split_paths(&path).filter(|d| !(hide && d.join("sharedserver").exists())),
-            ),
-        )
+        let joined = std::env::join_paths(self.path_prefix.iter().cloned().chain(
+            std::env::split_paths(&path).filter(|d| !(hide && d.join("sharedserver").exists())),
+        ))
         .unwrap();
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.args(args)
@@ -353,16 +355,15 @@ impl Sandbox {
             log,
             label: format!("{} #{n}", self.nvim.label()),
         };
-        let rpc = eventually(&format!("{} to listen on {}", nvim.label, socket.display()), || {
-            if let Ok(Some(status)) = nvim.child.try_wait() {
-                panic!(
-                    "{} exited early ({status}):\n{}",
-                    nvim.label,
-                    nvim.output()
-                );
-            }
-            Rpc::connect(&socket, DEADLINE).ok()
-        });
+        let rpc = eventually(
+            &format!("{} to listen on {}", nvim.label, socket.display()),
+            || {
+                if let Ok(Some(status)) = nvim.child.try_wait() {
+                    panic!("{} exited early ({status}):\n{}", nvim.label, nvim.output());
+                }
+                Rpc::connect(&socket, DEADLINE).ok()
+            },
+        );
         nvim.rpc = Some(rpc);
         nvim.wait_for("VimEnter", "vim.v.vim_did_enter == 1");
         nvim
@@ -466,9 +467,14 @@ impl Nvim {
 
     /// Messages passed to vim.notify.
     pub fn notes(&mut self) -> Vec<String> {
-        let v = self.lua("local t = {} for _, n in ipairs(_G.notes) do t[#t + 1] = n.msg end return t");
+        let v =
+            self.lua("local t = {} for _, n in ipairs(_G.notes) do t[#t + 1] = n.msg end return t");
         v.as_array()
-            .map(|a| a.iter().map(|m| m.as_str().unwrap_or("").to_string()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|m| m.as_str().unwrap_or("").to_string())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -482,7 +488,9 @@ impl Nvim {
             ],
         );
         let label = self.label.clone();
-        eventually(&format!("{label} to exit"), || self.child.try_wait().unwrap())
+        eventually(&format!("{label} to exit"), || {
+            self.child.try_wait().unwrap()
+        })
     }
 
     /// SIGKILL: no VimLeave, no detaching.

@@ -139,7 +139,9 @@ fn decode<R: Read>(r: &mut R) -> std::io::Result<Value> {
 }
 
 fn string<R: Read>(r: &mut R, n: usize) -> std::io::Result<Value> {
-    Ok(Value::Str(String::from_utf8_lossy(&take(r, n)?).into_owned()))
+    Ok(Value::Str(
+        String::from_utf8_lossy(&take(r, n)?).into_owned(),
+    ))
 }
 
 fn array<R: Read>(r: &mut R, n: usize) -> std::io::Result<Value> {

@@ -4,7 +4,14 @@
 
 local M = {}
 
-M.markers = { starting = "◌", active = "●", grace = "⏳", stopping = "◌", stopped = "○", error = "✗" }
+M.markers = {
+  starting = "◌",
+  active = "●",
+  grace = "⏳",
+  stopping = "◌",
+  stopped = "○",
+  error = "✗",
+}
 M.words = {
   starting = "starting",
   active = "running",
@@ -36,7 +43,8 @@ function M.duration(secs)
   if not secs then
     return "-"
   end
-  local d, h, m, s = math.floor(secs / 86400), math.floor(secs / 3600) % 24, math.floor(secs / 60) % 60, secs % 60
+  local d, h, m, s =
+    math.floor(secs / 86400), math.floor(secs / 3600) % 24, math.floor(secs / 60) % 60, secs % 60
   if d > 0 then
     return string.format("%dd %dh", d, h)
   elseif h > 0 then
@@ -85,7 +93,8 @@ function M.table(entries)
       table.concat(tags(st), " "),
     }
   end
-  local header = { "   " .. M.columns[1], M.columns[2], M.columns[3], M.columns[4], M.columns[5], "" }
+  local header =
+    { "   " .. M.columns[1], M.columns[2], M.columns[3], M.columns[4], M.columns[5], "" }
   local widths = {}
   for i = 1, 5 do
     widths[i] = width(header[i])
@@ -121,7 +130,12 @@ end
 ---@param st sharedserver.ModelEntry
 ---@return string[]
 function M.detail(st)
-  local lines = { marker(st) .. st.name .. "  " .. (M.words[st.state] or st.state) .. "  " .. table.concat(tags(st), " ") }
+  local lines = {
+    marker(st) .. st.name .. "  " .. (M.words[st.state] or st.state) .. "  " .. table.concat(
+      tags(st),
+      " "
+    ),
+  }
   lines[1] = lines[1]:gsub("%s+$", "")
   local function row(key, value)
     if value ~= nil and value ~= "" then
@@ -134,10 +148,14 @@ function M.detail(st)
   if st.pid then
     row("pid", st.pid .. (st.watcher_pid and string.format(" (watcher %d)", st.watcher_pid) or ""))
     row("refcount", st.refcount)
-    row("uptime", M.duration(st.uptime_secs) .. (st.started_at and (" (since " .. st.started_at .. ")") or ""))
+    row(
+      "uptime",
+      M.duration(st.uptime_secs) .. (st.started_at and (" (since " .. st.started_at .. ")") or "")
+    )
     local grace = st.grace_period
     if grace and st.grace_remaining_ms then
-      grace = grace .. string.format(" (%s left)", M.duration(math.floor(st.grace_remaining_ms / 1000)))
+      grace = grace
+        .. string.format(" (%s left)", M.duration(math.floor(st.grace_remaining_ms / 1000)))
     end
     row("grace period", grace)
   end
@@ -147,17 +165,27 @@ function M.detail(st)
   row("cwd", st.cwd)
   row("log", st.log_file)
   if st.registered ~= nil then
-    row("this nvim", st.registered and (st.attached and "attached" or "not attached") or "not configured here")
+    row(
+      "this nvim",
+      st.registered and (st.attached and "attached" or "not attached") or "not configured here"
+    )
   end
   if st.clients and #st.clients > 0 then
     lines[#lines + 1] = "  clients"
     for _, c in ipairs(st.clients) do
-      lines[#lines + 1] = string.format("    %-8d since %s%s", c.pid, c.attached_at, c.metadata and ("  " .. c.metadata) or "")
+      lines[#lines + 1] = string.format(
+        "    %-8d since %s%s",
+        c.pid,
+        c.attached_at,
+        c.metadata and ("  " .. c.metadata) or ""
+      )
     end
   end
   local e = st.last_exit
   if e then
-    local how = e.code and ("code " .. e.code) or (e.signal and ("signal " .. e.signal)) or "unknown status"
+    local how = e.code and ("code " .. e.code)
+      or (e.signal and ("signal " .. e.signal))
+      or "unknown status"
     row("last exit", string.format("pid %d, %s, %s (%s)", e.pid, how, e.reason, e.at))
   end
   lines[#lines + 1] = ""

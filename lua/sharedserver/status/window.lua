@@ -19,7 +19,8 @@ local function size(lines)
   for _, l in ipairs(lines) do
     w = math.max(w, vim.fn.strdisplaywidth(l))
   end
-  return math.min(w + 2, math.max(20, vim.o.columns - 4)), math.min(#lines, math.max(1, vim.o.lines - 4))
+  return math.min(w + 2, math.max(20, vim.o.columns - 4)),
+    math.min(#lines, math.max(1, vim.o.lines - 4))
 end
 
 ---@param w integer
