@@ -68,37 +68,69 @@ end
 ---@type string[]
 local log = {}
 local last = "starting cargo build --release"
-local function collect(_, data)
-  for _, line in ipairs(data or {}) do
-    line = line:gsub("\r", "")
-    if line ~= "" then
-      log[#log + 1] = line
-      last = vim.trim(line)
+-- Job output arrives in chunks: the first item of a chunk continues the
+-- previous chunk's last (partial) line.
+local partial = { [1] = "", [2] = "" }
+---@param stream integer 1 stdout, 2 stderr
+---@param data string[]
+local function collect_into(stream, data)
+  data = data or {}
+  for i, piece in ipairs(data) do
+    if i == 1 then
+      partial[stream] = partial[stream] .. piece
+    else
+      local line = partial[stream]:gsub("\r", "")
+      if line ~= "" then
+        log[#log + 1] = line
+        last = vim.trim(line)
+      end
+      partial[stream] = piece
+    end
+  end
+end
+local function flush_partial()
+  for stream = 1, 2 do
+    if partial[stream] ~= "" then
+      log[#log + 1] = partial[stream]
+      partial[stream] = ""
     end
   end
 end
 
 progress("cargo build --release in " .. root)
+---@type integer|nil
+local code = nil
 local job = vim.fn.jobstart({ cargo, "build", "--release" }, {
   cwd = root,
-  on_stdout = collect,
-  on_stderr = collect,
+  on_stdout = function(_, data)
+    collect_into(1, data)
+  end,
+  on_stderr = function(_, data)
+    collect_into(2, data)
+  end,
+  on_exit = function(_, c)
+    code = c
+  end,
 })
 if job <= 0 then
   fail("could not run " .. cargo .. " (jobstart returned " .. job .. ")")
 end
 
-local code
 if in_coroutine then
-  repeat
-    code = vim.fn.jobwait({ job }, 0)[1]
-    if code == -1 then
-      coroutine.yield(last)
-    end
-  until code ~= -1
+  -- The caller (lazy.nvim) resumes us from its event loop; the job's exit
+  -- arrives through on_exit meanwhile.
+  while code == nil do
+    coroutine.yield(last)
+  end
 else
-  code = vim.fn.jobwait({ job }, -1)[1]
+  local waited = vim.fn.jobwait({ job }, -1)[1]
+  -- on_exit has run by now; -3 means the job was already reaped.
+  vim.wait(1000, function()
+    return code ~= nil
+  end)
+  code = code or waited
 end
+flush_partial()
 if code ~= 0 then
   fail(
     string.format(
