@@ -378,6 +378,81 @@ fn checkhealth_reports_a_missing_binary_and_how_to_fix_it() {
 }
 
 #[test]
+fn checkhealth_reports_an_unsafe_lock_dir_and_how_to_fix_it() {
+    use std::os::unix::fs::PermissionsExt;
+    each_nvim(|sb| {
+        let mut a = sb.nvim(&setup(WEB_LAZY));
+        std::fs::set_permissions(&sb.lockdir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let text = health(&mut a);
+        std::fs::set_permissions(&sb.lockdir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let dir = sb.lockdir.display();
+        assert!(
+            text.contains(&format!("{dir} has mode 755; it must be 0700")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("chmod 700 {dir}")), "{text}");
+    });
+}
+
+#[test]
+fn notifications_are_gated_each_by_its_own_flag() {
+    each_nvim(|sb| {
+        let init = format!(
+            "require('sharedserver').setup({{ servers = {{ {WEB} }}, \
+             notify = {{ on_start = false, on_attach = true, on_stop = false }} }})"
+        );
+        let mut a = sb.nvim(&init);
+        eventually("started", || (sb.status("web").refcount == 1).then_some(()));
+        assert_eq!(a.notes(), Vec::<String>::new());
+        let mut b = sb.nvim(&init);
+        eventually("attached", || {
+            (sb.status("web").refcount == 2).then_some(())
+        });
+        b.cmd("ServerStop web");
+        assert_eq!(
+            b.notes(),
+            ["sharedserver: attached to 'web' (pid {}, refcount 2)"
+                .replace("{}", &sb.status("web").pid.unwrap().to_string())]
+        );
+        // on_error is on by default: a failure is still reported.
+        b.cmd("ServerStop web");
+        let notes = b.notes();
+        assert!(
+            notes[1].contains("this Neovim is not attached to 'web'"),
+            "{notes:#?}"
+        );
+    });
+}
+
+#[test]
+fn a_server_that_fails_to_start_is_reported_with_its_log() {
+    each_nvim(|sb| {
+        let log = sb.path("broken.log");
+        let mut a = sb.nvim(&setup(&format!(
+            r#"broken = {{ command = "sh", args = {{ "-c", "echo 'no config file found' >&2; exit 4" }},
+                          log_file = {log} }},
+               missing = {{ command = "/nonexistent/program" }}"#,
+            log = lua_str(log.to_str().unwrap())
+        )));
+        let notes = a.notes();
+        let broken = notes
+            .iter()
+            .find(|m| m.contains("'broken'"))
+            .unwrap_or_else(|| panic!("no error for 'broken' in {notes:#?}"));
+        assert!(broken.contains("no config file found"), "{broken}");
+        assert!(
+            notes.iter().any(|m| m.contains("/nonexistent/program")),
+            "{notes:#?}"
+        );
+        assert_eq!(sb.status("broken").state, State::Stopped);
+        assert_eq!(
+            a.lua("return { require('sharedserver').start('missing') }")[0],
+            json!(false)
+        );
+    });
+}
+
+#[test]
 fn on_start_and_on_exit_fire_with_the_right_arguments() {
     each_nvim(|sb| {
         let log = sb.path("crashy.log");

@@ -13,14 +13,6 @@ function M.join(...)
   return (path:gsub("//+", "/"))
 end
 
---- Whether `t` is a list (vim.islist from 0.10, vim.tbl_islist before).
----@param t table
----@return boolean
-function M.is_list(t)
-  local f = vim.islist or vim.tbl_islist
-  return f(t)
-end
-
 ---@param path string
 ---@return boolean
 function M.is_file(path)

@@ -43,9 +43,9 @@ local function draw(f, lines)
   for i, l in ipairs(lines) do
     padded[i] = " " .. l
   end
-  vim.api.nvim_buf_set_option(f.buf, "modifiable", true)
+  vim.bo[f.buf].modifiable = true
   vim.api.nvim_buf_set_lines(f.buf, 0, -1, false, padded)
-  vim.api.nvim_buf_set_option(f.buf, "modifiable", false)
+  vim.bo[f.buf].modifiable = false
   local w, h = size(padded)
   vim.api.nvim_win_set_config(f.win, layout(w, h))
 end
@@ -76,8 +76,8 @@ end
 function M.open(title, render, interval_ms)
   M.close()
   local buf = vim.api.nvim_create_buf(false, true)
-  vim.api.nvim_buf_set_option(buf, "bufhidden", "wipe")
-  vim.api.nvim_buf_set_option(buf, "filetype", "sharedserver")
+  vim.bo[buf].bufhidden = "wipe"
+  vim.bo[buf].filetype = "sharedserver"
   local lines = render()
   local w, h = size(lines)
   local cfg = layout(w + 1, h)
@@ -88,7 +88,7 @@ function M.open(title, render, interval_ms)
     cfg.title_pos = "center"
   end
   local win = vim.api.nvim_open_win(buf, true, cfg)
-  vim.api.nvim_win_set_option(win, "wrap", false)
+  vim.wo[win].wrap = false
   local f = { buf = buf, win = win }
   current = f
   draw(f, lines)
