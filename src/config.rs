@@ -72,6 +72,7 @@ impl ServerDef {
                 Some(r) => RestartPolicy::parse(r).map_err(Error::Other)?,
                 None => None,
             },
+            ..StartSpec::new(vec![], PathBuf::new())
         })
     }
 }

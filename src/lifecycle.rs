@@ -31,10 +31,32 @@ pub struct StartSpec {
     pub ready: Option<String>,
     pub ready_timeout: Duration,
     pub restart: Option<RestartPolicy>,
+    /// How long the fresh server must stay up for the start to count as a
+    /// success (catches servers that exit at once). Zero: return on spawn.
+    pub startup_check: Duration,
 }
 
 /// Default for `--ready-timeout`.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for `--startup-check`.
+pub const DEFAULT_STARTUP_CHECK: Duration = Duration::from_millis(50);
+
+impl StartSpec {
+    /// A spec with every option at its default.
+    pub fn new(command: Vec<String>, cwd: PathBuf) -> StartSpec {
+        StartSpec {
+            command,
+            env: BTreeMap::new(),
+            cwd,
+            log_file: None,
+            grace_period: Duration::ZERO,
+            ready: None,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            restart: None,
+            startup_check: DEFAULT_STARTUP_CHECK,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IfRunning {
@@ -156,6 +178,7 @@ impl Lifecycle {
             cwd: spec.cwd.to_string_lossy().into_owned(),
             log_file: log_file.to_string_lossy().into_owned(),
             ready: spec.ready.clone(),
+            startup_check_ms: spec.startup_check.as_millis() as u64,
             adopt: None,
         };
         let exe = self.exe()?;
@@ -420,6 +443,7 @@ impl Lifecycle {
                     .into_owned()
             }),
             ready: rec.ready.clone(),
+            startup_check_ms: 0,
             adopt: Some(rec.server),
         };
         match spawn::watcher(&exe, self.store.dir(), name.as_str(), &launch)? {

@@ -205,6 +205,7 @@ fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
                     ready: None,
                     ready_timeout: crate::lifecycle::DEFAULT_READY_TIMEOUT,
                     restart: None,
+                    startup_check: crate::lifecycle::DEFAULT_STARTUP_CHECK,
                 }),
                 if_running: IfRunning::Attach,
             };

@@ -25,6 +25,9 @@ pub struct Launch {
     /// Readiness spec, so a `log:` probe can watch output from the first byte.
     #[serde(default)]
     pub ready: Option<String>,
+    /// How long the server must survive before the handshake says ready.
+    #[serde(default)]
+    pub startup_check_ms: u64,
     /// Supervise this already-running server instead of starting one.
     pub adopt: Option<ProcessId>,
 }

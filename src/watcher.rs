@@ -26,10 +26,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
-/// How long a fresh server must survive before `use` reports success. Long
-/// enough to catch "exits at once" (bad flags, missing files), short enough
-/// not to be felt.
-pub const STARTUP_WINDOW: Duration = Duration::from_millis(50);
 /// After SIGKILL, how long to wait for the group leader to go.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -134,7 +130,8 @@ fn begin(
     }
     let server =
         spawn_server(store, name, launch).map_err(|message| Hello::SpawnFailed { message })?;
-    if wait_exit(&server.pidfd, Some(pump), STARTUP_WINDOW) {
+    let window = Duration::from_millis(launch.startup_check_ms);
+    if !window.is_zero() && wait_exit(&server.pidfd, Some(pump), window) {
         let mut server = server;
         let (code, signal) = server.reap();
         pump.drain();

@@ -477,3 +477,26 @@ fn completion_scripts_are_generated() {
         assert!(r.stdout().contains("unuse"), "{shell}");
     }
 }
+
+#[test]
+fn startup_check_zero_returns_on_spawn_and_the_exit_is_still_recorded() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let r = w.run(&[
+        "use",
+        "quick",
+        "--pid",
+        &a,
+        "--startup-check",
+        "0s",
+        "--",
+        "sh",
+        "-c",
+        "exit 5",
+    ]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    eventually(SOON, "the exit is noticed", || {
+        w.state("quick") == "stopped"
+    });
+    assert_eq!(w.info("quick")["last_exit"]["code"], 5);
+}

@@ -2,7 +2,6 @@
 
 use super::{client, lifecycle, parse_duration, parse_env, parse_name};
 use clap::Args;
-use sharedserver::lifecycle::DEFAULT_READY_TIMEOUT;
 use sharedserver::process::{self, ProcessId};
 use sharedserver::record::RestartPolicy;
 use sharedserver::{config, AttachRequest, Attached, IfRunning, ServerName, StartSpec, State};
@@ -33,6 +32,10 @@ pub struct StartOptions {
     /// Restart policy: no, on-failure or on-failure:MAX (default MAX 5 within 60s)
     #[arg(long, value_name = "POLICY", value_parser = parse_restart)]
     pub restart: Option<RestartArg>,
+    /// How long a new server must stay up for `use` to succeed (catches servers
+    /// that exit at once); 0s returns as soon as it is spawned
+    #[arg(long, value_parser = parse_duration, value_name = "D", default_value = "50ms")]
+    pub startup_check: Duration,
     /// The server command and its arguments, passed verbatim (no shell).
     /// Without it, NAME is looked up in .sharedserver.json (see `config`).
     #[arg(last = true, value_name = "CMD")]
@@ -61,22 +64,14 @@ impl StartOptions {
             .map_err(|e| sharedserver::Error::io(".", "reading the current directory", e))?;
         let absolute = |p: PathBuf| if p.is_absolute() { p } else { here.join(p) };
         let mut spec = if !self.command.is_empty() {
-            StartSpec {
-                command: self.command,
-                env: Default::default(),
-                cwd: here.clone(),
-                log_file: None,
-                grace_period: Duration::ZERO,
-                ready: None,
-                ready_timeout: DEFAULT_READY_TIMEOUT,
-                restart: None,
-            }
+            StartSpec::new(self.command, here.clone())
         } else if let Some(def) = config::lookup(name, &here)? {
             def.start_spec()?
         } else {
             return Ok(None);
         };
         spec.env.extend(self.env);
+        spec.startup_check = self.startup_check;
         if let Some(cwd) = self.cwd {
             spec.cwd = absolute(cwd);
         }
