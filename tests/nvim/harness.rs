@@ -147,9 +147,9 @@ pub fn plugin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let lib = build_cdylib();
-        let root = profile_dir()
-            .join("nvim-test")
-            .join(format!("plugin-{}", std::process::id()));
+        let runs = profile_dir().join("nvim-test");
+        remove_stale_copies(&runs);
+        let root = runs.join(format!("plugin-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         for sub in ["lua", "plugin", "doc"] {
             copy_tree(&Path::new(REPO).join(sub), &root.join(sub));
@@ -159,6 +159,26 @@ pub fn plugin_dir() -> &'static Path {
         std::fs::copy(&lib, &dest).expect("install native.so");
         root
     })
+}
+
+/// Remove the plugin copies of earlier test runs that have ended.
+fn remove_stale_copies(runs: &Path) {
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("plugin-")
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Copy a directory tree, leaving out any native.so/native.dylib.
