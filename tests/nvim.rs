@@ -624,6 +624,11 @@ fn setup_accepts_the_crate_the_plugin_and_the_single_server_forms() {
             "require('sharedserver').setup({ command = 'sleep', lazy = true }, { name = 'solo' })",
         );
         assert_eq!(single.lua(list), json!(["default", "solo"]));
+        // A setup() after startup (lazy.nvim's VeryLazy) starts at once.
+        single.lua(
+            "require('sharedserver').setup({ late = { command = 'sleep', args = { '1000' } } })",
+        );
+        assert_eq!(sb.clients("late"), vec![single.pid()]);
 
         let err = single.lua(
             "local ok, err = pcall(require('sharedserver').setup, { servers = { bad = { args = {} } } }) return err",
