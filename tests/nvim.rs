@@ -591,6 +591,41 @@ fn server_stop_detaches_and_server_stop_bang_stops_it_for_everyone() {
 }
 
 #[test]
+fn commands_complete_server_names() {
+    each_nvim(|sb| {
+        let other = sb.nvim(&setup(
+            r#"shell_tool = { command = "sleep", args = { "1000" }, idle_timeout = "30s" }"#,
+        ));
+        eventually("shell_tool started", || {
+            (sb.status("shell_tool").refcount == 1).then_some(())
+        });
+        let mut a = sb.nvim(&setup(&format!(
+            "{WEB_LAZY}, worker = {{ command = 'sleep', lazy = true }}"
+        )));
+        let complete = |n: &mut harness::Nvim, line: &str| {
+            n.lua(&format!(
+                "return vim.fn.getcompletion({}, 'cmdline')",
+                lua_str(line)
+            ))
+        };
+        // Starting needs a configuration: only configured names.
+        assert_eq!(complete(&mut a, "ServerStart "), json!(["web", "worker"]));
+        assert_eq!(
+            complete(&mut a, "ServerRestart w"),
+            json!(["web", "worker"])
+        );
+        assert_eq!(complete(&mut a, "ServerStart wo"), json!(["worker"]));
+        // Stopping and status work on any server in the lock dir.
+        assert_eq!(
+            complete(&mut a, "ServerStop "),
+            json!(["shell_tool", "web", "worker"])
+        );
+        assert_eq!(complete(&mut a, "ServerStatus sh"), json!(["shell_tool"]));
+        drop(other);
+    });
+}
+
+#[test]
 fn setup_accepts_the_crate_the_plugin_and_the_single_server_forms() {
     each_nvim(|sb| {
         let list = "return require('sharedserver').list()";
