@@ -250,7 +250,7 @@ function M.start(name)
     local spec = config.native_spec(name, e.config, bin)
     local started, st = pcall(n.start, name, spec)
     if not started then
-      if not bin then
+      if not bin and tostring(st):find("binary", 1, true) then
         error(string.format("cannot start '%s': %s", name, why), 0)
       end
       error(st, 0)
