@@ -933,3 +933,39 @@ fn build_lua_builds_and_installs_the_native_module_from_a_clean_tree() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("cargo was not found"), "{said}");
 }
+
+#[test]
+fn vimdoc_builds_its_tags_without_errors() {
+    let tmp = tempfile::Builder::new()
+        .prefix("ss-doc-")
+        .tempdir()
+        .unwrap();
+    std::fs::copy(
+        Path::new(REPO).join("doc/sharedserver.txt"),
+        tmp.path().join("sharedserver.txt"),
+    )
+    .unwrap();
+    for nv in nvims() {
+        let out = Command::new(&nv.path)
+            .args(["--headless", "-u", "NONE", "-i", "NONE", "-c"])
+            .arg(format!("helptags {}", tmp.path().display()))
+            .args(["-c", "qa!"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(said.trim().is_empty(), "{}: helptags: {said}", nv.label());
+        let tags = std::fs::read_to_string(tmp.path().join("tags")).unwrap();
+        for tag in [
+            "sharedserver",
+            "sharedserver-setup",
+            ":ServerStatus",
+            "sharedserver-health",
+        ] {
+            assert!(
+                tags.lines().any(|l| l.starts_with(&format!("{tag}\t"))),
+                "no tag {tag}"
+            );
+        }
+    }
+}
