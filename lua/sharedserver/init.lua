@@ -266,6 +266,11 @@ function M.start(name)
   local e = state.servers[name]
   e.attached, e.pid = true, st.pid
   watch()
+  -- An exit between start() returning and the watch starting raised no
+  -- event: look once more.
+  vim.schedule(function()
+    M._refresh(name)
+  end)
   if st.started then
     e.started_pid, e.started_ns = st.pid, compat.uv.hrtime()
     notify("on_start", string.format("started '%s' (pid %d)", name, st.pid))
