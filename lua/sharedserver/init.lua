@@ -220,6 +220,8 @@ end
 local function attach_if_running(name)
   local e = entry_of(name)
   local n = native()
+  -- Not needed to attach, but lets the library restore a dead watcher.
+  n.set_binary((binary_for(e)))
   local st = n.status(name)
   if st.state ~= "active" and st.state ~= "grace" and st.state ~= "starting" then
     return false
