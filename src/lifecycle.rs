@@ -415,20 +415,7 @@ impl Lifecycle {
             return Ok(Some(rec));
         }
         if !rec.server.is_alive() {
-            self.store.remove(guard, name)?;
-            let last = LastExit::of(
-                &rec,
-                None,
-                None,
-                "exited while unsupervised (watcher was gone)",
-            );
-            self.store.write_last(guard, name, &last)?;
-            self.store.journal(
-                name,
-                "recover",
-                "cleared record of a dead server whose watcher was gone",
-            );
-            return Ok(None);
+            return self.clear_unsupervised(guard, name, &rec);
         }
         let Ok(exe) = self.exe() else {
             return Ok(Some(rec)); // cannot re-supervise from here; report as is
@@ -461,8 +448,27 @@ impl Lifecycle {
                 );
                 Ok(Some(rec))
             }
-            _ => Ok(self.store.read(name)?.filter(|r| r.server.is_alive())),
+            // It died while we were spawning its new watcher.
+            _ => self.clear_unsupervised(guard, name, &rec),
         }
+    }
+
+    fn clear_unsupervised(
+        &self,
+        guard: &Guard,
+        name: &ServerName,
+        rec: &Record,
+    ) -> Result<Option<Record>> {
+        self.store.remove(guard, name)?;
+        let reason = "exited while unsupervised (watcher was gone)";
+        self.store
+            .write_last(guard, name, &LastExit::of(rec, None, None, reason))?;
+        self.store.journal(
+            name,
+            "recover",
+            "cleared record of a dead server whose watcher was gone",
+        );
+        Ok(None)
     }
 
     /// Wait until the record of `seen`'s server is gone (its stop finished),
