@@ -275,6 +275,21 @@ fn status_window_lists_every_server_with_markers_and_refreshes() {
         assert!(uptime(&r[5]) && r[6] == "[external]", "{r:?}");
         assert_eq!(lines[5].trim(), "");
         assert_eq!(lines[6].trim(), "q/<Esc> close");
+        let groups = a.lua(
+            "local ns = vim.api.nvim_create_namespace('sharedserver.status') local out = {} \
+             for _, m in ipairs(vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, { details = true })) do \
+               out[#out + 1] = m[2] .. ':' .. m[4].hl_group end return out",
+        );
+        assert_eq!(
+            groups,
+            json!([
+                "0:Title",
+                "2:DiagnosticInfo",
+                "3:Comment",
+                "4:DiagnosticWarn",
+                "6:Comment"
+            ])
+        );
         // Columns line up in display cells, whatever the marker's width.
         let status_col = columns(&mut a, "STATUS")[0];
         for word in ["running", "stopped", "grace"] {

@@ -127,6 +127,46 @@ function M.table(entries)
   return lines
 end
 
+--- Highlight group of each state's marker (groups that exist since 0.7).
+M.marker_groups = {
+  starting = "DiagnosticInfo",
+  active = "DiagnosticInfo",
+  grace = "DiagnosticWarn",
+  stopping = "DiagnosticWarn",
+  stopped = "Comment",
+  error = "DiagnosticError",
+}
+
+---@class sharedserver.Highlight
+---@field group string
+---@field line integer 0-based
+---@field col_start integer byte offset, 0-based
+---@field col_end integer byte offset, exclusive (-1: to the end)
+
+--- Highlights for lines made by `table` or `detail`: the header, the
+--- markers, and the key hint.
+---@param lines string[]
+---@return sharedserver.Highlight[]
+function M.highlights(lines)
+  local out = {}
+  for i, l in ipairs(lines) do
+    if i == 1 and l:find("NAME", 1, true) then
+      out[#out + 1] = { group = "Title", line = i - 1, col_start = 0, col_end = -1 }
+    elseif l == M.footer then
+      out[#out + 1] = { group = "Comment", line = i - 1, col_start = 0, col_end = -1 }
+    else
+      for state, marker in pairs(M.markers) do
+        if l:sub(1, #marker) == marker then
+          local group = M.marker_groups[state]
+          out[#out + 1] = { group = group, line = i - 1, col_start = 0, col_end = #marker }
+          break
+        end
+      end
+    end
+  end
+  return out
+end
+
 ---@param st sharedserver.ModelEntry
 ---@return string[]
 function M.detail(st)

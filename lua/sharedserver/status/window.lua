@@ -36,6 +36,8 @@ local function layout(w, h)
   }
 end
 
+local ns = vim.api.nvim_create_namespace("sharedserver.status")
+
 ---@param f sharedserver.Float
 ---@param lines string[]
 local function draw(f, lines)
@@ -46,6 +48,11 @@ local function draw(f, lines)
   vim.bo[f.buf].modifiable = true
   vim.api.nvim_buf_set_lines(f.buf, 0, -1, false, padded)
   vim.bo[f.buf].modifiable = false
+  vim.api.nvim_buf_clear_namespace(f.buf, ns, 0, -1)
+  for _, h in ipairs(require("sharedserver.status.view").highlights(lines)) do
+    local stop = h.col_end < 0 and -1 or h.col_end + 1
+    vim.api.nvim_buf_add_highlight(f.buf, ns, h.group, h.line, h.col_start + 1, stop)
+  end
   local w, h = size(padded)
   vim.api.nvim_win_set_config(f.win, layout(w, h))
 end
