@@ -182,8 +182,8 @@ impl Lifecycle {
             adopt: None,
         };
         let exe = self.exe()?;
-        let hello = spawn::watcher(&exe, self.store.dir(), name.as_str(), &launch)?;
-        let (watcher, server, started_at_ms) = match hello {
+        let handshake = spawn::watcher(&exe, self.store.dir(), name.as_str(), &launch)?;
+        let (watcher, server, started_at_ms) = match handshake.hello.clone() {
             Hello::Ready {
                 watcher,
                 server,
@@ -234,6 +234,7 @@ impl Lifecycle {
         };
         rec.attach(req.client, req.metadata.clone(), now_ms());
         self.store.write(guard, name, &rec)?;
+        handshake.commit(&rec)?;
         self.store.journal(
             name,
             "start",
@@ -433,11 +434,13 @@ impl Lifecycle {
             startup_check_ms: 0,
             adopt: Some(rec.server),
         };
-        match spawn::watcher(&exe, self.store.dir(), name.as_str(), &launch)? {
+        let handshake = spawn::watcher(&exe, self.store.dir(), name.as_str(), &launch)?;
+        match handshake.hello.clone() {
             Hello::Ready { watcher, .. } => {
                 rec.watcher = Some(watcher);
                 rec.watcher_is_parent = false;
                 self.store.write(guard, name, &rec)?;
+                handshake.commit(&rec)?;
                 self.store.journal(
                     name,
                     "recover",

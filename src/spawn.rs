@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use crate::lockdir;
 use crate::process::ProcessId;
+use crate::record::Record;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -50,8 +51,30 @@ pub enum Hello {
     },
 }
 
-/// Start a detached watcher and wait for its handshake.
-pub fn watcher(exe: &Path, lockdir: &Path, name: &str, launch: &Launch) -> Result<Hello> {
+/// The caller's side of a watcher handshake. The watcher's answer is in
+/// `hello`; once the caller has written the record it calls [`commit`], which
+/// hands the watcher that record. A handshake dropped without a commit (the
+/// caller failed, or died) makes the watcher stop the server it started, so a
+/// server nobody has a record of never stays running.
+///
+/// [`commit`]: Handshake::commit
+pub struct Handshake {
+    pub hello: Hello,
+    stdin: std::process::ChildStdin,
+}
+
+impl Handshake {
+    pub fn commit(mut self, rec: &Record) -> Result<()> {
+        let json = serde_json::to_string(rec).expect("records serialize");
+        self.stdin
+            .write_all(json.as_bytes())
+            .and_then(|_| self.stdin.write_all(b"\n"))
+            .map_err(|e| Error::Other(format!("handing the record to the watcher: {e}")))
+    }
+}
+
+/// Start a detached watcher and wait for its answer.
+pub fn watcher(exe: &Path, lockdir: &Path, name: &str, launch: &Launch) -> Result<Handshake> {
     let mut cmd = Command::new(exe);
     cmd.arg0("sharedserver-watcher")
         .args(["__watch", name])
@@ -96,17 +119,17 @@ pub fn watcher(exe: &Path, lockdir: &Path, name: &str, launch: &Launch) -> Resul
         .write_all(payload.as_bytes())
         .and_then(|_| stdin.write_all(b"\n"))
         .map_err(|e| Error::Spawn(exe.display().to_string(), format!("watcher handshake: {e}")))?;
-    drop(stdin);
     let mut line = String::new();
     BufReader::new(stdout)
         .read_line(&mut line)
         .map_err(|e| Error::Spawn(exe.display().to_string(), format!("watcher handshake: {e}")))?;
-    serde_json::from_str(line.trim()).map_err(|_| {
+    let hello = serde_json::from_str(line.trim()).map_err(|_| {
         Error::Spawn(
             exe.display().to_string(),
             "the watcher exited without answering (is this binary the same version?)".into(),
         )
-    })
+    })?;
+    Ok(Handshake { hello, stdin })
 }
 
 /// Mark every descriptor above stderr close-on-exec, so the child inherits

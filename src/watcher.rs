@@ -20,7 +20,7 @@ use crate::store::{Guard, Store};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
@@ -45,11 +45,13 @@ pub fn main(raw_name: &str) -> i32 {
 fn watch(raw_name: &str) -> Result<()> {
     let name = ServerName::parse(raw_name)?;
     let store = Store::open()?;
-    let mut input = String::new();
-    std::io::stdin()
-        .read_to_string(&mut input)
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut line = String::new();
+    input
+        .read_line(&mut line)
         .map_err(|e| Error::Other(format!("watcher: reading launch spec: {e}")))?;
-    let launch: Launch = serde_json::from_str(&input)
+    let launch: Launch = serde_json::from_str(&line)
         .map_err(|e| Error::Other(format!("watcher: bad launch spec: {e}")))?;
     let wake = open_wake_fifo(&store, &name)?;
     let ready = launch.ready.as_deref().map(ReadySpec::parse).transpose()?;
@@ -68,8 +70,26 @@ fn watch(raw_name: &str) -> Result<()> {
     let mut out = std::io::stdout();
     let line = serde_json::to_string(&hello).expect("hello serializes");
     let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+    let Ok(mut server) = started else {
+        detach_stdio();
+        return Ok(());
+    };
+    // The caller now writes the record and hands it to us. If it fails or
+    // dies first, nobody knows this server exists: stop it (unless we were
+    // only adopting a server someone else started).
+    let mut commit = String::new();
+    let _ = input.read_line(&mut commit);
+    drop(input);
     detach_stdio();
-    let Ok(server) = started else {
+    let Ok(known) = serde_json::from_str::<Record>(commit.trim()) else {
+        if launch.adopt.is_none() {
+            store.journal(
+                &name,
+                "watcher",
+                "the caller never recorded the new server; stopping it",
+            );
+            terminate(&mut server, &mut pump, DEFAULT_STOP_TIMEOUT);
+        }
         return Ok(());
     };
     trim_resident_code();
@@ -83,7 +103,7 @@ fn watch(raw_name: &str) -> Result<()> {
         wake,
         pump,
         clients: HashMap::new(),
-        known: None,
+        known,
         probe_at: None,
         probe_interval: None,
     }
@@ -171,7 +191,7 @@ struct Watcher<'a> {
     pump: Pump,
     clients: HashMap<ProcessId, PidFd>,
     /// The last record we saw and wrote: used to restore a damaged record.
-    known: Option<Record>,
+    known: Record,
     probe_at: Option<Instant>,
     probe_interval: Option<Duration>,
 }
@@ -201,7 +221,7 @@ impl Watcher<'_> {
 
     fn tick(&mut self) -> Result<Next> {
         let guard = self.store.lock(self.name)?;
-        let Some((mut rec, mut dirty)) = self.read_own(&guard)? else {
+        let Some((mut rec, mut dirty)) = self.read_own()? else {
             return Ok(Next::Exit);
         };
         let now = now_ms();
@@ -247,7 +267,7 @@ impl Watcher<'_> {
         if dirty {
             self.store.write(&guard, self.name, &rec)?;
         }
-        self.known = Some(rec.clone());
+        self.known = rec.clone();
         if let Some(stop) = &rec.stop {
             return Ok(Next::Stop(
                 stop.reason.clone(),
@@ -271,45 +291,33 @@ impl Watcher<'_> {
     }
 
     /// Read the record, insisting that it is about our server and us.
-    fn read_own(&mut self, guard: &Guard) -> Result<Option<(Record, bool)>> {
-        let ours = |r: &Record| {
-            self.known
-                .as_ref()
-                .map_or(self.server.as_ref().map(|s| s.id) == Some(r.server), |k| {
-                    k.server == r.server
-                })
-        };
-        match self.store.read(self.name) {
-            Ok(Some(r)) if ours(&r) && r.watcher == Some(self.me) => Ok(Some((r, false))),
-            Ok(Some(r)) if ours(&r) => {
-                self.journal(&format!(
-                    "superseded by watcher {:?}",
-                    r.watcher.map(|w| w.pid)
-                ));
-                Ok(None)
+    /// A missing or damaged record is restored from memory; a record about
+    /// another live server means we were replaced and must leave.
+    fn read_own(&mut self) -> Result<Option<(Record, bool)>> {
+        let what = match self.store.read(self.name) {
+            Ok(Some(r)) if r.server == self.known.server && r.watcher == Some(self.me) => {
+                return Ok(Some((r, false)));
             }
-            other => match &self.known {
-                Some(good) => {
-                    let what = match other {
-                        Err(e) => format!("record unreadable ({e})"),
-                        Ok(None) => "record missing".to_string(),
-                        Ok(Some(_)) => "record names another server".to_string(),
-                    };
-                    self.journal(&format!("{what}; restored it from memory"));
-                    Ok(Some((good.clone(), true)))
+            Ok(Some(r)) if r.server == self.known.server => {
+                let by = r.watcher.map(|w| w.pid);
+                self.journal(&format!("superseded by watcher {by:?}"));
+                return Ok(None);
+            }
+            Ok(Some(r)) if r.watcher.is_some_and(|w| w.is_alive()) => {
+                self.journal(
+                    "the record names another server; stopping ours, which nobody references",
+                );
+                if let Some(server) = self.server.as_mut().filter(|s| s.child.is_some()) {
+                    terminate(server, &mut self.pump, DEFAULT_STOP_TIMEOUT);
                 }
-                None => {
-                    // The caller died between the handshake and writing the
-                    // record: nobody knows this server exists. Stop it.
-                    self.journal("no record was written for the new server; stopping it");
-                    if let Some(server) = &mut self.server {
-                        terminate(server, &mut self.pump, DEFAULT_STOP_TIMEOUT);
-                    }
-                    let _ = guard;
-                    Ok(None)
-                }
-            },
-        }
+                return Ok(None);
+            }
+            Ok(Some(_)) => "record names a dead server".to_string(),
+            Ok(None) => "record missing".to_string(),
+            Err(e) => format!("record unreadable ({e})"),
+        };
+        self.journal(&format!("{what}; restored it from memory"));
+        Ok(Some((self.known.clone(), true)))
     }
 
     /// The server exited. Returns what to do next, or None to carry on
@@ -422,9 +430,7 @@ impl Watcher<'_> {
             (code, signal) = terminate(server, &mut self.pump, timeout);
         }
         let guard = self.store.lock(self.name)?;
-        let Some(rec) = self.known.clone() else {
-            return Ok(()); // unreachable: a stop always follows a tick that read the record
-        };
+        let rec = self.known.clone();
         // Clean only if the record is still about this server.
         let current = self.store.read(self.name).ok().flatten();
         if current.as_ref().is_none_or(|r| r.server == rec.server) {
