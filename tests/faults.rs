@@ -1,0 +1,764 @@
+//! Fault injection: a watcher killed mid-grace, a CLI killed while it holds
+//! a name's lock, a full and a read-only lock directory, a record truncated
+//! to nothing. Each fault must end in a consistent state that the next
+//! ordinary command (or `admin doctor`) recovers from, with a clear message.
+//!
+//! The mount tests need root (CI runs as root); without it they fail and say
+//! so, rather than skip silently.
+
+mod common;
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const SOON: Duration = Duration::from_secs(10);
+
+fn signal(pid: u32, sig: Signal) {
+    kill(Pid::from_raw(pid as i32), sig).unwrap_or_else(|e| panic!("kill -{sig} {pid}: {e}"));
+}
+
+fn watcher_of(info: &serde_json::Value) -> u32 {
+    info["watcher_pid"]
+        .as_u64()
+        .expect("a running server has a watcher") as u32
+}
+
+/// A server command that appends its pid to `starts`, so tests can count
+/// starts and find every server ever started.
+fn counted_server(starts: &Path) -> Vec<String> {
+    let script = format!("echo $$ >> '{}'; exec sleep 1000", starts.display());
+    vec!["sh".into(), "-c".into(), script]
+}
+
+fn started_pids(starts: &Path) -> Vec<u32> {
+    read(starts)
+        .lines()
+        .map(|l| l.trim().parse().expect("a pid per line"))
+        .collect()
+}
+
+fn use_args<'a>(
+    name: &'a str,
+    pid: &'a str,
+    extra: &'a [&'a str],
+    cmd: &'a [String],
+) -> Vec<&'a str> {
+    let mut args = vec!["use", name, "--pid", pid];
+    args.extend_from_slice(extra);
+    args.push("--");
+    args.extend(cmd.iter().map(String::as_str));
+    args
+}
+
+/// The lines of /proc/locks that concern `pid`: held (`FLOCK`) or waited
+/// for (`-> FLOCK`).
+fn locks_of(pid: u32) -> Vec<String> {
+    read(Path::new("/proc/locks"))
+        .lines()
+        .filter(|l| l.split_whitespace().any(|f| f == pid.to_string()))
+        .map(str::to_string)
+        .collect()
+}
+
+fn waits_on_a_lock(pid: u32) -> bool {
+    locks_of(pid).iter().any(|l| l.contains("->"))
+}
+
+fn holds_a_lock(pid: u32) -> bool {
+    locks_of(pid).iter().any(|l| !l.contains("->"))
+}
+
+/// Kill a child we spawned and reap it.
+fn kill_child(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+// --- the watcher killed mid-grace --------------------------------------------
+
+#[test]
+fn watcher_killed_mid_grace_then_use_rescues_the_same_server() {
+    let mut w = World::new();
+    let me = std::process::id().to_string();
+    w.ok(&[
+        "use",
+        "g",
+        "--grace-period",
+        "1h",
+        "--pid",
+        &me,
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    w.ok(&["unuse", "g", "--pid", &me]);
+    let info = w.info("g");
+    assert_eq!(info["state"], "grace");
+    let (server, watcher) = (pid_of(&info), watcher_of(&info));
+    signal(watcher, Signal::SIGKILL);
+    eventually(SOON, "watcher gone", || !alive(watcher));
+    assert!(alive(server), "the server outlives its watcher");
+
+    // An ordinary `use` (no command: it must not need one) attaches to the
+    // orphaned server and restores supervision.
+    let b = w.client();
+    w.ok(&["use", "g", "--pid", &b.to_string()]);
+    let info = w.info("g");
+    assert_eq!(pid_of(&info), server, "the same server, not a second one");
+    assert_eq!(info["state"], "active");
+    assert_eq!(info["refcount"], 1);
+    assert!(info["grace_remaining_ms"].is_null(), "grace was cancelled");
+    let new_watcher = watcher_of(&info);
+    assert_ne!(new_watcher, watcher);
+    assert!(alive(new_watcher));
+
+    // The new watcher supervises: the client's death starts the grace again.
+    w.kill_client(b);
+    eventually(SOON, "the new watcher noticed the dead client", || {
+        read(&w.record_path("g")).contains("grace_until_ms\": 1")
+    });
+    assert_eq!(w.state("g"), "grace");
+    assert!(alive(server));
+}
+
+#[test]
+fn watcher_killed_mid_grace_lets_an_expired_grace_stop_the_server_on_the_next_command() {
+    let w = World::new();
+    let me = std::process::id().to_string();
+    w.ok(&[
+        "use",
+        "e",
+        "--grace-period",
+        "300ms",
+        "--pid",
+        &me,
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    w.ok(&["unuse", "e", "--pid", &me]);
+    let info = w.info("e");
+    let (server, watcher) = (pid_of(&info), watcher_of(&info));
+    let grace_left = Duration::from_millis(info["grace_remaining_ms"].as_u64().unwrap());
+    let grace_end = std::time::Instant::now() + grace_left;
+    signal(watcher, Signal::SIGKILL);
+    eventually(SOON, "watcher gone", || !alive(watcher));
+    // Nobody supervises now; let the grace period run out unattended.
+    eventually(SOON, "the grace period is over", || {
+        std::time::Instant::now() > grace_end
+    });
+    assert!(
+        alive(server),
+        "nothing stops an unsupervised server by itself"
+    );
+    // The next read-only command finds the dead watcher, and the watcher it
+    // starts carries out the overdue stop.
+    let code = w.check("e");
+    assert!(
+        code == 1 || code == 2,
+        "check says grace or stopping, got {code}"
+    );
+    eventually(SOON, "the overdue stop happened", || {
+        !alive(server) && w.check("e") == 2
+    });
+    let info = w.info("e");
+    assert_eq!(info["state"], "stopped");
+    assert_eq!(info["last_exit"]["pid"], server);
+    let reason = info["last_exit"]["reason"].as_str().unwrap();
+    assert!(reason.contains("grace"), "{reason}");
+}
+
+// --- a CLI killed while it holds the lock -------------------------------------
+
+/// A child process that is SIGKILLed and reaped when dropped, so a failing
+/// test never leaves a lock held (or a process stopped) behind.
+struct Killed(Option<Child>);
+
+impl Killed {
+    fn id(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+    fn kill(mut self) {
+        kill_child(self.0.take().unwrap());
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGCONT);
+            kill_child(child);
+        }
+    }
+}
+
+/// Whether some process holds (not merely waits for) a lock on `path`.
+fn lock_held_on(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(path).unwrap().ino();
+    read(Path::new("/proc/locks")).lines().any(|l| {
+        !l.contains("->")
+            && l.split_whitespace()
+                .any(|f| f.rsplit(':').next() == Some(&ino.to_string()) && f.contains(':'))
+    })
+}
+
+/// A helper that takes `<name>.lock` exactly as a CLI does (flock, exclusive)
+/// and holds it until it is killed. Returns once the lock is held.
+fn hold_lock(lock: &Path) -> Killed {
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "exec 9>>\"$1\" && flock -x 9 && echo locked && exec sleep 1000",
+            "sh",
+        ])
+        .arg(lock)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let holder = Killed(Some(child));
+    assert_eq!(line.trim(), "locked");
+    assert!(lock_held_on(lock), "{}", read(Path::new("/proc/locks")));
+    holder
+}
+
+#[test]
+fn a_lock_holder_killed_by_sigkill_does_not_wedge_the_name() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    w.ok(&["use", "h", "--pid", &a, "--", "sleep", "1000"]);
+    let server = pid_of(&w.info("h"));
+    let holder = hold_lock(&w.lockdir.join("h.lock"));
+
+    // A real CLI now waits for the lock; it neither fails nor proceeds.
+    let b = w.client().to_string();
+    let mut waiting = Killed(Some(
+        w.cmd(&["use", "h", "--pid", &b])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let waiting_pid = waiting.id();
+    eventually(SOON, "the CLI queues on the name's lock", || {
+        waits_on_a_lock(waiting_pid)
+    });
+    // Read-only commands take no lock, so they still answer.
+    assert_eq!(w.info("h")["refcount"], 1);
+
+    // The holder dies without unlocking: the kernel releases the lock.
+    holder.kill();
+    let out = waiting.0.take().unwrap().wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the queued use proceeds: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info = w.info("h");
+    assert_eq!(
+        (pid_of(&info), info["refcount"].as_u64()),
+        (server, Some(2))
+    );
+    // And the name keeps working afterwards.
+    w.ok(&["unuse", "h", "--pid", &b]);
+    assert_eq!(w.info("h")["refcount"], 1);
+}
+
+#[test]
+fn a_cli_killed_while_starting_a_server_leaves_exactly_one_supervised_server() {
+    let mut w = World::new();
+    let starts = w.path("starts");
+    let cmd = counted_server(&starts);
+    let wake = w.lockdir.join("c.wake");
+    let a = w.client().to_string();
+
+    // Catch a cold `use` while it holds the lock inside the start handshake
+    // (its watcher exists, the record does not yet), and freeze it there.
+    let mut frozen = None;
+    for _ in 0..20 {
+        let mut first = w
+            .cmd(&use_args("c", &a, &[], &cmd))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = first.id();
+        let caught = loop {
+            if wake.exists() {
+                signal(pid, Signal::SIGSTOP);
+                break !w.record_path("c").exists() && holds_a_lock(pid);
+            }
+            if first.try_wait().unwrap().is_some() {
+                break false;
+            }
+            std::thread::yield_now();
+        };
+        if caught {
+            frozen = Some(Killed(Some(first)));
+            break;
+        }
+        // Too late this time: undo and retry.
+        signal(pid, Signal::SIGCONT);
+        first.wait().unwrap();
+        w.ok(&["admin", "kill", "c"]);
+        eventually(SOON, "clean slate", || !wake.exists());
+    }
+    let frozen = frozen.expect("caught a `use` inside its start handshake in 20 tries");
+    let frozen_pid = frozen.id();
+
+    // A second `use` queues behind the frozen one.
+    let b = w.client().to_string();
+    let mut second = Killed(Some(
+        w.cmd(&use_args("c", &b, &[], &cmd))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let second_pid = second.id();
+    eventually(SOON, "the second use waits on the lock", || {
+        waits_on_a_lock(second_pid)
+    });
+
+    // SIGKILL the frozen CLI while it holds the lock.
+    frozen.kill();
+    assert!(!alive(frozen_pid));
+    let out = second.0.take().unwrap().wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the queued use succeeds: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Consistent: one record, one live server, the killed CLI's client is
+    // not counted (its attach never completed), and the server the killed
+    // CLI started is stopped by its own watcher, not left running.
+    let info = w.info("c");
+    let server = pid_of(&info);
+    assert_eq!(info["refcount"], 1);
+    assert_eq!(info["clients"][0]["pid"].as_u64(), Some(b.parse().unwrap()));
+    assert!(alive(server));
+    eventually(SOON, "every other server that was started is gone", || {
+        started_pids(&starts)
+            .into_iter()
+            .all(|p| p == server || !alive(p))
+    });
+    let live: Vec<u32> = started_pids(&starts)
+        .into_iter()
+        .filter(|&p| alive(p))
+        .collect();
+    assert_eq!(live, vec![server], "exactly one server runs");
+    // The journal says what happened to the orphan.
+    let debug = w.ok(&["admin", "debug", "c"]).stdout();
+    assert!(
+        debug.contains("no record was written") || debug.contains("stopping it"),
+        "{debug}"
+    );
+}
+
+// --- a full lock directory -----------------------------------------------------
+
+/// A filesystem mounted for one test, unmounted (lazily) when dropped, after
+/// killing every server whose record lives on it.
+struct Mounted {
+    dir: PathBuf,
+}
+
+impl Mounted {
+    fn run(args: &[&str]) -> Result<(), String> {
+        let out = Command::new("mount")
+            .args(args)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    fn need_root(what: &str, err: String) -> ! {
+        panic!(
+            "this fault test needs root to {what} (CI runs as root; run `sudo cargo test --test faults`): {err}"
+        )
+    }
+
+    /// A tmpfs of `size` at `dir`, which becomes a private lock directory.
+    fn tmpfs(dir: &Path, size: &str) -> Mounted {
+        std::fs::create_dir_all(dir).unwrap();
+        if let Err(e) = Mounted::run(&[
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0700"),
+            "tmpfs",
+            &dir.to_string_lossy(),
+        ]) {
+            Mounted::need_root("mount a small tmpfs", e);
+        }
+        Mounted {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// `dir` bind-mounted read-only over itself.
+    fn read_only(dir: &Path) -> Mounted {
+        let d = dir.to_string_lossy();
+        if let Err(e) = Mounted::run(&["--bind", &d, &d]) {
+            Mounted::need_root("bind-mount the lock directory", e);
+        }
+        let m = Mounted {
+            dir: dir.to_path_buf(),
+        };
+        if let Err(e) = Mounted::run(&["-o", "remount,bind,ro", &d]) {
+            Mounted::need_root("remount the lock directory read-only", e);
+        }
+        m
+    }
+
+    fn unmount(&mut self) {
+        if self.dir.as_os_str().is_empty() {
+            return;
+        }
+        let status = Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status()
+            .expect("umount");
+        assert!(status.success(), "umount {}", self.dir.display());
+        self.dir = PathBuf::new();
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.dir.as_os_str().is_empty() {
+            return;
+        }
+        let _ = std::fs::remove_file(self.dir.join("fill"));
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let file = e.file_name().to_string_lossy().into_owned();
+                if let Some(name) = file.strip_suffix(".json") {
+                    let _ = Command::new(BIN)
+                        .args(["admin", "kill", name])
+                        .env("SHAREDSERVER_LOCKDIR", &self.dir)
+                        .output();
+                }
+            }
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Fill the filesystem holding `dir` to the last byte.
+fn fill(dir: &Path) {
+    let mut f = std::fs::File::create(dir.join("fill")).unwrap();
+    let chunk = vec![b'x'; 4096];
+    loop {
+        if let Err(e) = f.write_all(&chunk) {
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+            break;
+        }
+    }
+    // Single bytes, in case a partial page is left.
+    while f.write_all(b"x").is_ok() {}
+}
+
+fn assert_clear_failure(r: &Run, dir: &Path, cause: &str) {
+    assert_eq!(
+        r.code(),
+        10,
+        "fails with the runtime-error code: {}",
+        r.stderr()
+    );
+    let err = r.stderr();
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains(&*dir.to_string_lossy()),
+        "names the path: {err}"
+    );
+    assert!(err.contains(cause), "says why ({cause}): {err}");
+}
+
+#[test]
+fn a_full_lock_dir_fails_clearly_and_recovers_when_space_returns() {
+    let mut w = World::new();
+    let mut mount = Mounted::tmpfs(&w.lockdir, "64k");
+    let starts = w.path("starts");
+    let cmd = counted_server(&starts);
+    let (a, b, c) = (
+        w.client().to_string(),
+        w.client().to_string(),
+        w.client().to_string(),
+    );
+    w.ok(&use_args("s", &a, &["--grace-period", "1h"], &cmd));
+    w.ok(&["use", "s", "--pid", &b]);
+    let server = pid_of(&w.info("s"));
+
+    fill(&w.lockdir);
+
+    // Attaching needs a record write: it fails, naming the file and the cause.
+    let r = w.run(&["use", "s", "--pid", &c]);
+    assert_clear_failure(&r, &w.lockdir, "No space left on device");
+    assert!(r.stderr().contains("free some space"), "{}", r.stderr());
+    let r = w.run(&["unuse", "s", "--pid", &b]);
+    assert_clear_failure(&r, &w.lockdir, "No space left on device");
+    // Nothing half-done: the record is intact and still readable.
+    let info = w.info("s");
+    assert_eq!(
+        (pid_of(&info), info["refcount"].as_u64()),
+        (server, Some(2))
+    );
+
+    // A cold start cannot record its server: it fails, and the server it
+    // spawned is stopped rather than left running unrecorded.
+    let other = w.path("other-starts");
+    let r = w.run(&use_args("t", &a, &[], &counted_server(&other)));
+    assert_clear_failure(&r, &w.lockdir, "No space left on device");
+    eventually(SOON, "the unrecorded server is stopped", || {
+        started_pids(&other).iter().all(|&p| !alive(p))
+    });
+    assert_eq!(w.check("t"), 2);
+
+    // Space returns: everything works again, with the same server.
+    std::fs::remove_file(w.lockdir.join("fill")).unwrap();
+    w.ok(&["use", "s", "--pid", &c]);
+    w.ok(&["unuse", "s", "--pid", &b]);
+    let info = w.info("s");
+    assert_eq!(pid_of(&info), server);
+    assert_eq!(info["refcount"], 2);
+    assert!(alive(watcher_of(&info)));
+    assert_eq!(started_pids(&starts), vec![server], "no second server");
+    w.ok(&use_args("t", &a, &[], &counted_server(&other)));
+    assert_eq!(w.check("t"), 0);
+    w.ok(&["admin", "kill", "t"]);
+    w.ok(&["admin", "kill", "s"]);
+    mount.unmount();
+}
+
+#[test]
+fn a_client_dying_while_the_lock_dir_is_full_is_accounted_for_once_space_returns() {
+    let mut w = World::new();
+    let mut mount = Mounted::tmpfs(&w.lockdir, "64k");
+    let starts = w.path("starts");
+    let cmd = counted_server(&starts);
+    let a = w.client();
+    let b = w.client();
+    w.ok(&use_args(
+        "d",
+        &a.to_string(),
+        &["--grace-period", "1h"],
+        &cmd,
+    ));
+    w.ok(&["use", "d", "--pid", &b.to_string()]);
+    let server = pid_of(&w.info("d"));
+
+    fill(&w.lockdir);
+    // The watcher cannot write the change. Whatever it does about that, a
+    // reader either counts right or fails clearly, and the state must be
+    // right once space returns.
+    w.kill_client(a);
+    let r = w.run(&["info", "d", "--json"]);
+    if r.code() == 0 {
+        let info: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+        assert_eq!(info["refcount"], 1, "readers never count a dead client");
+    } else {
+        assert_clear_failure(&r, &w.lockdir, "No space left on device");
+    }
+    std::fs::remove_file(w.lockdir.join("fill")).unwrap();
+
+    // The first command after space returns restores supervision; its
+    // answer must already leave out the client that died meanwhile.
+    let info = w.info("d");
+    assert_eq!(pid_of(&info), server);
+    assert_eq!(info["refcount"], 1, "a dead client is not counted");
+    eventually(SOON, "the record on disk drops the dead client", || {
+        !read(&w.record_path("d")).contains(&format!("\"pid\": {a},"))
+    });
+    // Supervision works: the last client's death starts the grace period.
+    w.kill_client(b);
+    eventually(SOON, "the watcher moves it to grace", || {
+        read(&w.record_path("d")).contains("grace_until_ms\": 1")
+    });
+    assert_eq!(started_pids(&starts), vec![server]);
+    w.ok(&["admin", "kill", "d"]);
+    mount.unmount();
+}
+
+// --- a read-only lock directory --------------------------------------------------
+
+#[test]
+fn a_read_only_lock_dir_fails_clearly_and_recovers_when_writable_again() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let b = w.client().to_string();
+    w.ok(&[
+        "use",
+        "r",
+        "--grace-period",
+        "1h",
+        "--pid",
+        &a,
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    let server = pid_of(&w.info("r"));
+
+    let mut mount = Mounted::read_only(&w.lockdir);
+    for args in [
+        vec!["use", "r", "--pid", &b],
+        vec!["unuse", "r", "--pid", &a],
+        vec!["use", "fresh", "--pid", &a, "--", "sleep", "1000"],
+    ] {
+        let r = w.run(&args);
+        assert_clear_failure(&r, &w.lockdir, "Read-only file system");
+        assert!(
+            r.stderr().contains("SHAREDSERVER_LOCKDIR"),
+            "suggests the fix: {}",
+            r.stderr()
+        );
+    }
+    // Reading needs no write access.
+    let info = w.info("r");
+    assert_eq!(
+        (pid_of(&info), info["refcount"].as_u64()),
+        (server, Some(1))
+    );
+    assert_eq!(w.check("fresh"), 2);
+
+    mount.unmount();
+    w.ok(&["use", "r", "--pid", &b]);
+    let info = w.info("r");
+    assert_eq!(
+        (pid_of(&info), info["refcount"].as_u64()),
+        (server, Some(2))
+    );
+    w.ok(&["use", "fresh", "--pid", &a, "--", "sleep", "1000"]);
+    assert_eq!(w.check("fresh"), 0);
+}
+
+// --- a record truncated to zero bytes ---------------------------------------------
+
+#[test]
+fn a_truncated_record_fails_every_command_clearly_and_doctor_restores_it() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let b = w.client().to_string();
+    w.ok(&["use", "z", "--pid", &a, "--", "sleep", "1000"]);
+    w.ok(&["use", "fine", "--pid", &a, "--", "sleep", "1000"]);
+    let server = pid_of(&w.info("z"));
+    let path = w.record_path("z");
+    std::fs::File::create(&path).unwrap(); // truncate to 0 bytes
+
+    for args in [
+        vec!["info", "z"],
+        vec!["use", "z", "--pid", &b],
+        vec!["unuse", "z", "--pid", &a],
+    ] {
+        let r = w.run(&args);
+        assert_clear_failure(&r, &path, "empty");
+        assert!(
+            r.stderr().contains("admin doctor"),
+            "says how to repair: {}",
+            r.stderr()
+        );
+    }
+    // One bad record hides no other server.
+    let r = w.run(&["list", "--json"]);
+    assert_eq!(r.code(), 10, "list reports the bad record");
+    assert!(
+        r.stderr().contains(&*path.to_string_lossy()),
+        "{}",
+        r.stderr()
+    );
+    let listed: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == "fine"));
+
+    let fixed = w.ok(&["admin", "doctor"]).stdout();
+    assert!(fixed.contains("restored"), "{fixed}");
+    let info = w.info("z");
+    assert_eq!(
+        (pid_of(&info), info["refcount"].as_u64()),
+        (server, Some(1))
+    );
+    assert!(std::fs::metadata(&path).unwrap().len() > 0);
+    w.ok(&["use", "z", "--pid", &b]);
+    assert_eq!(w.info("z")["refcount"], 2);
+}
+
+#[test]
+fn a_truncated_record_is_rewritten_by_the_watcher_on_its_next_event() {
+    let mut w = World::new();
+    let a = w.client();
+    let b = w.client().to_string();
+    w.ok(&["use", "y", "--pid", &a.to_string(), "--", "sleep", "1000"]);
+    w.ok(&["use", "y", "--pid", &b]);
+    let server = pid_of(&w.info("y"));
+    std::fs::File::create(w.record_path("y")).unwrap();
+    // A client dies: the watcher wakes, finds the record unreadable, and
+    // writes back what it knows, minus the dead client.
+    w.kill_client(a);
+    eventually(SOON, "the watcher rewrote the record", || {
+        w.run(&["info", "y"]).code() == 0
+    });
+    let info = w.info("y");
+    assert_eq!(
+        (pid_of(&info), info["refcount"].as_u64()),
+        (server, Some(1))
+    );
+    let debug = w.ok(&["admin", "debug", "y"]).stdout();
+    assert!(debug.contains("restored it from memory"), "{debug}");
+}
+
+#[test]
+fn a_truncated_record_with_a_dead_watcher_is_moved_aside_and_the_name_is_usable_again() {
+    let w = World::new();
+    let a = std::process::id().to_string();
+    w.ok(&["use", "x", "--pid", &a, "--", "sleep", "1000"]);
+    let info = w.info("x");
+    let (server, watcher) = (pid_of(&info), watcher_of(&info));
+    signal(watcher, Signal::SIGKILL);
+    eventually(SOON, "watcher gone", || !alive(watcher));
+    let path = w.record_path("x");
+    std::fs::File::create(&path).unwrap();
+
+    let r = w.run(&["info", "x"]);
+    assert_clear_failure(&r, &path, "empty");
+    let report = w.ok(&["admin", "doctor", "x"]).stdout();
+    assert!(report.contains("moved it to"), "{report}");
+    assert!(
+        report.contains("no watcher restored it") && report.contains("__watch x"),
+        "tells how to find the orphan: {report}"
+    );
+    let aside: Vec<_> = std::fs::read_dir(&w.lockdir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("x.json.corrupt-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "the bad file is kept, not deleted");
+    assert_eq!(w.check("x"), 2);
+    w.ok(&["use", "x", "--pid", &a, "--", "sleep", "1000"]);
+    assert_eq!(w.check("x"), 0);
+    // The orphan was reported, not killed; clean it up ourselves.
+    if alive(server) {
+        signal(server, Signal::SIGKILL);
+    }
+}

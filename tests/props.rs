@@ -1,0 +1,336 @@
+//! Property tests for the parsers that take text from outside: records on
+//! disk, durations typed by users, and server names (which become paths).
+//! No input may panic; every valid input round-trips.
+
+use proptest::prelude::*;
+use sharedserver::duration;
+use sharedserver::process::ProcessId;
+use sharedserver::record::{Client, Record, StopRequest, FORMAT, VERSION};
+use sharedserver::store::parse_record;
+use sharedserver::ServerName;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+const RECORD_PATH: &str = "/lockdir/prop.json";
+
+fn name_strategy() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+}
+
+fn process_id() -> impl Strategy<Value = ProcessId> {
+    (1u32..=i32::MAX as u32, any::<u64>())
+        .prop_map(|(pid, start_time)| ProcessId { pid, start_time })
+}
+
+fn client() -> impl Strategy<Value = Client> {
+    (process_id(), any::<u64>(), proptest::option::of(".{0,20}")).prop_map(
+        |(id, attached_at_ms, metadata)| Client {
+            id,
+            attached_at_ms,
+            metadata,
+        },
+    )
+}
+
+fn stop_request() -> impl Strategy<Value = StopRequest> {
+    (".{0,30}", any::<u64>(), any::<u64>()).prop_map(|(reason, timeout_ms, requested_at_ms)| {
+        StopRequest {
+            reason,
+            timeout_ms,
+            requested_at_ms,
+        }
+    })
+}
+
+prop_compose! {
+    fn record()(
+        name in name_strategy(),
+        server in process_id(),
+        watcher in proptest::option::of(process_id()),
+        watcher_is_parent in any::<bool>(),
+        command in proptest::collection::vec(".{0,12}", 1..5),
+        cwd in ".{0,30}",
+        env in proptest::collection::btree_map("[A-Z_]{1,8}", ".{0,10}", 0..4),
+        log_file in proptest::option::of(".{1,30}"),
+        grace_period_ms in any::<u64>(),
+        started_at_ms in any::<u64>(),
+        clients in proptest::collection::vec(client(), 0..6),
+        grace_until_ms in proptest::option::of(any::<u64>()),
+        stop in proptest::option::of(stop_request()),
+    ) -> Record {
+        Record {
+            format: FORMAT.into(),
+            version: VERSION,
+            name,
+            server,
+            watcher,
+            watcher_is_parent,
+            command,
+            cwd,
+            env,
+            log_file,
+            grace_period_ms,
+            started_at_ms,
+            clients,
+            grace_until_ms,
+            stop,
+            ..minimal_record()
+        }
+    }
+}
+
+/// A valid record to start from; the strategy overrides every field it knows,
+/// so fields added to `Record` later keep their defaults here.
+fn minimal_record() -> Record {
+    let text = serde_json::json!({
+        "format": FORMAT,
+        "version": VERSION,
+        "name": "x",
+        "server": {"pid": 1, "start_time": 1},
+        "watcher": null,
+        "watcher_is_parent": true,
+        "command": ["true"],
+        "cwd": "/",
+        "env": {},
+        "log_file": null,
+        "grace_period_ms": 0,
+        "started_at_ms": 0,
+        "clients": [],
+        "grace_until_ms": null,
+        "stop": null,
+    })
+    .to_string();
+    parse_record(Path::new(RECORD_PATH), &text).expect("the minimal record parses")
+}
+
+/// A JSON value of bounded size and any shape.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<u64>().prop_map(serde_json::Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(serde_json::Value::from),
+        ".{0,10}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            proptest::collection::btree_map(".{0,8}", inner, 0..4)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+const FIELDS: &[&str] = &[
+    "format",
+    "version",
+    "name",
+    "server",
+    "watcher",
+    "watcher_is_parent",
+    "command",
+    "cwd",
+    "env",
+    "log_file",
+    "grace_period_ms",
+    "started_at_ms",
+    "clients",
+    "grace_until_ms",
+    "stop",
+];
+
+fn assert_names_path(err: &sharedserver::Error) {
+    let msg = err.to_string();
+    assert!(msg.contains(RECORD_PATH), "the error names the file: {msg}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn record_parsing_never_panics_on_arbitrary_text(text in ".{0,400}") {
+        if let Err(e) = parse_record(Path::new(RECORD_PATH), &text) {
+            assert_names_path(&e);
+        }
+    }
+
+    #[test]
+    fn record_parsing_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let text = String::from_utf8_lossy(&bytes);
+        if let Err(e) = parse_record(Path::new(RECORD_PATH), &text) {
+            assert_names_path(&e);
+        }
+    }
+
+    #[test]
+    fn valid_records_round_trip(rec in record(), pretty in any::<bool>()) {
+        let text = if pretty {
+            serde_json::to_string_pretty(&rec).unwrap()
+        } else {
+            serde_json::to_string(&rec).unwrap()
+        };
+        let back = parse_record(Path::new(RECORD_PATH), &text).expect("a written record parses");
+        prop_assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn a_record_with_one_field_replaced_never_panics(
+        rec in record(),
+        field in proptest::sample::select(FIELDS),
+        value in json_value(),
+    ) {
+        let mut json = serde_json::to_value(&rec).unwrap();
+        json[field] = value;
+        if let Err(e) = parse_record(Path::new(RECORD_PATH), &json.to_string()) {
+            assert_names_path(&e);
+        }
+    }
+
+    #[test]
+    fn a_record_with_one_field_missing_never_panics(
+        rec in record(),
+        field in proptest::sample::select(FIELDS),
+    ) {
+        let mut json = serde_json::to_value(&rec).unwrap();
+        json.as_object_mut().unwrap().remove(field);
+        match parse_record(Path::new(RECORD_PATH), &json.to_string()) {
+            Ok(_) => prop_assert!(
+                !["format", "version", "server", "name"].contains(&field),
+                "a record without {:?} must be refused", field
+            ),
+            Err(e) => assert_names_path(&e),
+        }
+    }
+
+    #[test]
+    fn a_truncated_record_never_panics(rec in record(), cut in any::<proptest::sample::Index>()) {
+        let text = serde_json::to_string_pretty(&rec).unwrap();
+        let mut at = cut.index(text.len() + 1);
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        let part = &text[..at];
+        match parse_record(Path::new(RECORD_PATH), part) {
+            Ok(back) => prop_assert_eq!(back, rec, "only the whole text parses"),
+            Err(e) => assert_names_path(&e),
+        }
+    }
+
+    #[test]
+    fn another_format_or_version_is_refused(rec in record(), version in any::<u32>(), format in ".{0,12}") {
+        let mut json = serde_json::to_value(&rec).unwrap();
+        json["version"] = version.into();
+        json["format"] = format.clone().into();
+        let parsed = parse_record(Path::new(RECORD_PATH), &json.to_string());
+        prop_assert_eq!(parsed.is_ok(), version == VERSION && format == FORMAT);
+    }
+
+    #[test]
+    fn duration_parsing_never_panics(text in ".{0,40}") {
+        if let Err(e) = duration::parse(&text) {
+            let msg = e.to_string();
+            prop_assert!(msg.contains("invalid duration"), "{}", msg);
+        }
+    }
+
+    #[test]
+    fn duration_parsing_never_panics_on_unit_soup(
+        text in "[0-9]{0,25}(ns|us|ms|s|m|h|d|w|M|y|sec|min)?( ?[0-9]{0,25}(ns|us|ms|s|m|h|d)?){0,4}"
+    ) {
+        let _ = duration::parse(&text);
+    }
+
+    #[test]
+    fn formatted_durations_round_trip(ms in 0u64..(100 * 365 * 24 * 3600 * 1000)) {
+        let d = Duration::from_millis(ms);
+        let text = duration::format(d);
+        prop_assert!(!text.contains(' '), "one word: {}", text);
+        prop_assert_eq!(duration::parse(&text).expect("a formatted duration parses"), d);
+    }
+
+    #[test]
+    fn documented_duration_forms_parse(
+        h in 0u64..1000, m in 0u64..60, s in 0u64..60, ms in 0u64..1000,
+    ) {
+        let mut text = String::new();
+        for (n, unit) in [(h, "h"), (m, "m"), (s, "s"), (ms, "ms")] {
+            if n > 0 {
+                text.push_str(&format!("{n}{unit}"));
+            }
+        }
+        if text.is_empty() {
+            text.push_str("0s");
+        }
+        let want = Duration::from_millis(((h * 60 + m) * 60 + s) * 1000 + ms);
+        prop_assert_eq!(duration::parse(&text).unwrap(), want);
+        // Surrounding whitespace is tolerated.
+        prop_assert_eq!(duration::parse(&format!(" {text}\t")).unwrap(), want);
+    }
+
+    #[test]
+    fn name_parsing_never_panics_and_accepted_names_are_safe(raw in "\\PC{0,80}|.{0,80}") {
+        if let Ok(name) = ServerName::parse(&raw) {
+            let s = name.as_str();
+            prop_assert_eq!(s, raw.as_str());
+            prop_assert!(!s.contains('/'), "{:?} contains '/'", s);
+            prop_assert!(!s.starts_with('.'), "{:?} starts with '.'", s);
+            prop_assert!(!s.contains('\0'));
+            prop_assert!((1..=64).contains(&s.len()));
+            prop_assert!(s != "." && s != "..");
+        }
+    }
+
+    #[test]
+    fn name_parsing_of_path_like_input_is_safe(raw in "[./A-Za-z0-9_-]{0,70}") {
+        if let Ok(name) = ServerName::parse(&raw) {
+            prop_assert!(!name.as_str().contains('/'));
+            prop_assert!(!name.as_str().starts_with('.'));
+        }
+    }
+
+    #[test]
+    fn valid_names_are_accepted_and_round_trip(raw in name_strategy()) {
+        let name = ServerName::parse(&raw).expect("a name of the documented form is accepted");
+        prop_assert_eq!(name.as_str(), raw.as_str());
+        prop_assert_eq!(name.to_string(), raw.clone());
+        let again: ServerName = name.as_str().parse().unwrap();
+        prop_assert_eq!(again, name);
+    }
+
+    #[test]
+    fn names_outside_the_alphabet_are_refused(
+        prefix in "[A-Za-z0-9]{0,10}",
+        bad in "[^A-Za-z0-9._-]",
+        suffix in "[A-Za-z0-9]{0,10}",
+    ) {
+        let raw = format!("{prefix}{bad}{suffix}");
+        let err = ServerName::parse(&raw).expect_err("a name with a foreign character is refused");
+        prop_assert!(err.to_string().contains("invalid server name"));
+    }
+
+    #[test]
+    fn overlong_names_are_refused(raw in "[a-z]{65,100}") {
+        prop_assert!(ServerName::parse(&raw).is_err());
+    }
+}
+
+#[test]
+fn an_empty_record_is_refused_with_a_clear_message() {
+    let err = parse_record(Path::new(RECORD_PATH), "")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(RECORD_PATH) && err.contains("empty"), "{err}");
+    assert!(err.contains("admin doctor"), "says how to repair: {err}");
+}
+
+#[test]
+fn env_defaults_to_empty_when_absent() {
+    let mut json = serde_json::to_value(minimal_record()).unwrap();
+    json.as_object_mut().unwrap().remove("env");
+    let rec = parse_record(Path::new(RECORD_PATH), &json.to_string()).unwrap();
+    assert_eq!(rec.env, BTreeMap::new());
+}
