@@ -323,7 +323,8 @@ impl Lifecycle {
         self.status(name)
     }
 
-    /// A snapshot of one server. Restores supervision if its watcher died.
+    /// A snapshot of one server. If its watcher died, this restores
+    /// supervision (the only case in which a status query spawns a process).
     pub fn status(&self, name: &ServerName) -> Result<Status> {
         let now = now_ms();
         match self.store.read(name)? {
@@ -462,10 +463,10 @@ impl Lifecycle {
         name: &ServerName,
         rec: &Record,
     ) -> Result<Option<Record>> {
-        self.store.remove(guard, name)?;
         let reason = "exited while unsupervised (watcher was gone)";
         self.store
             .write_last(guard, name, &LastExit::of(rec, None, None, reason))?;
+        self.store.remove(guard, name)?;
         self.store.journal(
             name,
             "recover",

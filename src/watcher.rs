@@ -447,8 +447,9 @@ impl Watcher<'_> {
         signal: Option<i32>,
         reason: &str,
     ) -> Result<()> {
-        self.store.remove(guard, self.name)?;
+        // The exit first: a reader that sees the record gone must find it.
         self.write_last(guard, rec, code, signal, reason);
+        self.store.remove(guard, self.name)?;
         self.journal(&format!(
             "server pid {} ended ({reason}); code={code:?} signal={signal:?}",
             rec.server.pid

@@ -120,7 +120,9 @@ fn grace_period_expires_and_stops_the_server() {
     w.ok(&["unuse", "g", "--pid", &std::process::id().to_string()]);
     assert_eq!(w.check("g"), 1, "in grace right after the last detach");
     assert!(w.info("g")["grace_remaining_ms"].as_u64().unwrap() <= 300);
-    eventually(SOON, "server stopped after grace", || w.state("g") == "stopped");
+    eventually(SOON, "server stopped after grace", || {
+        w.state("g") == "stopped"
+    });
     assert!(!alive(pid), "server process is gone");
     let info = w.info("g");
     assert_eq!(info["last_exit"]["reason"], "grace period expired");
