@@ -109,6 +109,18 @@ impl Lifecycle {
 
     /// Attach `client` to `name`, starting the server if the request allows.
     pub fn attach(&self, req: &AttachRequest) -> Result<Attached> {
+        self.logged(&req.name, "attach", self.attach_inner(req))
+    }
+
+    /// Failures go to the journal too, so `admin debug` shows what went wrong.
+    fn logged<T>(&self, name: &ServerName, op: &str, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            self.store.journal(name, op, &format!("failed: {e}"));
+        }
+        result
+    }
+
+    fn attach_inner(&self, req: &AttachRequest) -> Result<Attached> {
         let name = &req.name;
         loop {
             let guard = self.store.lock(name)?;
@@ -190,8 +202,6 @@ impl Lifecycle {
                 started_at_ms,
             } => (watcher, server, started_at_ms),
             Hello::SpawnFailed { message } => {
-                self.store
-                    .journal(name, "start", &format!("failed: {message}"));
                 return Err(Error::Spawn(spec.command[0].clone(), message));
             }
             Hello::DiedAtStart { code, signal } => {
@@ -200,8 +210,6 @@ impl Lifecycle {
                     (_, Some(s)) => format!("was killed at once by signal {s}"),
                     _ => "exited at once".to_string(),
                 };
-                self.store
-                    .journal(name, "start", &format!("failed: {detail}"));
                 return Err(Error::DiedAtStart {
                     name: name.to_string(),
                     detail,
@@ -248,6 +256,10 @@ impl Lifecycle {
 
     /// Detach `pid`. The watcher is woken to start the grace period.
     pub fn detach(&self, name: &ServerName, pid: u32) -> Result<Status> {
+        self.logged(name, "detach", self.detach_inner(name, pid))
+    }
+
+    fn detach_inner(&self, name: &ServerName, pid: u32) -> Result<Status> {
         let guard = self.store.lock(name)?;
         let Some(mut rec) = self.supervised(&guard, name)? else {
             return Err(Error::NotRunning(name.to_string()));
@@ -278,23 +290,25 @@ impl Lifecycle {
 
     /// Stop the server (SIGTERM, then SIGKILL after `timeout`) and wait.
     pub fn stop(&self, name: &ServerName, force: bool, timeout: Duration) -> Result<Status> {
-        self.request_stop(name, timeout, |rec| {
+        let result = self.request_stop(name, timeout, |rec| {
             if !force && !rec.clients.is_empty() {
                 return Err(Error::InUse(name.to_string(), rec.clients.len()));
             }
             Ok("stopped on request".to_string())
-        })
+        });
+        self.logged(name, "stop", result)
     }
 
     /// SIGKILL the server's process group now, then clean up.
     pub fn kill(&self, name: &ServerName) -> Result<Status> {
-        self.request_stop(name, Duration::ZERO, |rec| {
+        let result = self.request_stop(name, Duration::ZERO, |rec| {
             if let Some(fd) = rec.server.open() {
                 signal_group(&fd, rec.server.pid, libc::SIGKILL)
                     .map_err(|e| Error::Other(format!("server '{name}': SIGKILL failed: {e}")))?;
             }
             Ok("killed on request".to_string())
-        })
+        });
+        self.logged(name, "kill", result)
     }
 
     fn request_stop(

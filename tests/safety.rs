@@ -500,3 +500,23 @@ fn startup_check_zero_returns_on_spawn_and_the_exit_is_still_recorded() {
     });
     assert_eq!(w.info("quick")["last_exit"]["code"], 5);
 }
+
+#[test]
+fn admin_debug_shows_operations_failures_and_the_watchers_actions() {
+    let w = World::new();
+    let me = std::process::id().to_string();
+    w.ok(&["use", "dbg", "--pid", &me, "--", "sleep", "1000"]);
+    assert_eq!(w.run(&["unuse", "dbg", "--pid", "1"]).code(), 10);
+    w.ok(&["unuse", "dbg", "--pid", &me]);
+    eventually(SOON, "stopped", || w.state("dbg") == "stopped");
+    let log = w.ok(&["admin", "debug", "dbg"]).stdout();
+    for expected in [
+        "started pid",
+        "pid 1 is not attached",
+        "detached (refcount 0)",
+        "stopping pid",
+        "ended (last client left)",
+    ] {
+        assert!(log.contains(expected), "missing {expected:?} in:\n{log}");
+    }
+}
