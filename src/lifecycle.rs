@@ -356,7 +356,10 @@ impl Lifecycle {
                 let rec = self.supervised(&guard, name)?;
                 drop(guard);
                 Ok(match rec {
-                    Some(rec) => Status::of(&rec, self.store.read_last(name).as_ref(), now),
+                    Some(mut view) => {
+                        view.settle(now, |id| id.is_alive());
+                        Status::of(&view, self.store.read_last(name).as_ref(), now)
+                    }
                     None => Status::stopped(name.as_str(), self.store.read_last(name).as_ref()),
                 })
             }

@@ -26,6 +26,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
+/// How soon to retry a record write that failed.
+const WRITE_RETRY: Duration = Duration::from_secs(1);
 /// After SIGKILL, how long to wait for the group leader to go.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -264,8 +266,14 @@ impl Watcher<'_> {
         }
         dirty |= self.check_ready(&mut rec, now);
         dirty |= rec.settle(now, |id| id.is_alive());
+        // A write that fails (disk full, read-only) must not end supervision:
+        // keep the settled record in memory and try again shortly.
+        let mut retry = None;
         if dirty {
-            self.store.write(&guard, self.name, &rec)?;
+            if let Err(e) = self.store.write(&guard, self.name, &rec) {
+                self.journal(&format!("cannot update the record ({e}); retrying in 1s"));
+                retry = Some(WRITE_RETRY);
+            }
         }
         self.known = rec.clone();
         if let Some(stop) = &rec.stop {
@@ -286,6 +294,7 @@ impl Watcher<'_> {
                 .map(|u| Duration::from_millis(u.saturating_sub(now_ms()))),
             self.probe_at
                 .map(|t| t.saturating_duration_since(Instant::now())),
+            retry,
         ];
         Ok(Next::Sleep(deadlines.into_iter().flatten().min()))
     }
