@@ -3,6 +3,7 @@
 //! No input may panic; every valid input round-trips.
 
 use proptest::prelude::*;
+use sharedserver::config;
 use sharedserver::duration;
 use sharedserver::process::ProcessId;
 use sharedserver::record::{Client, Record, StopRequest, FORMAT, VERSION};
@@ -315,6 +316,113 @@ proptest! {
     #[test]
     fn overlong_names_are_refused(raw in "[a-z]{65,100}") {
         prop_assert!(ServerName::parse(&raw).is_err());
+    }
+}
+
+// --- the config file (`.sharedserver.json`, `servers.json`) -------------------
+
+const CONFIG_PATH: &str = "/project/.sharedserver.json";
+
+/// Text without `$`, so nothing in it is a variable reference.
+fn plain() -> impl Strategy<Value = String> {
+    "[^$\\u{0}]{0,16}"
+}
+
+prop_compose! {
+    fn server_def()(
+        command in "[a-z/][^$\\u{0}]{0,15}",
+        args in proptest::collection::vec(plain(), 0..4),
+        env in proptest::collection::btree_map("[A-Z_]{1,8}", plain(), 0..3),
+        grace_ms in proptest::option::of(0u64..10_000_000),
+        working_dir in proptest::option::of("/[a-z]{1,8}(/[a-z]{1,8}){0,2}"),
+        log_file in proptest::option::of("[a-z]{1,8}\\.log"),
+        lazy in any::<bool>(),
+    ) -> serde_json::Value {
+        let mut v = serde_json::json!({ "command": command, "args": args, "env": env, "lazy": lazy });
+        if let Some(ms) = grace_ms {
+            v["grace_period"] = duration::format(Duration::from_millis(ms)).into();
+        }
+        if let Some(d) = working_dir {
+            v["working_dir"] = d.into();
+        }
+        if let Some(l) = log_file {
+            v["log_file"] = l.into();
+        }
+        v
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn config_parsing_never_panics_on_arbitrary_text(text in ".{0,300}") {
+        if let Err(e) = config::parse(Path::new(CONFIG_PATH), &text) {
+            prop_assert!(e.to_string().contains(CONFIG_PATH), "names the file: {}", e);
+        }
+    }
+
+    #[test]
+    fn config_parsing_never_panics_on_arbitrary_json(
+        servers in proptest::collection::btree_map(".{0,10}", json_value(), 0..4),
+    ) {
+        let text = serde_json::json!({ "servers": servers }).to_string();
+        if let Err(e) = config::parse(Path::new(CONFIG_PATH), &text) {
+            prop_assert!(e.to_string().contains(CONFIG_PATH), "names the file: {}", e);
+        }
+    }
+
+    #[test]
+    fn valid_config_files_parse_to_what_they_say(
+        servers in proptest::collection::btree_map(name_strategy(), server_def(), 0..4),
+    ) {
+        let text = serde_json::json!({ "servers": servers }).to_string();
+        let defs = config::parse(Path::new(CONFIG_PATH), &text).expect("a valid file parses");
+        prop_assert_eq!(defs.keys().collect::<Vec<_>>(), servers.keys().collect::<Vec<_>>());
+        for (name, raw) in &servers {
+            let def = &defs[name];
+            prop_assert!(ServerName::parse(&def.name).is_ok());
+            let mut argv = vec![raw["command"].as_str().unwrap().to_string()];
+            argv.extend(raw["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()));
+            prop_assert_eq!(&def.command, &argv, "argv verbatim");
+            let env: BTreeMap<String, String> = serde_json::from_value(raw["env"].clone()).unwrap();
+            prop_assert_eq!(&def.env, &env);
+            prop_assert!(def.working_dir.is_absolute());
+            if let Some(d) = raw.get("working_dir") {
+                prop_assert_eq!(def.working_dir.to_str(), d.as_str());
+            }
+            if let Some(l) = &def.log_file {
+                prop_assert!(l.is_absolute() && l.starts_with("/project"), "relative to the file: {:?}", l);
+            }
+            let grace = raw.get("grace_period").and_then(|g| g.as_str()).unwrap_or("0s");
+            prop_assert_eq!(
+                duration::parse(&def.grace_period).unwrap(),
+                duration::parse(grace).unwrap()
+            );
+            prop_assert_eq!(def.lazy, raw["lazy"].as_bool().unwrap());
+            prop_assert!(def.start_spec().is_ok());
+        }
+    }
+
+    #[test]
+    fn config_refuses_unsafe_server_names(bad in "(\\.|-|/)[a-z/.]{0,10}|[a-z]{0,5}/[a-z]{0,5}") {
+        let text = serde_json::json!({ "servers": { bad.clone(): { "command": "x" } } }).to_string();
+        prop_assert!(config::parse(Path::new(CONFIG_PATH), &text).is_err(), "{:?} accepted", bad);
+    }
+
+    #[test]
+    fn expansion_never_panics_and_leaves_plain_text_alone(text in ".{0,60}") {
+        let out = config::expand(&text);
+        if !text.contains("${") {
+            prop_assert_eq!(out.unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn expansion_substitutes_set_variables(pre in plain(), post in plain()) {
+        let home = std::env::var("PATH").expect("PATH is set");
+        let out = config::expand(&format!("{pre}${{PATH}}{post}")).unwrap();
+        prop_assert_eq!(out, format!("{pre}{home}{post}"));
     }
 }
 
