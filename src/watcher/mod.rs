@@ -1,0 +1,148 @@
+//! The watcher: one detached process per server, the server's parent.
+//!
+//! It sleeps in a single `poll(2)` on: the server's pidfd (exit), one pidfd
+//! per client (crash), the name's wake FIFO (a CLI or Neovim changed the
+//! record) and the server's output FIFO (log lines to copy). The only
+//! timeouts are deadlines: a grace period, a restart backoff, the next
+//! readiness probe. An idle watcher therefore never wakes and never writes.
+//!
+//! Each wake-up runs one tick under the name's lock: read the record, settle
+//! it (see `Record::settle`), write it only if it changed, and act.
+//!
+//! Files: this one starts a watcher (the handshake) and wakes it; `server`
+//! starts, waits for and stops the server process; `supervise` is the loop;
+//! `resident` keeps an idle watcher small.
+
+mod resident;
+mod server;
+mod supervise;
+
+pub use resident::trim_resident_code;
+
+use crate::error::{Error, Result};
+use crate::logs::Pump;
+use crate::name::ServerName;
+use crate::probe::ReadySpec;
+use crate::process::ProcessId;
+use crate::record::{now_ms, Record, DEFAULT_STOP_TIMEOUT};
+use crate::spawn::{Hello, Launch};
+use crate::store::Store;
+use server::{begin, terminate};
+use std::fs::File;
+use std::io::{BufRead, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use supervise::Watcher;
+
+/// Entry point of `sharedserver __watch NAME`. Returns the exit code.
+pub fn main(raw_name: &str) -> i32 {
+    match watch(raw_name) {
+        Ok(()) => 0,
+        Err(e) => {
+            if let (Ok(store), Ok(name)) = (Store::open(), ServerName::parse(raw_name)) {
+                store.journal(&name, "watcher", &format!("error: {e}"));
+            }
+            1
+        }
+    }
+}
+
+fn watch(raw_name: &str) -> Result<()> {
+    let name = ServerName::parse(raw_name)?;
+    let store = Store::open()?;
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut line = String::new();
+    input
+        .read_line(&mut line)
+        .map_err(|e| Error::Other(format!("watcher: reading launch spec: {e}")))?;
+    let launch: Launch = serde_json::from_str(&line)
+        .map_err(|e| Error::Other(format!("watcher: bad launch spec: {e}")))?;
+    let wake = open_wake_fifo(&store, &name)?;
+    let ready = launch.ready.as_deref().map(ReadySpec::parse).transpose()?;
+    let matcher = ready.as_ref().and_then(|r| r.log_regex().cloned());
+    let mut pump = Pump::open(&store, &name, launch.log_file.as_ref(), matcher)?;
+
+    let started = begin(&store, &name, &launch, &mut pump);
+    let hello = match &started {
+        Ok(server) => Hello::Ready {
+            watcher: ProcessId::current(),
+            server: server.id,
+            started_at_ms: now_ms(),
+        },
+        Err(hello) => hello.clone(),
+    };
+    let mut out = std::io::stdout();
+    let line = serde_json::to_string(&hello).expect("hello serializes");
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+    let Ok(mut server) = started else {
+        detach_stdio();
+        return Ok(());
+    };
+    // The caller now writes the record and hands it to us. If it fails or
+    // dies first, nobody knows this server exists: stop it (unless we were
+    // only adopting a server someone else started).
+    let mut commit = String::new();
+    let _ = input.read_line(&mut commit);
+    drop(input);
+    detach_stdio();
+    let Ok(known) = serde_json::from_str::<Record>(commit.trim()) else {
+        if launch.adopt.is_none() {
+            store.journal(
+                &name,
+                "watcher",
+                "the caller never recorded the new server; stopping it",
+            );
+            terminate(&mut server, &mut pump, DEFAULT_STOP_TIMEOUT);
+        }
+        return Ok(());
+    };
+    trim_resident_code();
+    Watcher::new(&store, &name, launch, server, wake, pump, known).run()
+}
+
+fn open_wake_fifo(store: &Store, name: &ServerName) -> Result<File> {
+    let path = store.path(name, "wake");
+    match nix::unistd::mkfifo(
+        &path,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    ) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+        Err(e) => return Err(Error::io(&path, "creating wake fifo", e.into())),
+    }
+    // Read-write so the FIFO never reports EOF when pokers come and go.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| Error::io(&path, "opening wake fifo", e))
+}
+
+/// Wake the watcher of `name`, if any. Never blocks, never fails loudly: a
+/// full FIFO already holds a pending wake-up, and a missing one has no reader.
+pub fn poke(store: &Store, name: &ServerName) {
+    let path = store.path(name, "wake");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+    {
+        let _ = f.write(b"!");
+    }
+}
+
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto the standard descriptors we own.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(null.as_raw_fd(), 1);
+            libc::dup2(null.as_raw_fd(), 2);
+        }
+    }
+}

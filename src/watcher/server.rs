@@ -1,0 +1,139 @@
+//! The server process as the watcher sees it: started (or adopted), waited
+//! for, and stopped.
+
+use crate::logs::Pump;
+use crate::name::ServerName;
+use crate::process::{signal_group, PidFd, ProcessId};
+use crate::spawn::{self, Hello, Launch};
+use crate::store::Store;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::os::fd::AsFd;
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+
+/// After SIGKILL, how long to wait for the group leader to go.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// The supervised server: a pidfd always, the Child too when we spawned it.
+pub(super) struct Server {
+    pub(super) id: ProcessId,
+    pub(super) pidfd: PidFd,
+    pub(super) child: Option<std::process::Child>,
+}
+
+impl Server {
+    pub(super) fn exited(&self) -> bool {
+        self.pidfd.has_exited()
+    }
+
+    /// Exit code and signal, when we are the parent and can see them.
+    pub(super) fn reap(&mut self) -> (Option<i32>, Option<i32>) {
+        match self.child.as_mut().map(|c| c.wait()) {
+            Some(Ok(status)) => (status.code(), status.signal()),
+            _ => (None, None),
+        }
+    }
+}
+
+/// Start (or adopt) the server. Errors become the handshake's answer.
+pub(super) fn begin(
+    store: &Store,
+    name: &ServerName,
+    launch: &Launch,
+    pump: &mut Pump,
+) -> std::result::Result<Server, Hello> {
+    if let Some(id) = launch.adopt {
+        let pidfd = id.open().ok_or_else(|| Hello::SpawnFailed {
+            message: format!("server pid {} exited before supervision resumed", id.pid),
+        })?;
+        return Ok(Server {
+            id,
+            pidfd,
+            child: None,
+        });
+    }
+    let server =
+        spawn_server(store, name, launch).map_err(|message| Hello::SpawnFailed { message })?;
+    let window = Duration::from_millis(launch.startup_check_ms);
+    if !window.is_zero() && wait_exit(&server.pidfd, Some(pump), window) {
+        let mut server = server;
+        let (code, signal) = server.reap();
+        pump.drain();
+        return Err(Hello::DiedAtStart { code, signal });
+    }
+    Ok(server)
+}
+
+pub(super) fn spawn_server(
+    store: &Store,
+    name: &ServerName,
+    launch: &Launch,
+) -> std::result::Result<Server, String> {
+    let output = Pump::server_end(store, name).map_err(|e| e.to_string())?;
+    let child = spawn::server(launch, output).map_err(|e| e.to_string())?;
+    let pid = child.id();
+    // The child is unreaped, so neither its pid nor its identity can change.
+    let id = ProcessId::of(pid).unwrap_or(ProcessId { pid, start_time: 0 });
+    let pidfd = PidFd::open(pid)
+        .map_err(|e| format!("pidfd_open({pid}) failed: {e} (Linux 5.3 or newer is required)"))?;
+    Ok(Server {
+        id,
+        pidfd,
+        child: Some(child),
+    })
+}
+
+/// SIGTERM the group, then SIGKILL it after `timeout`; keep draining output
+/// meanwhile so a server that logs on its way out never blocks on the pipe.
+pub(super) fn terminate(
+    server: &mut Server,
+    pump: &mut Pump,
+    timeout: Duration,
+) -> (Option<i32>, Option<i32>) {
+    let _ = signal_group(&server.pidfd, server.id.pid, libc::SIGTERM);
+    if !wait_exit(&server.pidfd, Some(pump), timeout) {
+        let _ = signal_group(&server.pidfd, server.id.pid, libc::SIGKILL);
+        wait_exit(&server.pidfd, Some(pump), KILL_WAIT);
+    }
+    pump.drain();
+    server.reap()
+}
+
+pub(super) fn poll_timeout(timeout: Option<Duration>) -> PollTimeout {
+    match timeout {
+        None => PollTimeout::NONE,
+        // Round up, so we never wake just before a deadline and spin.
+        Some(t) => {
+            PollTimeout::try_from((t.as_micros().div_ceil(1000)).min(i32::MAX as u128) as i32)
+                .unwrap_or(PollTimeout::MAX)
+        }
+    }
+}
+
+/// Wait until the process exits (pidfd readable) or the timeout passes,
+/// copying its output to the log meanwhile.
+pub(super) fn wait_exit(fd: &PidFd, mut pump: Option<&mut Pump>, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut fds = vec![PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        if let Some(p) = &pump {
+            fds.push(PollFd::new(p.fifo().as_fd(), PollFlags::POLLIN));
+        }
+        let result = poll(&mut fds, poll_timeout(Some(left)));
+        let exited = fds[0].revents().is_some_and(|r| !r.is_empty());
+        if let Some(p) = pump.as_deref_mut() {
+            p.drain();
+        }
+        match result {
+            _ if exited => return true,
+            Ok(0) => return false,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {
+                if Instant::now() >= deadline {
+                    return false;
+                }
+            }
+            Err(_) => return fd.has_exited(),
+        }
+    }
+}
