@@ -12,6 +12,7 @@ for _, c in ipairs({
   { "ServerRestart", 1, false },
   { "ServerStatus", "?", false },
   { "ServerList", 0, false },
+  { "ServerLog", 1, false },
   { "ServerStopAll", 0, true },
 }) do
   local cmd = c[1]

@@ -5,7 +5,9 @@
 use crate::duration;
 use crate::lifecycle::{AttachRequest, IfRunning, Lifecycle, StartSpec};
 use crate::name::ServerName;
+use crate::probe::ReadySpec;
 use crate::process::ProcessId;
+use crate::record::RestartPolicy;
 use crate::store::Store;
 use crate::Error;
 use mlua::prelude::*;
@@ -60,6 +62,29 @@ struct Spec {
     grace_period: Duration,
     binary: Option<PathBuf>,
     metadata: Option<String>,
+    ready: Option<String>,
+    ready_timeout: Duration,
+    restart: Option<RestartPolicy>,
+    startup_check: Duration,
+}
+
+/// A duration option: a string such as "30m", or a number of seconds.
+fn duration_opt(
+    t: &LuaTable,
+    key: &str,
+    bad: &dyn Fn(&str, &str) -> LuaError,
+) -> LuaResult<Option<Duration>> {
+    let want = "a duration string such as \"30s\", or a number of seconds";
+    match t.get::<LuaValue>(key)? {
+        LuaValue::Nil => Ok(None),
+        LuaValue::Integer(n) if n >= 0 => Ok(Some(Duration::from_secs(n as u64))),
+        LuaValue::Number(n) if n >= 0.0 && n.is_finite() => Ok(Some(Duration::from_secs_f64(n))),
+        LuaValue::String(s) => match duration::parse(&s.to_str()?) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) => Err(bad(key, &format!("{want} ({e})"))),
+        },
+        _ => Err(bad(key, want)),
+    }
 }
 
 fn spec_from(name: &str, t: &LuaTable) -> LuaResult<Spec> {
@@ -69,13 +94,32 @@ fn spec_from(name: &str, t: &LuaTable) -> LuaResult<Spec> {
         ))
     };
     let command: Option<String> = t.get("command").map_err(|_| bad("command", "a string"))?;
-    let grace: LuaValue = t.get("grace_period")?;
-    let grace_period = match grace {
-        LuaValue::Nil => Duration::ZERO,
-        LuaValue::Integer(n) if n >= 0 => Duration::from_secs(n as u64),
-        LuaValue::Number(n) if n >= 0.0 => Duration::from_secs_f64(n),
-        LuaValue::String(s) => duration::parse(&s.to_str()?).map_err(lua_err)?,
-        _ => return Err(bad("grace_period", "a duration string such as \"30m\"")),
+    let ready: Option<String> = t.get("ready").map_err(|_| {
+        bad(
+            "ready",
+            "a readiness spec string such as \"tcp://127.0.0.1:8000\"",
+        )
+    })?;
+    if let Some(spec) = &ready {
+        ReadySpec::parse(spec).map_err(|e| {
+            LuaError::RuntimeError(format!(
+                "sharedserver: server '{name}': option `ready`: {e}"
+            ))
+        })?;
+    }
+    let restart = match t.get::<LuaValue>("restart")? {
+        LuaValue::Nil | LuaValue::Boolean(false) => None,
+        LuaValue::String(s) => RestartPolicy::parse(&s.to_str()?).map_err(|e| {
+            LuaError::RuntimeError(format!(
+                "sharedserver: server '{name}': option `restart`: {e}"
+            ))
+        })?,
+        _ => {
+            return Err(bad(
+                "restart",
+                "\"on-failure\", \"on-failure:MAX\" or \"no\"",
+            ))
+        }
     };
     Ok(Spec {
         command: command.ok_or_else(|| bad("command", "a string (the program to run)"))?,
@@ -95,7 +139,7 @@ fn spec_from(name: &str, t: &LuaTable) -> LuaResult<Spec> {
             .get::<Option<String>>("log_file")
             .map_err(|_| bad("log_file", "a string"))?
             .map(PathBuf::from),
-        grace_period,
+        grace_period: duration_opt(t, "grace_period", &bad)?.unwrap_or(Duration::ZERO),
         binary: t
             .get::<Option<String>>("binary")
             .map_err(|_| bad("binary", "a path string"))?
@@ -103,6 +147,12 @@ fn spec_from(name: &str, t: &LuaTable) -> LuaResult<Spec> {
         metadata: t
             .get::<Option<String>>("metadata")
             .map_err(|_| bad("metadata", "a string"))?,
+        ready,
+        ready_timeout: duration_opt(t, "ready_timeout", &bad)?
+            .unwrap_or(crate::lifecycle::DEFAULT_READY_TIMEOUT),
+        restart,
+        startup_check: duration_opt(t, "startup_check", &bad)?
+            .unwrap_or(crate::lifecycle::DEFAULT_STARTUP_CHECK),
     })
 }
 
@@ -155,17 +205,19 @@ fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
     )?;
     m.set(
         "incref",
-        lua.create_function(|lua, (raw, pid): (String, Option<u32>)| {
-            let req = AttachRequest {
-                name: name(&raw)?,
-                client: client(pid)?,
-                metadata: Some("nvim".into()),
-                start: None,
-                if_running: IfRunning::Attach,
-            };
-            let attached = lifecycle()?.attach(&req).map_err(lua_err)?;
-            to_lua(lua, attached.status())
-        })?,
+        lua.create_function(
+            |lua, (raw, pid, metadata): (String, Option<u32>, Option<String>)| {
+                let req = AttachRequest {
+                    name: name(&raw)?,
+                    client: client(pid)?,
+                    metadata: Some(metadata.unwrap_or_else(|| "nvim".into())),
+                    start: None,
+                    if_running: IfRunning::Attach,
+                };
+                let attached = lifecycle()?.attach(&req).map_err(lua_err)?;
+                to_lua(lua, attached.status())
+            },
+        )?,
     )?;
     m.set(
         "decref",
@@ -202,10 +254,10 @@ fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
                     cwd,
                     log_file: spec.log_file,
                     grace_period: spec.grace_period,
-                    ready: None,
-                    ready_timeout: crate::lifecycle::DEFAULT_READY_TIMEOUT,
-                    restart: None,
-                    startup_check: crate::lifecycle::DEFAULT_STARTUP_CHECK,
+                    ready: spec.ready,
+                    ready_timeout: spec.ready_timeout,
+                    restart: spec.restart,
+                    startup_check: spec.startup_check,
                 }),
                 if_running: IfRunning::Attach,
             };
@@ -235,6 +287,32 @@ fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
                 .stop(&name(&raw)?, force, timeout)
                 .map_err(lua_err)?;
             to_lua(lua, &status)
+        })?,
+    )?;
+    m.set(
+        "config",
+        lua.create_function(|lua, cwd: Option<String>| {
+            let cwd = match cwd {
+                Some(dir) => PathBuf::from(dir),
+                None => std::env::current_dir()
+                    .map_err(|e| lua_err(Error::io(".", "reading the current directory", e)))?,
+            };
+            let defs = crate::config::all(&cwd).map_err(lua_err)?;
+            to_lua(lua, &defs)
+        })?,
+    )?;
+    m.set(
+        "log_path",
+        lua.create_function(|_, raw: String| {
+            // A running server's record names its log; otherwise the default.
+            let lifecycle = lifecycle()?;
+            let name = name(&raw)?;
+            let status = lifecycle.status(&name).map_err(lua_err)?;
+            Ok(status.log_file.unwrap_or_else(|| {
+                crate::logs::default_path(&lifecycle.store, &name)
+                    .to_string_lossy()
+                    .into_owned()
+            }))
         })?,
     )?;
     Ok(m)

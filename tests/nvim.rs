@@ -975,7 +975,11 @@ fn vimdoc_builds_its_tags_without_errors() {
             "sharedserver",
             "sharedserver-setup",
             ":ServerStatus",
+            ":ServerLog",
             "sharedserver-health",
+            "sharedserver-readiness",
+            "sharedserver.statusline()",
+            "User_SharedServerStatus",
         ] {
             assert!(
                 tags.lines().any(|l| l.starts_with(&format!("{tag}\t"))),
@@ -983,4 +987,492 @@ fn vimdoc_builds_its_tags_without_errors() {
             );
         }
     }
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Lua run before setup(): a libuv timer that counts its ticks (10 ms), to
+/// show that the event loop keeps running.
+const TICKER: &str = "_G.ticks = 0 \
+     local t = vim.loop.new_timer() \
+     t:start(10, 10, function() _G.ticks = _G.ticks + 1 end)";
+
+#[test]
+fn on_ready_fires_with_the_status_once_the_server_answers_and_the_editor_never_freezes() {
+    each_nvim(|sb| {
+        let port = free_port();
+        let init = format!(
+            "{TICKER}\n{}",
+            setup(&format!(
+                r#"web = {{ command = "python3",
+                     args = {{ "-c", "import time,http.server; time.sleep(0.7); http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()" }},
+                     ready = "tcp://127.0.0.1:{port}",
+                     on_start = function() _G.ticks_at_start = _G.ticks end,
+                     on_ready = function(st)
+                       _G.ready = {{ state = st.state, pid = st.pid, ready = st.ready, ticks = _G.ticks }}
+                       _G.ready_calls = (_G.ready_calls or 0) + 1
+                     end }}"#
+            ))
+        );
+        let mut a = sb.nvim(&init);
+        // Neovim answers this request while the server is still starting.
+        let asked = std::time::Instant::now();
+        let seen = a.lua(
+            "return { state = require('sharedserver').status('web').state, \
+                      line = require('sharedserver').statusline(), \
+                      polling = require('sharedserver')._polling(), ready = _G.ready ~= nil }",
+        );
+        assert!(asked.elapsed() < std::time::Duration::from_millis(300));
+        assert_eq!(
+            seen,
+            json!({ "state": "starting", "line": "web…", "polling": true, "ready": false })
+        );
+        a.wait_for("on_ready", "_G.ready ~= nil");
+        let st = sb.status("web");
+        assert_eq!(st.state, State::Active);
+        let ready = a.lua("return _G.ready");
+        assert_eq!(ready["state"], json!("active"));
+        assert_eq!(ready["pid"], json!(st.pid.unwrap()));
+        assert_eq!(ready["ready"], json!(format!("tcp://127.0.0.1:{port}")));
+        // The timer kept ticking through the ~0.7 s wait.
+        let ticked =
+            ready["ticks"].as_i64().unwrap() - a.lua("return _G.ticks_at_start").as_i64().unwrap();
+        assert!(ticked >= 20, "the event loop stalled: {ticked} ticks");
+        // Once ready: no poll timer, on_ready ran once, the statusline says so.
+        a.wait_for(
+            "the poll timer to stop",
+            "not require('sharedserver')._polling()",
+        );
+        assert_eq!(a.lua("return _G.ready_calls"), json!(1));
+        assert_eq!(
+            a.lua("return require('sharedserver').statusline()"),
+            json!("web●")
+        );
+        let notes = a.notes();
+        assert!(
+            notes.iter().any(|m| m.contains(&format!(
+                "started 'web' (pid {}), waiting for tcp://127.0.0.1:{port}",
+                st.pid.unwrap()
+            ))),
+            "{notes:#?}"
+        );
+        assert!(
+            notes.iter().any(|m| m.contains("'web' is ready")),
+            "{notes:#?}"
+        );
+
+        // A second Neovim joins a ready server: on_ready at once, no timer.
+        let mut b = sb.nvim(&init);
+        assert_eq!(
+            b.lua("return { _G.ready_calls, require('sharedserver')._polling() }"),
+            json!([1, false])
+        );
+        assert_eq!(b.spawns(), json!({}));
+    });
+}
+
+#[test]
+fn a_server_that_never_becomes_ready_is_reported_with_its_log_tail() {
+    each_nvim(|sb| {
+        let port = free_port();
+        let mut a = sb.nvim(&setup(&format!(
+            r#"deaf = {{ command = "sh", args = {{ "-c", "echo 'binding to nothing at all'; exec sleep 1000" }},
+                 ready = "tcp://127.0.0.1:{port}", ready_timeout = "1s",
+                 on_ready = function() _G.ready = true end }}"#
+        )));
+        a.wait_for(
+            "the readiness error",
+            "vim.tbl_contains(vim.tbl_map(function(n) return n.msg:find('did not become ready', 1, true) ~= nil end, _G.notes), true)",
+        );
+        let notes = a.notes();
+        let err = notes
+            .iter()
+            .find(|m| m.contains("did not become ready"))
+            .unwrap();
+        assert!(
+            err.contains(&format!(
+                "'deaf' did not become ready: not ready within 1s (waiting for tcp://127.0.0.1:{port})"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("binding to nothing at all"), "{err}");
+        assert!(
+            err.contains(&sb.lockdir.join("deaf.log").display().to_string()),
+            "{err}"
+        );
+        assert_eq!(sb.status("deaf").state, State::Stopped);
+        assert_eq!(
+            a.lua("return { _G.ready == nil, require('sharedserver')._polling(), require('sharedserver').statusline() }"),
+            json!([true, false, ""])
+        );
+    });
+}
+
+#[test]
+fn server_log_opens_the_servers_log_in_a_split() {
+    each_nvim(|sb| {
+        let custom = sb.path("own.log");
+        let mut a = sb.nvim(&setup(&format!(
+            r#"web = {{ command = "sh", args = {{ "-c", "echo hello from web; exec sleep 1000" }} }},
+               own = {{ command = "sh", args = {{ "-c", "echo hello from own; exec sleep 1000" }},
+                        log_file = {} }},
+               never = {{ command = "sleep", lazy = true }}"#,
+            lua_str(custom.to_str().unwrap())
+        )));
+        let default = sb.lockdir.join("web.log");
+        for (file, text) in [(&default, "hello from web"), (&custom, "hello from own")] {
+            eventually("the watcher to copy the output", || {
+                std::fs::read_to_string(file)
+                    .ok()
+                    .filter(|t| t.contains(text))
+            });
+        }
+        assert_eq!(
+            a.lua("return vim.fn.getcompletion('ServerLog ', 'cmdline')"),
+            json!(["never", "own", "web"])
+        );
+        a.cmd("ServerLog web");
+        assert_eq!(a.lua("return #vim.api.nvim_list_wins()"), json!(2));
+        assert_eq!(
+            a.lua("return vim.api.nvim_buf_get_name(0)"),
+            json!(default.to_str().unwrap())
+        );
+        assert!(a.lines().contains(&"hello from web".to_string()));
+        a.cmd("ServerLog own");
+        assert_eq!(
+            a.lua("return vim.api.nvim_buf_get_name(0)"),
+            json!(custom.to_str().unwrap())
+        );
+        let err = a.lua("return { require('sharedserver').open_log('never') }");
+        assert_eq!(err[0], json!(false));
+        let msg = err[1].as_str().unwrap();
+        assert!(msg.contains("'never' has no log yet"), "{msg}");
+        assert!(
+            msg.contains(&sb.lockdir.join("never.log").display().to_string()),
+            "{msg}"
+        );
+    });
+}
+
+#[test]
+fn a_crash_under_a_restart_policy_is_notified_once_per_crash_from_lock_dir_events() {
+    each_nvim(|sb| {
+        let wd = sb.path("flaky");
+        std::fs::create_dir(&wd).unwrap();
+        let init = setup(&format!(
+            r#"flaky = {{ command = "sh", working_dir = {wd},
+                 args = {{ "-c", "if [ -e crashed ]; then exec sleep 1000; fi; touch crashed; sleep 0.3; exit 1" }},
+                 restart = "on-failure:3",
+                 on_ready = function(st) _G.ready_pids = _G.ready_pids or {{}} table.insert(_G.ready_pids, st.pid) end }},
+               doomed = {{ command = "sh", args = {{ "-c", "echo doomed to fail; sleep 0.3; exit 7" }},
+                 restart = "on-failure:2" }}"#,
+            wd = lua_str(wd.to_str().unwrap())
+        ));
+        let mut a = sb.nvim(&init);
+        let first = eventually("flaky started", || sb.status("flaky").pid);
+        // flaky crashes once, comes back as a new process, and stays up.
+        let second = eventually("flaky restarted", || {
+            let st = sb.status("flaky");
+            (st.state == State::Active && st.pid != Some(first)).then_some(st.pid.unwrap())
+        });
+        a.wait_for(
+            "the crash notification",
+            "vim.tbl_contains(vim.tbl_map(function(n) return n.msg end, _G.notes), \
+             'sharedserver: flaky crashed (exit 1); restarting, attempt 1')",
+        );
+        a.wait_for(
+            "Neovim to follow the new process",
+            &format!("require('sharedserver').status('flaky').pid == {second} and #(_G.ready_pids or {{}}) == 2"),
+        );
+        assert_eq!(a.lua("return _G.ready_pids"), json!([first, second]));
+        assert_eq!(sb.clients("flaky"), vec![a.pid()]);
+
+        // doomed crashes three times: two restarts, then it gives up.
+        a.wait_for(
+            "doomed to give up",
+            "vim.tbl_contains(vim.tbl_map(function(n) return n.msg:find('gave up', 1, true) ~= nil end, _G.notes), true)",
+        );
+        let notes = a.notes();
+        let doomed: Vec<&String> = notes.iter().filter(|m| m.contains("doomed")).collect();
+        assert!(
+            doomed
+                .iter()
+                .any(|m| m.as_str()
+                    == "sharedserver: doomed crashed (exit 7); restarting, attempt 1"),
+            "{doomed:#?}"
+        );
+        assert!(
+            doomed
+                .iter()
+                .any(|m| m.as_str()
+                    == "sharedserver: doomed crashed (exit 7); restarting, attempt 2"),
+            "{doomed:#?}"
+        );
+        let gave_up = doomed.iter().find(|m| m.contains("gave up")).unwrap();
+        assert!(
+            gave_up.contains("'doomed' crashed (exit 7); gave up after 2 restarts"),
+            "{gave_up}"
+        );
+        assert!(gave_up.contains("doomed to fail"), "{gave_up}");
+        // Each crash once: no duplicates.
+        assert_eq!(
+            notes.iter().filter(|m| m.contains("crashed")).count(),
+            4,
+            "{notes:#?}"
+        );
+        // Detected from lock dir events: nothing spawned, no timer left.
+        assert_eq!(a.spawns(), json!({}));
+        a.wait_for("no poll timer", "not require('sharedserver')._polling()");
+        assert_eq!(
+            a.lua("return require('sharedserver').statusline()"),
+            json!("flaky●")
+        );
+    });
+}
+
+#[test]
+fn project_servers_load_from_the_nearest_file_under_those_given_in_lua() {
+    each_nvim(|sb| {
+        let proj = sb.path("proj");
+        let nested = proj.join("src/deep");
+        std::fs::create_dir_all(&nested).unwrap();
+        std::fs::write(
+            proj.join(".sharedserver.json"),
+            r#"{ "servers": {
+                 "web": { "command": "sleep", "args": ["1111"] },
+                 "db": { "command": "sleep", "args": ["2222"], "grace_period": "5m",
+                         "env": { "DB_MODE": "test" }, "restart": "on-failure:2" },
+                 "cache": { "command": "sleep", "args": ["3333"], "lazy": true }
+               } }"#,
+        )
+        .unwrap();
+        let user = sb.path("xdg/config/sharedserver");
+        std::fs::create_dir_all(&user).unwrap();
+        std::fs::write(
+            user.join("servers.json"),
+            r#"{ "servers": { "tool": { "command": "sleep", "args": ["4444"], "lazy": true },
+                              "db": { "command": "sleep", "args": ["9999"] } } }"#,
+        )
+        .unwrap();
+        let init = format!(
+            "vim.cmd('cd ' .. vim.fn.fnameescape({}))\n\
+             require('sharedserver').setup({{ servers = {{ \
+               web = {{ command = 'sleep', args = {{ '5555' }}, idle_timeout = '30s' }} }}, project = true }})",
+            lua_str(nested.to_str().unwrap())
+        );
+        let mut a = sb.nvim(&init);
+        assert_eq!(
+            a.lua("return require('sharedserver').list()"),
+            json!(["cache", "db", "tool", "web"])
+        );
+        // Lua wins for web; the nearest file wins for db.
+        assert_eq!(sb.status("web").command, ["sleep", "5555"]);
+        let db = sb.status("db");
+        assert_eq!(db.command, ["sleep", "2222"]);
+        assert_eq!(db.grace_period.as_deref(), Some("5m"));
+        assert_eq!(db.cwd.as_deref(), proj.to_str());
+        assert_eq!(sb.clients("db"), vec![a.pid()]);
+        assert_eq!(
+            a.lua(
+                "local c = require('sharedserver').config('db') \
+                   return { c.idle_timeout, c.restart, c.env.DB_MODE, c.lazy }"
+            ),
+            json!(["5m", "on-failure:2", "test", false])
+        );
+        // Lazy ones are not started.
+        assert_eq!(sb.status("cache").state, State::Stopped);
+        assert_eq!(sb.status("tool").state, State::Stopped);
+
+        // A broken file is one clear notification; Lua servers still start.
+        let bad = sb.path("bad");
+        std::fs::create_dir(&bad).unwrap();
+        std::fs::write(
+            bad.join(".sharedserver.json"),
+            r#"{ "servers": { "x": { "command": "sleep", "colour": "red" } } }"#,
+        )
+        .unwrap();
+        let mut b = sb.nvim(&format!(
+            "vim.cmd('cd ' .. vim.fn.fnameescape({}))\n\
+             require('sharedserver').setup({{ servers = {{ other = {{ command = 'sleep', args = {{ '1000' }} }} }}, project = true }})",
+            lua_str(bad.to_str().unwrap())
+        ));
+        let notes = b.notes();
+        let errors: Vec<&String> = notes
+            .iter()
+            .filter(|m| m.contains("project servers"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{notes:#?}");
+        assert!(
+            errors[0].contains(&bad.join(".sharedserver.json").display().to_string())
+                && errors[0].contains("colour"),
+            "{}",
+            errors[0]
+        );
+        assert_eq!(
+            b.lua("return require('sharedserver').list()"),
+            json!(["other"])
+        );
+        assert_eq!(sb.clients("other"), vec![b.pid()]);
+    });
+}
+
+#[test]
+fn statusline_follows_attach_grace_and_stop_and_does_no_io() {
+    each_nvim(|sb| {
+        let init = format!(
+            "_G.status_events = 0 \
+             vim.api.nvim_create_autocmd('User', {{ pattern = 'SharedServerStatus', \
+               callback = function() _G.status_events = _G.status_events + 1 end }})\n{}",
+            setup(
+                r#"web = { command = "sleep", args = { "1000" }, idle_timeout = "30s" },
+                   brief = { command = "sleep", args = { "1000" }, idle_timeout = "1s", lazy = true }"#
+            )
+        );
+        let mut a = sb.nvim(&init);
+        let line = |a: &mut harness::Nvim| a.lua("return require('sharedserver').statusline()");
+        assert_eq!(line(&mut a), json!("web●"));
+        let events = |a: &mut harness::Nvim| a.lua("return _G.status_events").as_i64().unwrap();
+        assert_eq!(events(&mut a), 1);
+
+        a.cmd("ServerStart brief");
+        assert_eq!(line(&mut a), json!("⚡2"));
+        // Detached, brief keeps running in its grace period, then stops.
+        a.cmd("ServerStop brief");
+        assert_eq!(sb.status("brief").state, State::Grace);
+        assert_eq!(line(&mut a), json!("⚡2"));
+        a.wait_for(
+            "brief's grace period to end",
+            "require('sharedserver').statusline() == 'web●'",
+        );
+        assert_eq!(sb.status("brief").state, State::Stopped);
+        assert_eq!(events(&mut a), 3);
+
+        // No I/O per call: every native function and file API is counted,
+        // and the lock dir is made unreadable.
+        a.lua(
+            "_G.io_calls = 0 \
+             local function count(t, k) local f = t[k] t[k] = function(...) _G.io_calls = _G.io_calls + 1 return f(...) end end \
+             local n = require('sharedserver.loader').load() \
+             for k, v in pairs(n) do if type(v) == 'function' then count(n, k) end end \
+             for _, k in ipairs({ 'fs_stat', 'fs_open', 'fs_scandir', 'fs_lstat' }) do count(vim.loop, k) end \
+             count(io, 'open')",
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sb.lockdir, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let seen = a.lua(
+            "local out = {} for i = 1, 100 do out[i] = require('sharedserver').statusline() end \
+             return { out[1], out[100], _G.io_calls }",
+        );
+        std::fs::set_permissions(&sb.lockdir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(seen, json!(["web●", "web●", 0]));
+
+        a.cmd("ServerStop web");
+        assert_eq!(line(&mut a), json!("web⏳"));
+        a.cmd("ServerStop! web");
+        assert_eq!(line(&mut a), json!(""));
+        assert_eq!(events(&mut a), 5);
+    });
+}
+
+#[test]
+fn restart_keeps_the_metadata_of_other_clients() {
+    each_nvim(|sb| {
+        let mut a = sb.nvim(&setup(WEB));
+        eventually("started", || (sb.status("web").refcount == 1).then_some(()));
+        let mut script = Command::new("sleep").arg("1000").spawn().unwrap();
+        a.lua(&format!(
+            "require('sharedserver.native').incref('web', {}, 'deploy script')",
+            script.id()
+        ));
+        a.cmd("ServerRestart web");
+        let st = sb.status("web");
+        let meta: Vec<(u32, Option<String>)> = st
+            .clients
+            .iter()
+            .map(|c| (c.pid, c.metadata.clone()))
+            .collect();
+        assert!(
+            meta.contains(&(script.id(), Some("deploy script".into()))),
+            "{meta:?}"
+        );
+        assert!(meta.contains(&(a.pid(), Some("nvim".into()))), "{meta:?}");
+        let _ = script.kill();
+        let _ = script.wait();
+    });
+}
+
+#[test]
+fn native_options_and_config_errors_name_the_server_the_option_and_the_file() {
+    each_nvim(|sb| {
+        let mut a = sb.nvim("");
+        let err = |a: &mut harness::Nvim, call: &str| {
+            a.lua(&format!(
+                "local n = require('sharedserver.loader').load() \
+                 local ok, err = pcall(function() return {call} end) return tostring(err)"
+            ))
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+        };
+        for (call, want) in [
+            (
+                "n.start('x', { command = 'sleep', restart = 'sometimes' })",
+                "server 'x': option `restart`: invalid restart policy \"sometimes\"",
+            ),
+            (
+                "n.start('x', { command = 'sleep', ready = 'tcp://nowhere' })",
+                "server 'x': option `ready`: invalid readiness spec \"tcp://nowhere\"",
+            ),
+            (
+                "n.start('x', { command = 'sleep', ready_timeout = 'soon' })",
+                "server 'x': option `ready_timeout` must be a duration string",
+            ),
+            (
+                "n.start('x', { command = 'sleep', startup_check = {} })",
+                "server 'x': option `startup_check` must be a duration string",
+            ),
+        ] {
+            let got = err(&mut a, call);
+            assert!(got.contains(want), "{call}: {got}");
+        }
+        let got = err(
+            &mut a,
+            "require('sharedserver').setup({ servers = { y = { command = 'sleep', restart = 'always' } } })",
+        );
+        assert!(
+            got.contains("server 'y': option `restart` must be"),
+            "{got}"
+        );
+
+        let dir = sb.path("cfg");
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join(".sharedserver.json");
+        std::fs::write(&file, "{ \"servers\": { \"z\": { \"command\": 1 } } }").unwrap();
+        let got = err(
+            &mut a,
+            &format!("n.config({})", lua_str(dir.to_str().unwrap())),
+        );
+        assert!(got.contains(&file.display().to_string()), "{got}");
+        std::fs::write(
+            &file,
+            r#"{ "servers": { "z": { "command": "sleep", "args": ["1"], "ready": "tcp://127.0.0.1:9" } } }"#,
+        )
+        .unwrap();
+        let def = a.lua(&format!(
+            "return require('sharedserver.native').config({}).z",
+            lua_str(dir.to_str().unwrap())
+        ));
+        assert_eq!(def["command"], json!(["sleep", "1"]));
+        assert_eq!(def["source"], json!(file.to_str().unwrap()));
+        assert_eq!(def["working_dir"], json!(dir.to_str().unwrap()));
+        assert_eq!(def["ready"], json!("tcp://127.0.0.1:9"));
+        assert_eq!(
+            a.lua("return require('sharedserver.native').log_path('z')"),
+            json!(sb.lockdir.join("z.log").to_str().unwrap())
+        );
+    });
 }

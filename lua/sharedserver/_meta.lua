@@ -16,7 +16,7 @@
 
 ---@class sharedserver.Status
 ---@field name string
----@field state "active"|"grace"|"stopping"|"stopped"|"error"
+---@field state "starting"|"active"|"grace"|"stopping"|"stopped"|"error"
 ---@field pid integer|nil
 ---@field refcount integer
 ---@field clients sharedserver.Client[]|nil
@@ -29,6 +29,8 @@
 ---@field log_file string|nil
 ---@field cwd string|nil
 ---@field last_exit sharedserver.LastExit|nil
+---@field ready string|nil readiness spec
+---@field restarts integer automatic restarts within the current window
 ---@field started boolean|nil only from start(): true when this call started it
 ---@field error string|nil only from list(): why the record could not be read
 
@@ -41,6 +43,23 @@
 ---@field grace_period string|number|nil
 ---@field binary string|nil
 ---@field metadata string|nil
+---@field ready string|nil readiness spec (tcp://, http://, unix://, log:, cmd:)
+---@field ready_timeout string|number|nil
+---@field restart string|nil "on-failure", "on-failure:MAX" or "no"
+---@field startup_check string|number|nil
+
+---@class sharedserver.ServerDef
+---@field name string
+---@field source string the file that defines it
+---@field command string[] argv
+---@field env table<string, string>
+---@field working_dir string
+---@field log_file string|nil
+---@field grace_period string
+---@field ready string|nil
+---@field ready_timeout string
+---@field restart string|nil
+---@field lazy boolean
 
 ---@class sharedserver.Native
 ---@field version fun(): string
@@ -48,7 +67,9 @@
 ---@field set_binary fun(path: string|nil)
 ---@field status fun(name: string): sharedserver.Status
 ---@field list fun(): sharedserver.Status[]
----@field incref fun(name: string, pid?: integer): sharedserver.Status
+---@field incref fun(name: string, pid?: integer, metadata?: string): sharedserver.Status
 ---@field decref fun(name: string, pid?: integer): sharedserver.Status
 ---@field start fun(name: string, spec: sharedserver.NativeSpec): sharedserver.Status
 ---@field stop fun(name: string, opts?: { force?: boolean, timeout?: string }): sharedserver.Status
+---@field config fun(cwd?: string): table<string, sharedserver.ServerDef>
+---@field log_path fun(name: string): string

@@ -37,6 +37,12 @@ M.specs = {
     desc = "Show server status in a float",
   },
   ServerList = { nargs = 0, bang = false, desc = "List servers in the message area" },
+  ServerLog = {
+    nargs = 1,
+    bang = false,
+    complete = "all",
+    desc = "Open a server's log in a new split",
+  },
   ServerStopAll = {
     nargs = 0,
     bang = true,
@@ -116,6 +122,11 @@ function M.run(cmd, o)
     local ok, errs = ss.stop_all({ force = o.bang })
     if not ok then
       fail(table.concat(errs, "\n"))
+    end
+  elseif cmd == "ServerLog" then
+    local ok, err = ss.open_log(name)
+    if not ok then
+      vim.api.nvim_err_writeln("sharedserver: " .. err)
     end
   elseif cmd == "ServerStatus" then
     require("sharedserver.status").open(name ~= "" and name or nil)

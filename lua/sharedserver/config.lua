@@ -10,7 +10,11 @@ local M = {}
 ---@field log_file? string file that receives the server's stdout and stderr
 ---@field lazy? boolean attach at startup only if already running; never start it then
 ---@field idle_timeout? string|number grace period after the last client leaves ("30m", or seconds)
+---@field ready? string readiness check: "tcp://HOST:PORT", "http://HOST:PORT/PATH", "unix:///PATH", "log:REGEX" or "cmd:COMMAND"
+---@field ready_timeout? string|number how long the server may take to pass `ready` ("30s", or seconds)
+---@field restart? string "on-failure" or "on-failure:MAX": restart it when it crashes ("no": never)
 ---@field on_start? fun(pid: integer) called when this instance started the server
+---@field on_ready? fun(status: sharedserver.Status) called once the server is usable (ready), after each start, attach and automatic restart
 ---@field on_exit? fun(code: integer|nil, exit: sharedserver.LastExit|nil) called when a server this instance is attached to exits
 ---@field binary? string path of the sharedserver executable for this server
 
@@ -25,6 +29,7 @@ local M = {}
 ---@field notify? sharedserver.NotifyOpts
 ---@field binary? string path of the sharedserver executable for every server
 ---@field name? string name of the server in the single-server form (default "default")
+---@field project? boolean also load servers from .sharedserver.json and ~/.config/sharedserver/servers.json (default false)
 
 ---@class sharedserver.SetupOpts: sharedserver.Opts
 ---@field servers? table<string, sharedserver.ServerConfig>
@@ -35,6 +40,7 @@ M.defaults = {
   notify = { on_start = true, on_attach = false, on_stop = false, on_error = true },
   binary = nil,
   name = "default",
+  project = false,
 }
 
 local server_keys = {
@@ -45,7 +51,11 @@ local server_keys = {
   log_file = "string",
   lazy = "boolean",
   idle_timeout = { "string", "number" },
+  ready = "string",
+  ready_timeout = { "string", "number" },
+  restart = "string",
   on_start = "function",
+  on_ready = "function",
   on_exit = "function",
   binary = "string",
   name = "string",
@@ -100,6 +110,22 @@ function M.validate_server(name, cfg)
   if type(cfg.command) ~= "string" or cfg.command == "" then
     fail("option `command` is required (the program to run)")
   end
+  if cfg.ready and not M.ready_ok(cfg.ready) then
+    fail(
+      string.format(
+        "option `ready` must be tcp://HOST:PORT, http://HOST:PORT/PATH, unix:///PATH, log:REGEX or cmd:COMMAND, got %q",
+        cfg.ready
+      )
+    )
+  end
+  if cfg.restart and not M.restart_ok(cfg.restart) then
+    fail(
+      string.format(
+        'option `restart` must be "on-failure", "on-failure:MAX" (MAX > 0) or "no", got %q',
+        cfg.restart
+      )
+    )
+  end
   local args = {}
   for i, a in ipairs(cfg.args or {}) do
     if type(a) ~= "string" and type(a) ~= "number" then
@@ -122,6 +148,51 @@ function M.validate_server(name, cfg)
   out.lazy = cfg.lazy == true
   out.name = nil
   return out
+end
+
+--- Whether `spec` has the form of a readiness check (the native module
+--- checks the rest when the server starts).
+---@param spec string
+---@return boolean
+function M.ready_ok(spec)
+  for _, prefix in ipairs({ "tcp://", "http://", "unix://", "log:", "cmd:" }) do
+    if spec:sub(1, #prefix) == prefix and #spec > #prefix then
+      return true
+    end
+  end
+  return false
+end
+
+---@param policy string
+---@return boolean
+function M.restart_ok(policy)
+  if policy == "no" or policy == "never" or policy == "on-failure" then
+    return true
+  end
+  local max = policy:match("^on%-failure:(%d+)$")
+  return max ~= nil and tonumber(max) > 0
+end
+
+--- A definition from a config file (native `config()`) as server options.
+---@param def sharedserver.ServerDef
+---@return table
+function M.from_def(def)
+  local args = {}
+  for i = 2, #def.command do
+    args[#args + 1] = def.command[i]
+  end
+  return {
+    command = def.command[1],
+    args = args,
+    env = def.env,
+    working_dir = def.working_dir,
+    log_file = def.log_file,
+    idle_timeout = def.grace_period,
+    ready = def.ready,
+    ready_timeout = def.ready_timeout,
+    restart = def.restart,
+    lazy = def.lazy,
+  }
 end
 
 ---@param notify any
@@ -184,12 +255,12 @@ function M.normalize(first, second)
     raw_servers = first
     raw_opts = second or {}
   end
-  local known = { commands = true, notify = true, binary = true, name = true }
+  local known = { commands = true, notify = true, binary = true, name = true, project = true }
   for k in pairs(raw_opts) do
     if not known[k] then
       error(
         string.format(
-          "sharedserver: unknown option `%s` (known: servers, commands, notify, binary, name; "
+          "sharedserver: unknown option `%s` (known: servers, commands, notify, binary, name, project; "
             .. "a server needs a table with `command`)",
           tostring(k)
         ),
@@ -203,11 +274,15 @@ function M.normalize(first, second)
   if raw_opts.binary ~= nil and type(raw_opts.binary) ~= "string" then
     error("sharedserver: option `binary` must be a path string", 0)
   end
+  if raw_opts.project ~= nil and type(raw_opts.project) ~= "boolean" then
+    error("sharedserver: option `project` must be true or false", 0)
+  end
   ---@type sharedserver.Opts
   local opts = {
     commands = raw_opts.commands ~= false,
     notify = validate_notify(raw_opts.notify),
     binary = raw_opts.binary,
+    project = raw_opts.project == true,
   }
   local servers, order = {}, {}
   for name, cfg in pairs(raw_servers) do
@@ -256,6 +331,9 @@ function M.native_spec(name, cfg, binary)
     working_dir = working_dir,
     log_file = cfg.log_file and M.expand(cfg.log_file) or nil,
     grace_period = cfg.idle_timeout,
+    ready = cfg.ready,
+    ready_timeout = cfg.ready_timeout,
+    restart = cfg.restart,
     binary = binary,
     metadata = "nvim",
   }

@@ -17,6 +17,14 @@ local CRASH_WINDOW_NS = 3e9
 local LOG_TAIL_LINES = 10
 --- How long to wait for a stopped server's exit record (`<name>.last`).
 local EXIT_RECORD_WAIT_MS = 1000
+--- While a server is starting, its status is read at intervals that grow
+--- from the first to the last value (milliseconds).
+local POLL_FIRST_MS = 10
+local POLL_MAX_MS = 100
+--- `last_exit.reason` of a crash the watcher is restarting from.
+local RESTARTING = "crashed; restarting"
+--- What statusline() shows after a server's name, by state.
+local STATUS_MARKS = { starting = "…", active = "●", grace = "⏳" }
 
 ---@class sharedserver.Entry
 ---@field name string
@@ -26,6 +34,14 @@ local EXIT_RECORD_WAIT_MS = 1000
 ---@field started_pid integer|nil pid of the server this instance started
 ---@field started_ns number|nil when it started it (uv.hrtime)
 ---@field entered boolean the VimEnter action already ran for it
+---@field source string "lua", or the config file it was loaded from (`project`)
+---@field state string|nil its state when this instance last looked
+---@field mine boolean this instance attached to it, and it has not stopped since
+---@field waiting boolean this instance waits for it to become ready (on_ready)
+---@field wait_ns number|nil when the wait began (uv.hrtime)
+---@field log_file string|nil its log, as its record names it
+---@field restarts integer automatic restarts, as last seen
+---@field crash_key string|nil the last crash (pid@time) already reported
 
 local state = {
   ---@type sharedserver.Opts
@@ -34,6 +50,11 @@ local state = {
   servers = {},
   autocmds = false,
   entered = false,
+  --- What statusline() returns; recomputed on events, never on a call.
+  statusline = "",
+  ---@type userdata|nil the readiness poll timer, only while something starts
+  poll = nil,
+  poll_ms = POLL_FIRST_MS,
 }
 
 ---@param kind "on_start"|"on_attach"|"on_stop"|"on_error"
@@ -114,12 +135,163 @@ local function exit_code(exit)
   return nil
 end
 
+--- "exit 1", "signal 9", or nil when neither is known.
+---@param exit sharedserver.LastExit|nil
+---@return string|nil
+local function exit_words(exit)
+  if exit and exit.code then
+    return "exit " .. exit.code
+  end
+  if exit and exit.signal then
+    return "signal " .. exit.signal
+  end
+  return nil
+end
+
+---@param exit sharedserver.LastExit|nil
+---@return string|nil
+local function crash_key(exit)
+  return exit and (tostring(exit.pid) .. "@" .. tostring(exit.at)) or nil
+end
+
+--- The log file of a configured server: as its record named it, else its
+--- `log_file` option, else the default in the lock dir.
+---@param e sharedserver.Entry
+---@return string|nil
+local function log_of(e)
+  if e.log_file then
+    return e.log_file
+  end
+  if e.config.log_file then
+    return config.expand(e.config.log_file)
+  end
+  local ok, path = pcall(function()
+    return native().log_path(e.name)
+  end)
+  return ok and path or nil
+end
+
+--- `msg` followed by the last lines of the server's log.
+---@param e sharedserver.Entry
+---@param msg string
+---@return string
+local function with_log(e, msg)
+  local log = log_of(e)
+  local tail = log and compat.tail(log, LOG_TAIL_LINES)
+  if tail and #tail > 0 then
+    return msg .. "\nlast lines of " .. log .. ":\n" .. table.concat(tail, "\n")
+  elseif log then
+    return msg .. "\n(its log " .. log .. " is empty)"
+  end
+  return msg
+end
+
+--- Run User SharedServerStatus (0.7 has nvim_exec_autocmds; fall back to
+--- :doautocmd if it is missing or refuses).
+local function fire_status_event()
+  local ok = pcall(vim.api.nvim_exec_autocmds, "User", {
+    pattern = "SharedServerStatus",
+    modeline = false,
+  })
+  if not ok then
+    pcall(vim.cmd, "silent doautocmd <nomodeline> User SharedServerStatus")
+  end
+end
+
+--- Recompute the statusline() text from what this instance already knows
+--- (no I/O), and announce a change with User SharedServerStatus.
+local function update_statusline()
+  local shown = {}
+  for name, e in pairs(state.servers) do
+    local mark = STATUS_MARKS[e.state or ""]
+    if mark and (e.attached or (e.mine and e.state == "grace")) then
+      shown[#shown + 1] = name
+    end
+  end
+  local text = ""
+  if #shown == 1 then
+    text = shown[1] .. STATUS_MARKS[state.servers[shown[1]].state]
+  elseif #shown > 1 then
+    text = "⚡" .. #shown
+  end
+  if text ~= state.statusline then
+    state.statusline = text
+    if vim.v.exiting == vim.NIL then
+      fire_status_event()
+    end
+  end
+end
+
+--- The server is usable: run on_ready.
+---@param e sharedserver.Entry
+---@param st sharedserver.Status
+local function became_ready(e, st)
+  local waited = e.wait_ns
+  e.waiting, e.wait_ns = false, nil
+  if waited then
+    notify(
+      "on_start",
+      string.format("'%s' is ready (%.1fs)", e.name, (compat.uv.hrtime() - waited) / 1e9)
+    )
+  end
+  callback("on_ready", e.config.on_ready, st)
+end
+
+local function stop_poll()
+  if state.poll then
+    state.poll:stop()
+    if not state.poll:is_closing() then
+      state.poll:close()
+    end
+    state.poll = nil
+  end
+end
+
+--- One look at every server this instance waits for; re-armed with a
+--- longer interval while any of them is still starting.
+local function poll_tick()
+  local names = {}
+  for name, e in pairs(state.servers) do
+    if e.waiting then
+      names[#names + 1] = name
+    end
+  end
+  for _, name in ipairs(names) do
+    M._refresh(name)
+  end
+  if not state.poll then
+    return
+  end
+  for _, e in pairs(state.servers) do
+    if e.waiting then
+      state.poll_ms = math.min(math.floor(state.poll_ms * 1.5), POLL_MAX_MS)
+      state.poll:start(state.poll_ms, 0, vim.schedule_wrap(poll_tick))
+      return
+    end
+  end
+  stop_poll()
+end
+
+--- Wait (without blocking) for `e` to pass its readiness check.
+---@param e sharedserver.Entry
+local function wait_ready(e)
+  if not e.waiting then
+    e.waiting, e.wait_ns = true, compat.uv.hrtime()
+  end
+  if state.poll then
+    return
+  end
+  state.poll = compat.uv.new_timer()
+  state.poll_ms = POLL_FIRST_MS
+  state.poll:start(state.poll_ms, 0, vim.schedule_wrap(poll_tick))
+end
+
 --- The server `e` knew as `pid` has gone: report it and run on_exit.
 ---@param e sharedserver.Entry
 ---@param pid integer
 ---@param exit sharedserver.LastExit|nil
 local function server_gone(e, pid, exit)
-  if exit and exit.pid ~= pid then
+  if exit and exit.pid ~= pid and not (e.restarts > 0 and crash_key(exit) ~= e.crash_key) then
     exit = nil
   end
   local code = exit_code(exit)
@@ -128,23 +300,24 @@ local function server_gone(e, pid, exit)
     and e.started_pid == pid
     and e.started_ns ~= nil
     and compat.uv.hrtime() - e.started_ns < CRASH_WINDOW_NS
-  if crashed_early then
+  local words = exit_words(exit)
+  if reason:find("^gave up") then
+    local msg = string.format("'%s' crashed (%s); %s", e.name, words or "no exit code", reason)
+    notify("on_error", with_log(e, msg), vim.log.levels.ERROR)
+  elseif e.waiting then
+    local msg = string.format("'%s' did not become ready: %s", e.name, reason)
+    if words and not reason:find("^not ready") then
+      msg = msg .. " (" .. words .. ")"
+    end
+    notify("on_error", with_log(e, msg), vim.log.levels.ERROR)
+  elseif crashed_early then
     local msg = string.format(
       "'%s' died unexpectedly right after it started (pid %d, %s)",
       e.name,
       pid,
       code and ("exit code " .. code) or reason
     )
-    local log = e.config.log_file and config.expand(e.config.log_file)
-    local tail = log and compat.tail(log, LOG_TAIL_LINES)
-    if tail and #tail > 0 then
-      msg = msg .. "\nlast lines of " .. log .. ":\n" .. table.concat(tail, "\n")
-    elseif log then
-      msg = msg .. "\n(its log " .. log .. " is empty)"
-    else
-      msg = msg .. "\nset `log_file` in its configuration to capture its output"
-    end
-    notify("on_error", msg, vim.log.levels.ERROR)
+    notify("on_error", with_log(e, msg), vim.log.levels.ERROR)
   elseif reason == "exited on its own" and code ~= 0 then
     notify(
       "on_error",
@@ -157,12 +330,44 @@ local function server_gone(e, pid, exit)
   if e.started_pid == pid then
     e.started_pid, e.started_ns = nil, nil
   end
+  e.waiting, e.wait_ns, e.mine, e.log_file, e.restarts = false, nil, false, nil, 0
   callback("on_exit", e.config.on_exit, code, exit)
 end
 
+--- A crash the watcher restarts from: report each one once.
+---@param e sharedserver.Entry
+---@param st sharedserver.Status
+local function check_crash(e, st)
+  local exit = st.last_exit
+  if not (e.pid and exit and exit.reason == RESTARTING and st.state ~= "stopped") then
+    return
+  end
+  if exit.pid ~= e.pid and (st.restarts or 0) <= e.restarts then
+    return
+  end
+  local key = crash_key(exit)
+  if key ~= e.crash_key then
+    e.crash_key = key
+    notify(
+      "on_error",
+      string.format(
+        "%s crashed (%s); restarting, attempt %d",
+        e.name,
+        exit_words(exit) or "no exit code",
+        math.max(st.restarts or 0, 1)
+      ),
+      vim.log.levels.ERROR
+    )
+  end
+  -- The record keeps the dead pid until the restart, then the new one.
+  e.pid = st.pid
+end
+
 --- Bring this instance's view of one server up to date with the lock dir:
---- notice that the server it knew has exited, and (re)learn whether this
---- instance is attached. Runs on lock dir events and after stop/restart.
+--- notice crashes and restarts, that the server it knew has exited, whether
+--- a server it waits for is ready, and (re)learn whether this instance is
+--- attached. Runs on lock dir events, while waiting for readiness, and after
+--- stop/restart.
 ---@param name string
 ---@param settle boolean|nil report an exit even if its exit record is missing
 function M._refresh(name, settle)
@@ -176,6 +381,7 @@ function M._refresh(name, settle)
   if not ok then
     return
   end
+  check_crash(e, st)
   if e.pid and (st.state == "stopped" or (st.pid and st.pid ~= e.pid)) then
     local pid = e.pid
     local exit = st.last_exit
@@ -192,11 +398,34 @@ function M._refresh(name, settle)
     e.pid, e.attached = nil, false
     server_gone(e, pid, exit)
   end
+  e.restarts = st.restarts or 0
   if st.pid and st.state ~= "stopped" and has_me(st) then
-    e.attached, e.pid = true, st.pid
+    e.attached, e.pid, e.mine = true, st.pid, true
   elseif st.state == "stopped" then
-    e.attached = false
+    e.attached, e.waiting, e.wait_ns = false, false, nil
   end
+  if st.log_file then
+    e.log_file = st.log_file
+  end
+  e.state = st.state
+  if e.attached and st.state == "starting" then
+    wait_ready(e)
+  elseif e.waiting and (st.state == "active" or st.state == "grace") then
+    became_ready(e, st)
+  end
+  if e.mine and not e.attached and st.state ~= "grace" then
+    e.mine = false
+  end
+  if state.poll and not e.waiting then
+    local any = false
+    for _, other in pairs(state.servers) do
+      any = any or other.waiting
+    end
+    if not any then
+      stop_poll()
+    end
+  end
+  update_statusline()
 end
 
 local function watch()
@@ -212,6 +441,34 @@ end
 ---@return string|nil path, string|nil source_or_error
 local function binary_for(e)
   return require("sharedserver.binary").resolve(e.config.binary or state.opts.binary)
+end
+
+--- This instance is now attached to `e`'s server (status `st`): remember
+--- it, watch the lock dir, and wait for readiness or run on_ready.
+---@param e sharedserver.Entry
+---@param st sharedserver.Status
+local function now_attached(e, st)
+  e.attached, e.pid, e.mine, e.state = true, st.pid, true, st.state
+  e.log_file = st.log_file or e.log_file
+  e.restarts = st.restarts or 0
+  -- Crashes before this attach are not news.
+  local ok, full = pcall(function()
+    return native().status(e.name)
+  end)
+  e.crash_key = ok and crash_key(full.last_exit) or nil
+  watch()
+end
+
+--- After on_start/on_attach: wait for readiness, or run on_ready now.
+---@param e sharedserver.Entry
+---@param st sharedserver.Status
+local function ready_or_wait(e, st)
+  if st.state == "starting" then
+    wait_ready(e)
+  else
+    became_ready(e, st)
+  end
+  update_statusline()
 end
 
 --- Attach to `name` if it is running (the lazy servers' VimEnter action).
@@ -230,17 +487,19 @@ local function attach_if_running(name)
   if not ok then
     return false -- it stopped in between; a lazy server is then left alone
   end
-  e.attached, e.pid = true, res.pid
-  watch()
+  now_attached(e, res)
   notify(
     "on_attach",
     string.format("attached to '%s' (pid %d, refcount %d)", name, res.pid, res.refcount)
   )
+  ready_or_wait(e, res)
   return true
 end
 
 --- Start the server, or attach to it if it already runs (for lazy servers
 --- too). This instance then holds a reference until it detaches or exits.
+--- Returns at once: a server with a `ready` check is then "starting", and
+--- on_ready runs when it passes.
 ---@param name string
 ---@return boolean ok, sharedserver.Status|string status_or_error
 function M.start(name)
@@ -266,8 +525,7 @@ function M.start(name)
   end
   local st = res --[[@as sharedserver.Status]]
   local e = state.servers[name]
-  e.attached, e.pid = true, st.pid
-  watch()
+  now_attached(e, st)
   -- An exit between start() returning and the watch starting raised no
   -- event: look once more.
   vim.schedule(function()
@@ -275,7 +533,16 @@ function M.start(name)
   end)
   if st.started then
     e.started_pid, e.started_ns = st.pid, compat.uv.hrtime()
-    notify("on_start", string.format("started '%s' (pid %d)", name, st.pid))
+    local waiting = st.state == "starting" and st.ready
+    notify(
+      "on_start",
+      string.format(
+        "started '%s' (pid %d)%s",
+        name,
+        st.pid,
+        waiting and (", waiting for " .. st.ready) or ""
+      )
+    )
     callback("on_start", e.config.on_start, st.pid)
   else
     notify(
@@ -283,6 +550,7 @@ function M.start(name)
       string.format("attached to '%s' (pid %d, refcount %d)", name, st.pid, st.refcount)
     )
   end
+  ready_or_wait(e, st)
   return true, st
 end
 
@@ -326,7 +594,8 @@ function M.stop(name, opts)
     if opts.force then
       local st = stop_now(name, opts.timeout)
       if e then
-        e.attached = false
+        e.attached, e.waiting, e.wait_ns, e.mine, e.state = false, false, nil, false, st.state
+        update_statusline()
       end
       return string.format(
         "stopped '%s'%s",
@@ -344,13 +613,14 @@ function M.stop(name, opts)
         0
       )
     end
-    e.attached = false
+    e.attached, e.waiting, e.wait_ns = false, false, nil
     local done, st = pcall(n.decref, name)
     if not done then
       M._refresh(name)
       return string.format("detached from '%s'", name)
     end
-    e.pid = nil
+    e.pid, e.state = nil, st.state
+    update_statusline()
     if st.refcount > 0 then
       return string.format(
         "detached from '%s' (%d other client(s) still attached)",
@@ -374,7 +644,7 @@ function M.stop(name, opts)
 end
 
 --- Stop the running server process and start a new one (a new pid). Other
---- clients stay attached to the new process.
+--- clients stay attached to the new process, with their metadata.
 ---@param name string
 ---@return boolean ok, sharedserver.Status|string status_or_error
 function M.restart(name)
@@ -387,7 +657,7 @@ function M.restart(name)
       local me = vim.fn.getpid()
       for _, c in ipairs(st.clients or {}) do
         if c.pid ~= me then
-          others[#others + 1] = c.pid
+          others[#others + 1] = c
         end
       end
       stop_now(name)
@@ -404,8 +674,8 @@ function M.restart(name)
     return false, st
   end
   local n = native()
-  for _, pid in ipairs(res) do
-    local joined, now = pcall(n.incref, name, pid)
+  for _, c in ipairs(res) do
+    local joined, now = pcall(n.incref, name, c.pid, c.metadata)
     if joined then
       st = now
     end
@@ -439,7 +709,7 @@ function M.stop_all(opts)
 end
 
 ---@class sharedserver.ServerStatus: sharedserver.Status
----@field running boolean a server process is up (active or in grace)
+---@field running boolean a server process is up (starting, active or in grace)
 ---@field attached boolean this instance holds a reference
 ---@field lazy boolean
 ---@field registered boolean configured in this instance
@@ -494,6 +764,57 @@ function M.options()
   return state.opts
 end
 
+--- A short text for the statusline: "" when this Neovim uses no running
+--- server, "name●" (… starting, ⏳ grace) for exactly one, "⚡N" for N. It is
+--- cached and refreshed on events, so a call does no I/O;
+--- User SharedServerStatus fires when it changes.
+---@return string
+function M.statusline()
+  return state.statusline
+end
+
+--- Whether the readiness poll timer runs (only while a server this
+--- instance uses is starting). For tests.
+---@return boolean
+function M._polling()
+  return state.poll ~= nil
+end
+
+--- The path of a server's log file: the one its record names while it runs,
+--- else its `log_file` option, else NAME.log in the lock directory. Errors
+--- if there is no such file yet.
+---@param name string
+---@return string
+function M.log_path(name)
+  local n = native()
+  local e = state.servers[name]
+  local st = n.status(name)
+  local path
+  if st.state == "stopped" and e and e.config.log_file then
+    path = config.expand(e.config.log_file)
+  else
+    path = n.log_path(name)
+  end
+  if not compat.is_file(path) then
+    error(string.format("sharedserver: '%s' has no log yet (%s does not exist)", name, path), 0)
+  end
+  return path
+end
+
+--- Open a server's log (see log_path()) in a new split, at its end.
+---@param name string
+---@return boolean ok, string|nil err
+function M.open_log(name)
+  local ok, path = pcall(M.log_path, name)
+  if not ok then
+    return false, errmsg(path)
+  end
+  vim.cmd("split " .. vim.fn.fnameescape(path))
+  vim.bo.readonly = true
+  vim.cmd("normal! G")
+  return true, nil
+end
+
 --- The VimEnter action for one server: start it, or attach if it is lazy.
 ---@param name string
 local function enter(name)
@@ -512,7 +833,34 @@ local function enter(name)
   end
 end
 
+--- Register the servers of .sharedserver.json / servers.json (native
+--- config()) that are not configured in Lua. An error is one notification.
+local function load_project()
+  local ok, defs = pcall(function()
+    return native().config(vim.fn.getcwd())
+  end)
+  if not ok then
+    notify("on_error", "project servers: " .. errmsg(defs), vim.log.levels.ERROR)
+    return
+  end
+  local names = vim.tbl_keys(defs)
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local e = state.servers[name]
+    if not (e and e.source == "lua") then
+      local def = defs[name]
+      local done, err = pcall(M._register, name, config.from_def(def), def.source)
+      if not done then
+        notify("on_error", def.source .. ": " .. errmsg(err), vim.log.levels.ERROR)
+      end
+    end
+  end
+end
+
 local function on_vim_enter()
+  if state.opts.project then
+    load_project()
+  end
   state.entered = true
   for _, name in ipairs(M.list()) do
     enter(name)
@@ -523,13 +871,14 @@ end
 --- VimLeave, when Neovim can no longer wait for a child process.
 function M._detach_all()
   require("sharedserver.monitor").stop()
+  stop_poll()
   local n = package.loaded["sharedserver.native"]
   if not n then
     return
   end
   for name, e in pairs(state.servers) do
     if e.attached then
-      e.attached = false
+      e.attached, e.waiting = false, false
       pcall(n.decref, name)
     end
   end
@@ -565,16 +914,31 @@ end
 ---@param name string
 ---@param cfg sharedserver.ServerConfig
 function M.register(name, cfg)
+  M._register(name, cfg, "lua")
+end
+
+---@param name string
+---@param cfg sharedserver.ServerConfig
+---@param source string "lua" or the config file
+function M._register(name, cfg, source)
   local valid = config.validate_server(name, cfg)
   local old = state.servers[name]
   state.servers[name] = {
     name = name,
     config = valid,
+    source = source,
     attached = old and old.attached or false,
     pid = old and old.pid,
     started_pid = old and old.started_pid,
     started_ns = old and old.started_ns,
     entered = old and old.entered or false,
+    state = old and old.state,
+    mine = old and old.mine or false,
+    waiting = old and old.waiting or false,
+    wait_ns = old and old.wait_ns,
+    log_file = old and old.log_file,
+    restarts = old and old.restarts or 0,
+    crash_key = old and old.crash_key,
   }
   ensure_autocmds()
   if state.entered then
@@ -582,7 +946,9 @@ function M.register(name, cfg)
   end
 end
 
---- Configure servers. Accepted forms:
+--- Configure servers. With `project = true`, the servers of the nearest
+--- .sharedserver.json and of ~/.config/sharedserver/servers.json are added
+--- on VimEnter, under those given here (a name given here wins). Accepted forms:
 ---   setup({ servers = { name = cfg, ... }, commands = true, notify = {...} })
 ---   setup({ name = cfg, ... }, { commands = true, notify = {...} })
 ---   setup({ command = "...", ... }, { name = "myserver" })  -- one server
@@ -605,6 +971,9 @@ function M.setup(servers, opts)
     M.register(name, list[name])
   end
   ensure_autocmds()
+  if o.project and state.entered then
+    load_project()
+  end
 end
 
 return M

@@ -155,10 +155,10 @@ function M.highlights(lines)
     elseif l == M.footer then
       out[#out + 1] = { group = "Comment", line = i - 1, col_start = 0, col_end = -1 }
     else
-      for state, marker in pairs(M.markers) do
-        if l:sub(1, #marker) == marker then
+      for state, mark in pairs(M.markers) do
+        if l:sub(1, #mark) == mark then
           local group = M.marker_groups[state]
-          out[#out + 1] = { group = group, line = i - 1, col_start = 0, col_end = #marker }
+          out[#out + 1] = { group = group, line = i - 1, col_start = 0, col_end = #mark }
           break
         end
       end
@@ -204,6 +204,10 @@ function M.detail(st)
   end
   row("cwd", st.cwd)
   row("log", st.log_file)
+  row("ready when", st.ready)
+  if st.restarts and st.restarts > 0 then
+    row("restarts", st.restarts)
+  end
   if st.registered ~= nil then
     row(
       "this nvim",
