@@ -72,6 +72,16 @@ fn holds_a_lock(pid: u32) -> bool {
     locks_of(pid).iter().any(|l| !l.contains("->"))
 }
 
+/// Wait until the watcher of `name` sleeps in poll(2). After a `use` has
+/// returned, that means it has run its first tick and knows the record, so
+/// damage done to the record from now on is damage to a known record.
+fn watcher_sleeps(w: &World, name: &str) {
+    let watcher = watcher_of(&w.info(name));
+    eventually(SOON, "the watcher sleeps in poll", || {
+        read(Path::new(&format!("/proc/{watcher}/wchan"))).contains("poll")
+    });
+}
+
 /// Kill a child we spawned and reap it.
 fn kill_child(mut child: Child) {
     let _ = child.kill();
@@ -657,6 +667,7 @@ fn a_truncated_record_fails_every_command_clearly_and_doctor_restores_it() {
     w.ok(&["use", "z", "--pid", &a, "--", "sleep", "1000"]);
     w.ok(&["use", "fine", "--pid", &a, "--", "sleep", "1000"]);
     let server = pid_of(&w.info("z"));
+    watcher_sleeps(&w, "z");
     let path = w.record_path("z");
     std::fs::File::create(&path).unwrap(); // truncate to 0 bytes
 
@@ -704,12 +715,21 @@ fn a_truncated_record_fails_every_command_clearly_and_doctor_restores_it() {
 fn a_truncated_record_is_rewritten_by_the_watcher_on_its_next_event() {
     let mut w = World::new();
     let a = w.client();
-    let b = w.client().to_string();
-    w.ok(&["use", "y", "--pid", &a.to_string(), "--", "sleep", "1000"]);
-    w.ok(&["use", "y", "--pid", &b]);
+    w.ok(&[
+        "use",
+        "y",
+        "--grace-period",
+        "1h",
+        "--pid",
+        &a.to_string(),
+        "--",
+        "sleep",
+        "1000",
+    ]);
     let server = pid_of(&w.info("y"));
+    watcher_sleeps(&w, "y");
     std::fs::File::create(w.record_path("y")).unwrap();
-    // A client dies: the watcher wakes, finds the record unreadable, and
+    // The client dies: the watcher wakes, finds the record unreadable, and
     // writes back what it knows, minus the dead client.
     w.kill_client(a);
     eventually(SOON, "the watcher rewrote the record", || {
@@ -718,8 +738,10 @@ fn a_truncated_record_is_rewritten_by_the_watcher_on_its_next_event() {
     let info = w.info("y");
     assert_eq!(
         (pid_of(&info), info["refcount"].as_u64()),
-        (server, Some(1))
+        (server, Some(0))
     );
+    assert_eq!(info["state"], "grace", "the last client left: grace begins");
+    assert!(alive(server));
     let debug = w.ok(&["admin", "debug", "y"]).stdout();
     assert!(debug.contains("restored it from memory"), "{debug}");
 }
