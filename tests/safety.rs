@@ -218,6 +218,7 @@ fn server_gets_env_cwd_log_and_no_inherited_descriptors() {
         .collect();
     for fd in watcher_fds {
         let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        assert_ne!(target, marker, "watcher inherited the caller's fd 7");
         assert_ne!(
             fd.file_name(),
             "7",

@@ -1,0 +1,138 @@
+//! Recovery: what the next command does about a dead watcher or a dead
+//! server, and waiting for another process's stop to finish.
+
+use super::Lifecycle;
+use crate::duration;
+use crate::error::{Error, Result};
+use crate::name::ServerName;
+use crate::record::{now_ms, LastExit, Record, StopRequest};
+use crate::spawn::{self, Hello, Launch};
+use crate::store::Guard;
+use std::time::{Duration, Instant};
+
+impl Lifecycle {
+    /// Read the record under the lock and repair what a crash left behind:
+    /// a dead server's record is cleared; a live server whose watcher died
+    /// gets a new watcher. Returns the record if a server is running.
+    pub(crate) fn supervised(&self, guard: &Guard, name: &ServerName) -> Result<Option<Record>> {
+        let Some(mut rec) = self.store.read(name)? else {
+            return Ok(None);
+        };
+        let watcher_alive = rec.watcher.is_some_and(|w| w.is_alive());
+        if watcher_alive {
+            // Between a crash and its restart the server is legitimately dead.
+            if !rec.server.is_alive() && rec.restart_at_ms.is_none() {
+                // The watcher is about to clean up; report it as stopping.
+                rec.stop.get_or_insert(StopRequest {
+                    reason: "exited on its own".into(),
+                    timeout_ms: 0,
+                    requested_at_ms: now_ms(),
+                });
+            }
+            return Ok(Some(rec));
+        }
+        if !rec.server.is_alive() {
+            return self.clear_unsupervised(guard, name, &rec);
+        }
+        let Ok(exe) = self.exe() else {
+            return Ok(Some(rec)); // cannot re-supervise from here; report as is
+        };
+        let launch = Launch {
+            command: rec.command.clone(),
+            env: rec.env.clone(),
+            cwd: rec.cwd.clone(),
+            log_file: rec.log_file.clone().unwrap_or_else(|| {
+                crate::logs::default_path(&self.store, name)
+                    .to_string_lossy()
+                    .into_owned()
+            }),
+            ready: rec.ready.clone(),
+            startup_check_ms: 0,
+            adopt: Some(rec.server),
+        };
+        let handshake = spawn::watcher(&exe, self.store.dir(), name.as_str(), &launch)?;
+        match handshake.hello.clone() {
+            Hello::Ready { watcher, .. } => {
+                rec.watcher = Some(watcher);
+                rec.watcher_is_parent = false;
+                self.store.write(guard, name, &rec)?;
+                handshake.commit(&rec)?;
+                self.store.journal(
+                    name,
+                    "recover",
+                    &format!(
+                        "watcher was gone; new watcher {} supervises pid {}",
+                        watcher.pid, rec.server.pid
+                    ),
+                );
+                Ok(Some(rec))
+            }
+            // It died while we were spawning its new watcher.
+            _ => self.clear_unsupervised(guard, name, &rec),
+        }
+    }
+
+    pub(super) fn clear_unsupervised(
+        &self,
+        guard: &Guard,
+        name: &ServerName,
+        rec: &Record,
+    ) -> Result<Option<Record>> {
+        let reason = "exited while unsupervised (watcher was gone)";
+        self.store
+            .write_last(guard, name, &LastExit::of(rec, None, None, reason))?;
+        self.store.remove(guard, name)?;
+        self.store.journal(
+            name,
+            "recover",
+            "cleared record of a dead server whose watcher was gone",
+        );
+        Ok(None)
+    }
+
+    /// Wait until the record of `seen`'s server is gone (its stop finished),
+    /// or its watcher died (so the caller's next lock pass can recover).
+    pub(super) fn wait_gone(&self, name: &ServerName, seen: &Record) -> Result<()> {
+        let budget = seen
+            .stop
+            .as_ref()
+            .map_or(crate::record::DEFAULT_STOP_TIMEOUT, |s| {
+                Duration::from_millis(s.timeout_ms)
+            })
+            + Duration::from_secs(10);
+        let deadline = Instant::now() + budget;
+        // Event-driven for the long part: the server's exit.
+        if let Some(fd) = seen.server.open() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut fds = [nix::poll::PollFd::new(
+                std::os::fd::AsFd::as_fd(&fd),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let ms =
+                nix::poll::PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+                    .unwrap_or(nix::poll::PollTimeout::MAX);
+            let _ = nix::poll::poll(&mut fds, ms);
+        }
+        // Then the watcher's cleanup, which takes a moment after the exit.
+        let mut pause = Duration::from_micros(200);
+        while Instant::now() < deadline {
+            match self.store.read(name)? {
+                Some(r) if r.server == seen.server => {
+                    if !r.watcher.is_some_and(|w| w.is_alive()) {
+                        return Ok(());
+                    }
+                }
+                _ => return Ok(()),
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+        Err(Error::Timeout(
+            name.to_string(),
+            format!(
+                "waiting {} for the server to stop",
+                duration::format(budget)
+            ),
+        ))
+    }
+}

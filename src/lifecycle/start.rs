@@ -1,0 +1,142 @@
+//! Starting a server: the spec, and the start itself (under the lock).
+
+use super::{AttachRequest, Lifecycle};
+use crate::error::{Error, Result};
+use crate::record::{now_ms, Record, RestartPolicy, FORMAT, VERSION};
+use crate::spawn::{self, Hello, Launch};
+use crate::store::Guard;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to start a server when nobody runs it yet.
+#[derive(Debug, Clone)]
+pub struct StartSpec {
+    pub command: Vec<String>,
+    /// Added to the inherited environment.
+    pub env: BTreeMap<String, String>,
+    pub cwd: PathBuf,
+    /// Where output goes; None means `NAME.log` in the lock directory.
+    pub log_file: Option<PathBuf>,
+    pub grace_period: Duration,
+    /// Readiness spec (`tcp://…`, `http://…`, `unix://…`, `log:…`, `cmd:…`).
+    pub ready: Option<String>,
+    pub ready_timeout: Duration,
+    pub restart: Option<RestartPolicy>,
+    /// How long the fresh server must stay up for the start to count as a
+    /// success (catches servers that exit at once). Zero: return on spawn.
+    pub startup_check: Duration,
+}
+
+/// Default for `--ready-timeout`.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for `--startup-check`.
+pub const DEFAULT_STARTUP_CHECK: Duration = Duration::from_millis(50);
+
+impl StartSpec {
+    /// A spec with every option at its default.
+    pub fn new(command: Vec<String>, cwd: PathBuf) -> StartSpec {
+        StartSpec {
+            command,
+            env: BTreeMap::new(),
+            cwd,
+            log_file: None,
+            grace_period: Duration::ZERO,
+            ready: None,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            restart: None,
+            startup_check: DEFAULT_STARTUP_CHECK,
+        }
+    }
+}
+
+impl Lifecycle {
+    pub(super) fn start_locked(
+        &self,
+        guard: &Guard,
+        req: &AttachRequest,
+        spec: &StartSpec,
+    ) -> Result<Record> {
+        let name = &req.name;
+        if spec.command.is_empty() || spec.command[0].is_empty() {
+            return Err(Error::Other(format!(
+                "server '{name}' is not running and no command was given (add `-- CMD ARGS...`)"
+            )));
+        }
+        if let Some(ready) = &spec.ready {
+            crate::probe::ReadySpec::parse(ready)?;
+        }
+        let log_file = spec
+            .log_file
+            .clone()
+            .unwrap_or_else(|| crate::logs::default_path(&self.store, name));
+        let launch = Launch {
+            command: spec.command.clone(),
+            env: spec.env.clone(),
+            cwd: spec.cwd.to_string_lossy().into_owned(),
+            log_file: log_file.to_string_lossy().into_owned(),
+            ready: spec.ready.clone(),
+            startup_check_ms: spec.startup_check.as_millis() as u64,
+            adopt: None,
+        };
+        let exe = self.exe()?;
+        let handshake = spawn::watcher(&exe, self.store.dir(), name.as_str(), &launch)?;
+        let (watcher, server, started_at_ms) = match handshake.hello.clone() {
+            Hello::Ready {
+                watcher,
+                server,
+                started_at_ms,
+            } => (watcher, server, started_at_ms),
+            Hello::SpawnFailed { message } => {
+                return Err(Error::Spawn(spec.command[0].clone(), message));
+            }
+            Hello::DiedAtStart { code, signal } => {
+                let detail = match (code, signal) {
+                    (Some(c), _) => format!("exited at once with code {c}"),
+                    (_, Some(s)) => format!("was killed at once by signal {s}"),
+                    _ => "exited at once".to_string(),
+                };
+                return Err(Error::DiedAtStart {
+                    name: name.to_string(),
+                    detail,
+                    log_tail: crate::logs::tail(&log_file, 10),
+                });
+            }
+        };
+        let mut rec = Record {
+            format: FORMAT.into(),
+            version: VERSION,
+            name: name.to_string(),
+            server,
+            watcher: Some(watcher),
+            watcher_is_parent: true,
+            command: spec.command.clone(),
+            cwd: launch.cwd,
+            env: spec.env.clone(),
+            log_file: Some(launch.log_file),
+            grace_period_ms: spec.grace_period.as_millis() as u64,
+            started_at_ms,
+            clients: vec![],
+            grace_until_ms: None,
+            stop: None,
+            ready: spec.ready.clone(),
+            ready_timeout_ms: spec.ready_timeout.as_millis() as u64,
+            ready_at_ms: None,
+            restart: spec.restart,
+            restarts_ms: vec![],
+            restart_at_ms: None,
+        };
+        rec.attach(req.client, req.metadata.clone(), now_ms());
+        self.store.write(guard, name, &rec)?;
+        handshake.commit(&rec)?;
+        self.store.journal(
+            name,
+            "start",
+            &format!(
+                "started pid {} (watcher {}) for client {}: {:?}",
+                server.pid, watcher.pid, req.client.pid, rec.command
+            ),
+        );
+        Ok(rec)
+    }
+}
