@@ -1231,6 +1231,13 @@ fn a_crash_under_a_restart_policy_is_notified_once_per_crash_from_lock_dir_event
             a.lua("return require('sharedserver').statusline()"),
             json!("flaky●")
         );
+        // :checkhealth (which runs the binary) tells how doomed ended and how to read its log.
+        let text = health(&mut a);
+        assert!(
+            text.contains("'doomed' stopped; it last exited with code 7 (gave up after 2 restarts")
+                && text.contains(":ServerLog doomed"),
+            "{text}"
+        );
     });
 }
 

@@ -165,17 +165,22 @@ local function check_servers(h)
         cfg.lazy and " (lazy)" or ""
       )
       local e = st.last_exit
-      if e and e.reason == "exited on its own" and e.code ~= 0 then
+      local failed = e
+        and (
+          (e.reason == "exited on its own" and e.code ~= 0)
+          or e.reason:find("^gave up")
+          or e.reason:find("ready")
+        )
+      if failed then
         h.warn(
           msg
             .. string.format(
-              "; it last exited with %s",
-              e.code and ("code " .. e.code) or ("signal " .. tostring(e.signal))
+              "; it last exited with %s (%s)",
+              e.code and ("code " .. e.code)
+                or (e.signal and ("signal " .. e.signal) or "no known code"),
+              e.reason
             ),
-          {
-            cfg.log_file and ("see its log: " .. cfg.log_file)
-              or "set `log_file` to capture its output",
-          }
+          { string.format("read its log: :ServerLog %s", name) }
         )
       else
         h.ok(msg)
