@@ -123,7 +123,9 @@ fn server_gets_env_cwd_log_and_no_inherited_descriptors() {
     let work = w.path("work");
     std::fs::create_dir(&work).unwrap();
     let log = w.path("server.log");
-    let script = "echo \"cwd=$(pwd) greeting=$GREETING\"; ls /proc/$$/fd | tr '\\n' ' '; echo; exec sleep 1000";
+    // No pipeline: the shell would hold the pipe's descriptors meanwhile.
+    let script =
+        "echo \"cwd=$(pwd) greeting=$GREETING\"; ls /proc/$$/fd; echo end; exec sleep 1000";
     // The CLI runs with descriptor 7 open and inheritable; nothing may leak it.
     let mut cmd = w.cmd(&[
         "use",
@@ -155,13 +157,13 @@ fn server_gets_env_cwd_log_and_no_inherited_descriptors() {
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    eventually(SOON, "server logged", || read(&log).lines().count() >= 2);
+    eventually(SOON, "server logged", || read(&log).contains("end\n"));
     let text = read(&log);
     assert!(
         text.contains(&format!("cwd={} greeting=hi there", work.display())),
         "{text}"
     );
-    let fds: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+    let fds: Vec<&str> = text.lines().skip(1).take_while(|l| *l != "end").collect();
     assert_eq!(
         fds,
         ["0", "1", "2"],
@@ -379,18 +381,33 @@ fn corrupt_record_gives_a_clear_error_and_doctor_repairs_it() {
     w.ok(&["use", "bad", "--pid", &a, "--", "sleep", "1000"]);
     let server = pid_of(&w.info("bad"));
     let path = w.record_path("bad");
-    for garbage in ["", "{not json", "{\"format\": \"other\"}"] {
+    let restores = || {
+        w.ok(&["admin", "debug", "bad"])
+            .stdout()
+            .matches("restored it from memory")
+            .count()
+    };
+    for (round, garbage) in ["", "{not json", "{\"format\": \"other\"}"]
+        .into_iter()
+        .enumerate()
+    {
         std::fs::write(&path, garbage).unwrap();
         let r = w.run(&["info", "bad"]);
-        assert_eq!(r.code(), 10);
-        assert!(
-            r.stderr().contains(&*path.to_string_lossy()),
-            "{}",
-            r.stderr()
-        );
-        assert!(r.stderr().contains("admin doctor"), "{}", r.stderr());
-        let fixed = w.ok(&["admin", "doctor"]);
-        assert!(fixed.stdout().contains("restored"), "{}", fixed.stdout());
+        // The watcher may already have noticed and restored it by itself;
+        // if not, the error is clear and names the file and the fix.
+        if r.code() != 0 {
+            assert_eq!(r.code(), 10);
+            assert!(
+                r.stderr().contains(&*path.to_string_lossy()),
+                "{}",
+                r.stderr()
+            );
+            assert!(r.stderr().contains("admin doctor"), "{}", r.stderr());
+            w.ok(&["admin", "doctor"]);
+        }
+        eventually(SOON, "the watcher restored the record", || {
+            restores() > round
+        });
         let info = w.info("bad");
         assert_eq!(
             (pid_of(&info), info["refcount"].as_u64()),
