@@ -119,6 +119,9 @@ pub struct LastExit {
     pub signal: Option<i32>,
     pub reason: String,
     pub at_ms: u64,
+    /// Where its output went, so the log can be found after it stopped.
+    #[serde(default)]
+    pub log_file: Option<String>,
 }
 
 impl LastExit {
@@ -133,6 +136,7 @@ impl LastExit {
             signal,
             reason: reason.to_string(),
             at_ms: now_ms(),
+            log_file: rec.log_file.clone(),
         }
     }
 }

@@ -71,7 +71,7 @@ impl Status {
             started_at: None,
             uptime_secs: None,
             watcher_pid: None,
-            log_file: None,
+            log_file: last.and_then(|l| l.log_file.clone()),
             cwd: None,
             last_exit: last.map(ExitStatus::from),
             ready: None,

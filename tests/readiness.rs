@@ -383,3 +383,29 @@ fn use_without_a_command_reads_the_nearest_config() {
         "{err}"
     );
 }
+
+#[test]
+fn logs_of_a_stopped_server_are_still_found() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let log = w.path("custom.log");
+    let log_s = log.to_string_lossy().into_owned();
+    w.ok(&[
+        "use",
+        "gone",
+        "--pid",
+        &a,
+        "--log-file",
+        &log_s,
+        "--startup-check",
+        "0s",
+        "--",
+        "sh",
+        "-c",
+        "echo last words; exit 4",
+    ]);
+    eventually(SOON, "stopped", || w.state("gone") == "stopped");
+    let info = w.info("gone");
+    assert_eq!(info["log_file"], log_s.as_str());
+    assert_eq!(w.ok(&["logs", "gone"]).stdout().trim(), "last words");
+}

@@ -116,7 +116,7 @@ impl Lifecycle {
                     let command_differs =
                         req.start.as_ref().is_some_and(|s| s.command != rec.command);
                     return Ok(Attached::Joined {
-                        status: Status::of(&rec, None, now_ms()),
+                        status: self.view(name, &rec),
                         command_differs,
                     });
                 }
@@ -125,7 +125,7 @@ impl Lifecycle {
                         return Err(Error::NotRunning(name.to_string()));
                     };
                     let rec = self.start_locked(&guard, req, spec)?;
-                    return Ok(Attached::Started(Status::of(&rec, None, now_ms())));
+                    return Ok(Attached::Started(self.view(name, &rec)));
                 }
             }
         }
@@ -153,7 +153,7 @@ impl Lifecycle {
             "detach",
             &format!("client {pid} detached (refcount {})", rec.clients.len()),
         );
-        Ok(Status::of(&rec, None, now_ms()))
+        Ok(self.view(name, &rec))
     }
 
     /// Settle and write a changed record, release the lock, wake the watcher.
@@ -219,14 +219,11 @@ impl Lifecycle {
     pub fn status(&self, name: &ServerName) -> Result<Status> {
         let now = now_ms();
         match self.store.read(name)? {
-            None => Ok(Status::stopped(
-                name.as_str(),
-                self.store.read_last(name).as_ref(),
-            )),
+            None => Ok(self.stopped(name)),
             Some(rec) if self.healthy(&rec) => {
                 let mut view = rec;
                 view.settle(now, |id| id.is_alive());
-                Ok(Status::of(&view, self.store.read_last(name).as_ref(), now))
+                Ok(self.view(name, &view))
             }
             Some(_) => {
                 let guard = self.store.lock(name)?;
@@ -235,12 +232,27 @@ impl Lifecycle {
                 Ok(match rec {
                     Some(mut view) => {
                         view.settle(now, |id| id.is_alive());
-                        Status::of(&view, self.store.read_last(name).as_ref(), now)
+                        self.view(name, &view)
                     }
-                    None => Status::stopped(name.as_str(), self.store.read_last(name).as_ref()),
+                    None => self.stopped(name),
                 })
             }
         }
+    }
+
+    /// The status of a settled record, with the previous exit if known.
+    fn view(&self, name: &ServerName, rec: &Record) -> Status {
+        Status::of(rec, self.store.read_last(name).as_ref(), now_ms())
+    }
+
+    /// The status of a stopped server: its last exit, and where its log is.
+    fn stopped(&self, name: &ServerName) -> Status {
+        let mut s = Status::stopped(name.as_str(), self.store.read_last(name).as_ref());
+        if s.log_file.is_none() {
+            let default = crate::logs::default_path(&self.store, name);
+            s.log_file = Some(default.to_string_lossy().into_owned());
+        }
+        s
     }
 
     /// Every server with a record. A record that cannot be read is reported

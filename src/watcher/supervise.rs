@@ -234,6 +234,10 @@ impl<'a> Watcher<'a> {
         let backoff = RestartPolicy::backoff(rec.restarts_ms.len());
         rec.restarts_ms.push(now);
         rec.restart_at_ms = Some(now + backoff.as_millis() as u64);
+        // Record first, then the crash: a reader that sees the new crash also
+        // sees the restart count that goes with it. (A failed write is
+        // retried by the tick that follows.)
+        let _ = self.store.write(guard, self.name, rec);
         self.write_last(guard, rec, code, signal, "crashed; restarting");
         self.journal(&format!(
             "server pid {} crashed (code={code:?} signal={signal:?}); restart {} in {}",
