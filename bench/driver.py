@@ -370,14 +370,16 @@ def main():
     b = Bench(args.quick)
     steps = [((1, 2), b.native), ((3,), b.startup), ((4,), b.attach), ((5,), b.cold),
              ((6,), b.stop), ((7,), b.dead_client), ((8,), b.idle), ((9,), b.many)]
-    print(f"bench: lock dir {b.lockdir}; {os.cpu_count()} CPUs; binary {BIN}", flush=True)
+    print(f"bench: lock dir {b.lockdir}; {os.cpu_count()} CPUs; binary {BIN}; "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
     try:
         for nums, fn in steps:
             if only & set(nums):
                 fn()
     finally:
         b.cleanup()
-    print()
+    print(f"\nbench: load average at the end {os.getloadavg()[0]:.2f} "
+          "(other work on the machine inflates every figure)\n")
     print(table(b.rows))
     if args.json:
         with open(args.json, "w") as f:
