@@ -26,30 +26,12 @@ local RESTARTING = "crashed; restarting"
 --- What statusline() shows after a server's name, by state.
 local STATUS_MARKS = { starting = "…", active = "●", grace = "⏳" }
 
----@class sharedserver.Entry
----@field name string
----@field config sharedserver.ServerConfig
----@field attached boolean this instance holds a reference on the server
----@field pid integer|nil pid of the server this instance is attached to
----@field started_pid integer|nil pid of the server this instance started
----@field started_ns number|nil when it started it (uv.hrtime)
----@field entered boolean the VimEnter action already ran for it
----@field source string "lua", or the config file it was loaded from (`project`)
----@field state string|nil its state when this instance last looked
----@field mine boolean this instance attached to it, and it has not stopped since
----@field waiting boolean this instance waits for it to become ready (on_ready)
----@field wait_ns number|nil when the wait began (uv.hrtime)
----@field log_file string|nil its log, as its record names it
----@field restarts integer automatic restarts, as last seen
----@field crash_key string|nil the last crash (pid@time) already reported
+local state = require("sharedserver.state")
+local say = require("sharedserver.notify")
+local notify, callback, errmsg = say.send, say.callback, say.errmsg
 
-local state = {
-  ---@type sharedserver.Opts
-  opts = vim.deepcopy(config.defaults),
-  ---@type table<string, sharedserver.Entry>
-  servers = {},
+local run = {
   autocmds = false,
-  entered = false,
   --- What statusline() returns; recomputed on events, never on a call.
   statusline = "",
   ---@type userdata|nil the readiness poll timer, only while something starts
@@ -57,38 +39,9 @@ local state = {
   poll_ms = POLL_FIRST_MS,
 }
 
----@param kind "on_start"|"on_attach"|"on_stop"|"on_error"
----@param msg string
----@param level integer|nil
-local function notify(kind, msg, level)
-  if state.opts.notify[kind] then
-    vim.notify("sharedserver: " .. msg, level or vim.log.levels.INFO, { title = "sharedserver" })
-  end
-end
-
 ---@return sharedserver.Native
 local function native()
   return require("sharedserver.loader").load()
-end
-
---- Strip the "sharedserver: " prefix native and loader errors carry.
----@param err any
----@return string
-local function errmsg(err)
-  return (tostring(err):gsub("^sharedserver: ", ""))
-end
-
----@param what string
----@param fn function|nil
----@param ... any
-local function callback(what, fn, ...)
-  if not fn then
-    return
-  end
-  local ok, err = pcall(fn, ...)
-  if not ok then
-    notify("on_error", what .. " callback failed: " .. tostring(err), vim.log.levels.ERROR)
-  end
 end
 
 ---@param st sharedserver.Status
@@ -101,23 +54,6 @@ local function has_me(st)
     end
   end
   return false
-end
-
----@param name string
----@return sharedserver.Entry
-local function entry_of(name)
-  local e = state.servers[name]
-  if not e then
-    error(
-      string.format(
-        "sharedserver: no server named '%s' is configured (configured: %s)",
-        tostring(name),
-        table.concat(M.list(), ", ")
-      ),
-      0
-    )
-  end
-  return e
 end
 
 ---@param exit sharedserver.LastExit|nil
@@ -214,8 +150,8 @@ local function update_statusline()
   elseif #shown > 1 then
     text = "⚡" .. #shown
   end
-  if text ~= state.statusline then
-    state.statusline = text
+  if text ~= run.statusline then
+    run.statusline = text
     if vim.v.exiting == vim.NIL then
       fire_status_event()
     end
@@ -238,12 +174,12 @@ local function became_ready(e, st)
 end
 
 local function stop_poll()
-  if state.poll then
-    state.poll:stop()
-    if not state.poll:is_closing() then
-      state.poll:close()
+  if run.poll then
+    run.poll:stop()
+    if not run.poll:is_closing() then
+      run.poll:close()
     end
-    state.poll = nil
+    run.poll = nil
   end
 end
 
@@ -259,13 +195,13 @@ local function poll_tick()
   for _, name in ipairs(names) do
     M._refresh(name)
   end
-  if not state.poll then
+  if not run.poll then
     return
   end
   for _, e in pairs(state.servers) do
     if e.waiting then
-      state.poll_ms = math.min(math.floor(state.poll_ms * 1.5), POLL_MAX_MS)
-      state.poll:start(state.poll_ms, 0, vim.schedule_wrap(poll_tick))
+      run.poll_ms = math.min(math.floor(run.poll_ms * 1.5), POLL_MAX_MS)
+      run.poll:start(run.poll_ms, 0, vim.schedule_wrap(poll_tick))
       return
     end
   end
@@ -278,12 +214,12 @@ local function wait_ready(e)
   if not e.waiting then
     e.waiting, e.wait_ns = true, compat.uv.hrtime()
   end
-  if state.poll then
+  if run.poll then
     return
   end
-  state.poll = compat.uv.new_timer()
-  state.poll_ms = POLL_FIRST_MS
-  state.poll:start(state.poll_ms, 0, vim.schedule_wrap(poll_tick))
+  run.poll = compat.uv.new_timer()
+  run.poll_ms = POLL_FIRST_MS
+  run.poll:start(run.poll_ms, 0, vim.schedule_wrap(poll_tick))
 end
 
 --- The server `e` knew as `pid` has gone: report it and run on_exit.
@@ -416,7 +352,7 @@ function M._refresh(name, settle)
   if e.mine and not e.attached and st.state ~= "grace" then
     e.mine = false
   end
-  if state.poll and not e.waiting then
+  if run.poll and not e.waiting then
     local any = false
     for _, other in pairs(state.servers) do
       any = any or other.waiting
@@ -475,7 +411,7 @@ end
 ---@param name string
 ---@return boolean attached
 local function attach_if_running(name)
-  local e = entry_of(name)
+  local e = state.entry(name)
   local n = native()
   -- Not needed to attach, but lets the library restore a dead watcher.
   n.set_binary((binary_for(e)))
@@ -504,7 +440,7 @@ end
 ---@return boolean ok, sharedserver.Status|string status_or_error
 function M.start(name)
   local ok, res = pcall(function()
-    local e = entry_of(name)
+    local e = state.entry(name)
     local n = native()
     local bin, why = binary_for(e)
     n.set_binary(bin)
@@ -649,7 +585,7 @@ end
 ---@return boolean ok, sharedserver.Status|string status_or_error
 function M.restart(name)
   local ok, res = pcall(function()
-    entry_of(name)
+    state.entry(name)
     local n = native()
     local st = n.status(name)
     local others = {}
@@ -689,7 +625,7 @@ end
 function M.stop_all(opts)
   opts = opts or {}
   local errors = {}
-  for _, name in ipairs(M.list()) do
+  for _, name in ipairs(state.list()) do
     local e = state.servers[name]
     local act = e.attached
     if opts.force then
@@ -736,7 +672,7 @@ end
 ---@return table<string, sharedserver.ServerStatus>
 function M.status_all()
   local out = {}
-  for _, name in ipairs(M.list()) do
+  for _, name in ipairs(state.list()) do
     out[name] = M.status(name)
   end
   return out
@@ -745,9 +681,7 @@ end
 --- Names of the configured servers, sorted.
 ---@return string[]
 function M.list()
-  local names = vim.tbl_keys(state.servers)
-  table.sort(names)
-  return names
+  return state.list()
 end
 
 --- The configuration of a server (nil if not configured). For :checkhealth.
@@ -770,14 +704,14 @@ end
 --- User SharedServerStatus fires when it changes.
 ---@return string
 function M.statusline()
-  return state.statusline
+  return run.statusline
 end
 
 --- Whether the readiness poll timer runs (only while a server this
 --- instance uses is starting). For tests.
 ---@return boolean
 function M._polling()
-  return state.poll ~= nil
+  return run.poll ~= nil
 end
 
 --- The path of a server's log file: the one its record names while it runs,
@@ -862,7 +796,7 @@ local function on_vim_enter()
     load_project()
   end
   state.entered = true
-  for _, name in ipairs(M.list()) do
+  for _, name in ipairs(state.list()) do
     enter(name)
   end
 end
@@ -885,10 +819,10 @@ function M._detach_all()
 end
 
 local function ensure_autocmds()
-  if state.autocmds then
+  if run.autocmds then
     return
   end
-  state.autocmds = true
+  run.autocmds = true
   local group = vim.api.nvim_create_augroup("sharedserver", { clear = true })
   vim.api.nvim_create_autocmd("VimLeave", {
     group = group,
@@ -921,25 +855,7 @@ end
 ---@param cfg sharedserver.ServerConfig
 ---@param source string "lua" or the config file
 function M._register(name, cfg, source)
-  local valid = config.validate_server(name, cfg)
-  local old = state.servers[name]
-  state.servers[name] = {
-    name = name,
-    config = valid,
-    source = source,
-    attached = old and old.attached or false,
-    pid = old and old.pid,
-    started_pid = old and old.started_pid,
-    started_ns = old and old.started_ns,
-    entered = old and old.entered or false,
-    state = old and old.state,
-    mine = old and old.mine or false,
-    waiting = old and old.waiting or false,
-    wait_ns = old and old.wait_ns,
-    log_file = old and old.log_file,
-    restarts = old and old.restarts or 0,
-    crash_key = old and old.crash_key,
-  }
+  state.put(name, config.validate_server(name, cfg), source)
   ensure_autocmds()
   if state.entered then
     enter(name)

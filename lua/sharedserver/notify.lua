@@ -1,0 +1,45 @@
+---@mod sharedserver.notify What the user is told: notifications and callbacks
+---
+--- Every message goes through one gate, so the `notify` options decide per
+--- kind whether it is shown. User callbacks run protected: a failing one is
+--- reported as an error, never raised into the plugin's own code paths.
+
+local state = require("sharedserver.state")
+
+local M = {}
+
+---@alias sharedserver.NotifyKind "on_start"|"on_attach"|"on_stop"|"on_error"
+
+--- Show `msg` if the `notify` option for `kind` is on.
+---@param kind sharedserver.NotifyKind
+---@param msg string
+---@param level integer|nil default INFO
+function M.send(kind, msg, level)
+  if state.opts.notify[kind] then
+    vim.notify("sharedserver: " .. msg, level or vim.log.levels.INFO, { title = "sharedserver" })
+  end
+end
+
+--- Run a user callback, reporting (not raising) its error.
+---@param what string the callback's name, for the message
+---@param fn function|nil
+---@param ... any
+function M.callback(what, fn, ...)
+  if not fn then
+    return
+  end
+  local ok, err = pcall(fn, ...)
+  if not ok then
+    M.send("on_error", what .. " callback failed: " .. tostring(err), vim.log.levels.ERROR)
+  end
+end
+
+--- Strip the "sharedserver: " prefix native and loader errors carry, since
+--- send() adds its own.
+---@param err any
+---@return string
+function M.errmsg(err)
+  return (tostring(err):gsub("^sharedserver: ", ""))
+end
+
+return M
