@@ -13,8 +13,6 @@ local M = {}
 --- How long after this instance started a server its death counts as a
 --- failed start (and is reported with the log's last lines).
 local CRASH_WINDOW_NS = 3e9
---- Lines of the server's log shown when it dies right after starting.
-local LOG_TAIL_LINES = 10
 --- How long to wait for a stopped server's exit record (`<name>.last`).
 local EXIT_RECORD_WAIT_MS = 1000
 --- While a server is starting, its status is read at intervals that grow
@@ -23,17 +21,15 @@ local POLL_FIRST_MS = 10
 local POLL_MAX_MS = 100
 --- `last_exit.reason` of a crash the watcher is restarting from.
 local RESTARTING = "crashed; restarting"
---- What statusline() shows after a server's name, by state.
-local STATUS_MARKS = { starting = "…", active = "●", grace = "⏳" }
 
+local log = require("sharedserver.log")
 local state = require("sharedserver.state")
+local statusline = require("sharedserver.statusline")
 local say = require("sharedserver.notify")
 local notify, callback, errmsg = say.send, say.callback, say.errmsg
 
 local run = {
   autocmds = false,
-  --- What statusline() returns; recomputed on events, never on a call.
-  statusline = "",
   ---@type userdata|nil the readiness poll timer, only while something starts
   poll = nil,
   poll_ms = POLL_FIRST_MS,
@@ -88,74 +84,6 @@ end
 ---@return string|nil
 local function crash_key(exit)
   return exit and (tostring(exit.pid) .. "@" .. tostring(exit.at)) or nil
-end
-
---- The log file of a configured server: as its record named it, else its
---- `log_file` option, else the default in the lock dir.
----@param e sharedserver.Entry
----@return string|nil
-local function log_of(e)
-  if e.log_file then
-    return e.log_file
-  end
-  if e.config.log_file then
-    return config.expand(e.config.log_file)
-  end
-  local ok, path = pcall(function()
-    return native().log_path(e.name)
-  end)
-  return ok and path or nil
-end
-
---- `msg` followed by the last lines of the server's log.
----@param e sharedserver.Entry
----@param msg string
----@return string
-local function with_log(e, msg)
-  local log = log_of(e)
-  local tail = log and compat.tail(log, LOG_TAIL_LINES)
-  if tail and #tail > 0 then
-    return msg .. "\nlast lines of " .. log .. ":\n" .. table.concat(tail, "\n")
-  elseif log then
-    return msg .. "\n(its log " .. log .. " is empty)"
-  end
-  return msg
-end
-
---- Run User SharedServerStatus (0.7 has nvim_exec_autocmds; fall back to
---- :doautocmd if it is missing or refuses).
-local function fire_status_event()
-  local ok = pcall(vim.api.nvim_exec_autocmds, "User", {
-    pattern = "SharedServerStatus",
-    modeline = false,
-  })
-  if not ok then
-    pcall(vim.cmd, "silent doautocmd <nomodeline> User SharedServerStatus")
-  end
-end
-
---- Recompute the statusline() text from what this instance already knows
---- (no I/O), and announce a change with User SharedServerStatus.
-local function update_statusline()
-  local shown = {}
-  for name, e in pairs(state.servers) do
-    local mark = STATUS_MARKS[e.state or ""]
-    if mark and (e.attached or (e.mine and e.state == "grace")) then
-      shown[#shown + 1] = name
-    end
-  end
-  local text = ""
-  if #shown == 1 then
-    text = shown[1] .. STATUS_MARKS[state.servers[shown[1]].state]
-  elseif #shown > 1 then
-    text = "⚡" .. #shown
-  end
-  if text ~= run.statusline then
-    run.statusline = text
-    if vim.v.exiting == vim.NIL then
-      fire_status_event()
-    end
-  end
 end
 
 --- The server is usable: run on_ready.
@@ -239,13 +167,13 @@ local function server_gone(e, pid, exit)
   local words = exit_words(exit)
   if reason:find("^gave up") then
     local msg = string.format("'%s' crashed (%s); %s", e.name, words or "no exit code", reason)
-    notify("on_error", with_log(e, msg), vim.log.levels.ERROR)
+    notify("on_error", log.with_tail(e, msg), vim.log.levels.ERROR)
   elseif e.waiting then
     local msg = string.format("'%s' did not become ready: %s", e.name, reason)
     if words and not reason:find("^not ready") then
       msg = msg .. " (" .. words .. ")"
     end
-    notify("on_error", with_log(e, msg), vim.log.levels.ERROR)
+    notify("on_error", log.with_tail(e, msg), vim.log.levels.ERROR)
   elseif crashed_early then
     local msg = string.format(
       "'%s' died unexpectedly right after it started (pid %d, %s)",
@@ -253,7 +181,7 @@ local function server_gone(e, pid, exit)
       pid,
       code and ("exit code " .. code) or reason
     )
-    notify("on_error", with_log(e, msg), vim.log.levels.ERROR)
+    notify("on_error", log.with_tail(e, msg), vim.log.levels.ERROR)
   elseif reason == "exited on its own" and code ~= 0 then
     notify(
       "on_error",
@@ -361,7 +289,7 @@ function M._refresh(name, settle)
       stop_poll()
     end
   end
-  update_statusline()
+  statusline.update()
 end
 
 local function watch()
@@ -404,7 +332,7 @@ local function ready_or_wait(e, st)
   else
     became_ready(e, st)
   end
-  update_statusline()
+  statusline.update()
 end
 
 --- Attach to `name` if it is running (the lazy servers' VimEnter action).
@@ -531,7 +459,7 @@ function M.stop(name, opts)
       local st = stop_now(name, opts.timeout)
       if e then
         e.attached, e.waiting, e.wait_ns, e.mine, e.state = false, false, nil, false, st.state
-        update_statusline()
+        statusline.update()
       end
       return string.format(
         "stopped '%s'%s",
@@ -556,7 +484,7 @@ function M.stop(name, opts)
       return string.format("detached from '%s'", name)
     end
     e.pid, e.state = nil, st.state
-    update_statusline()
+    statusline.update()
     if st.refcount > 0 then
       return string.format(
         "detached from '%s' (%d other client(s) still attached)",
@@ -704,7 +632,7 @@ end
 --- User SharedServerStatus fires when it changes.
 ---@return string
 function M.statusline()
-  return run.statusline
+  return statusline.text()
 end
 
 --- Whether the readiness poll timer runs (only while a server this
@@ -720,33 +648,14 @@ end
 ---@param name string
 ---@return string
 function M.log_path(name)
-  local n = native()
-  local e = state.servers[name]
-  local st = n.status(name)
-  local path
-  if st.state == "stopped" and e and e.config.log_file then
-    path = config.expand(e.config.log_file)
-  else
-    path = n.log_path(name)
-  end
-  if not compat.is_file(path) then
-    error(string.format("sharedserver: '%s' has no log yet (%s does not exist)", name, path), 0)
-  end
-  return path
+  return log.path(name)
 end
 
 --- Open a server's log (see log_path()) in a new split, at its end.
 ---@param name string
 ---@return boolean ok, string|nil err
 function M.open_log(name)
-  local ok, path = pcall(M.log_path, name)
-  if not ok then
-    return false, errmsg(path)
-  end
-  vim.cmd("split " .. vim.fn.fnameescape(path))
-  vim.bo.readonly = true
-  vim.cmd("normal! G")
-  return true, nil
+  return log.open(name)
 end
 
 --- The VimEnter action for one server: start it, or attach if it is lazy.
