@@ -137,6 +137,15 @@ fn state_paths(c: &mut Criterion) {
     g.bench_function("lock + unlock", |b| {
         b.iter(|| drop(lc.store.lock(black_box(&one)).unwrap()))
     });
+    g.bench_function("journal line", |b| {
+        b.iter(|| {
+            lc.store
+                .journal(black_box(&one), "bench", "client 1 attached")
+        })
+    });
+    g.bench_function("poke the watcher", |b| {
+        b.iter(|| sharedserver::watcher::poke(&lc.store, black_box(&one)))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("record");
