@@ -15,14 +15,11 @@ local M = {}
 local CRASH_WINDOW_NS = 3e9
 --- How long to wait for a stopped server's exit record (`<name>.last`).
 local EXIT_RECORD_WAIT_MS = 1000
---- While a server is starting, its status is read at intervals that grow
---- from the first to the last value (milliseconds).
-local POLL_FIRST_MS = 10
-local POLL_MAX_MS = 100
 --- `last_exit.reason` of a crash the watcher is restarting from.
 local RESTARTING = "crashed; restarting"
 
 local log = require("sharedserver.log")
+local ready = require("sharedserver.ready")
 local state = require("sharedserver.state")
 local statusline = require("sharedserver.statusline")
 local say = require("sharedserver.notify")
@@ -30,9 +27,6 @@ local notify, callback, errmsg = say.send, say.callback, say.errmsg
 
 local run = {
   autocmds = false,
-  ---@type userdata|nil the readiness poll timer, only while something starts
-  poll = nil,
-  poll_ms = POLL_FIRST_MS,
 }
 
 ---@return sharedserver.Native
@@ -84,70 +78,6 @@ end
 ---@return string|nil
 local function crash_key(exit)
   return exit and (tostring(exit.pid) .. "@" .. tostring(exit.at)) or nil
-end
-
---- The server is usable: run on_ready.
----@param e sharedserver.Entry
----@param st sharedserver.Status
-local function became_ready(e, st)
-  local waited = e.wait_ns
-  e.waiting, e.wait_ns = false, nil
-  if waited then
-    notify(
-      "on_start",
-      string.format("'%s' is ready (%.1fs)", e.name, (compat.uv.hrtime() - waited) / 1e9)
-    )
-  end
-  callback("on_ready", e.config.on_ready, st)
-end
-
-local function stop_poll()
-  if run.poll then
-    run.poll:stop()
-    if not run.poll:is_closing() then
-      run.poll:close()
-    end
-    run.poll = nil
-  end
-end
-
---- One look at every server this instance waits for; re-armed with a
---- longer interval while any of them is still starting.
-local function poll_tick()
-  local names = {}
-  for name, e in pairs(state.servers) do
-    if e.waiting then
-      names[#names + 1] = name
-    end
-  end
-  for _, name in ipairs(names) do
-    M._refresh(name)
-  end
-  if not run.poll then
-    return
-  end
-  for _, e in pairs(state.servers) do
-    if e.waiting then
-      run.poll_ms = math.min(math.floor(run.poll_ms * 1.5), POLL_MAX_MS)
-      run.poll:start(run.poll_ms, 0, vim.schedule_wrap(poll_tick))
-      return
-    end
-  end
-  stop_poll()
-end
-
---- Wait (without blocking) for `e` to pass its readiness check.
----@param e sharedserver.Entry
-local function wait_ready(e)
-  if not e.waiting then
-    e.waiting, e.wait_ns = true, compat.uv.hrtime()
-  end
-  if run.poll then
-    return
-  end
-  run.poll = compat.uv.new_timer()
-  run.poll_ms = POLL_FIRST_MS
-  run.poll:start(run.poll_ms, 0, vim.schedule_wrap(poll_tick))
 end
 
 --- The server `e` knew as `pid` has gone: report it and run on_exit.
@@ -273,22 +203,14 @@ function M._refresh(name, settle)
   end
   e.state = st.state
   if e.attached and st.state == "starting" then
-    wait_ready(e)
+    ready.wait(e)
   elseif e.waiting and (st.state == "active" or st.state == "grace") then
-    became_ready(e, st)
+    ready.reached(e, st)
   end
   if e.mine and not e.attached and st.state ~= "grace" then
     e.mine = false
   end
-  if run.poll and not e.waiting then
-    local any = false
-    for _, other in pairs(state.servers) do
-      any = any or other.waiting
-    end
-    if not any then
-      stop_poll()
-    end
-  end
+  ready.stop_if_idle()
   statusline.update()
 end
 
@@ -323,18 +245,6 @@ local function now_attached(e, st)
   watch()
 end
 
---- After on_start/on_attach: wait for readiness, or run on_ready now.
----@param e sharedserver.Entry
----@param st sharedserver.Status
-local function ready_or_wait(e, st)
-  if st.state == "starting" then
-    wait_ready(e)
-  else
-    became_ready(e, st)
-  end
-  statusline.update()
-end
-
 --- Attach to `name` if it is running (the lazy servers' VimEnter action).
 ---@param name string
 ---@return boolean attached
@@ -356,7 +266,7 @@ local function attach_if_running(name)
     "on_attach",
     string.format("attached to '%s' (pid %d, refcount %d)", name, res.pid, res.refcount)
   )
-  ready_or_wait(e, res)
+  ready.now_or_wait(e, res)
   return true
 end
 
@@ -414,7 +324,7 @@ function M.start(name)
       string.format("attached to '%s' (pid %d, refcount %d)", name, st.pid, st.refcount)
     )
   end
-  ready_or_wait(e, st)
+  ready.now_or_wait(e, st)
   return true, st
 end
 
@@ -639,7 +549,7 @@ end
 --- instance uses is starting). For tests.
 ---@return boolean
 function M._polling()
-  return run.poll ~= nil
+  return ready.polling()
 end
 
 --- The path of a server's log file: the one its record names while it runs,
@@ -714,7 +624,7 @@ end
 --- VimLeave, when Neovim can no longer wait for a child process.
 function M._detach_all()
   require("sharedserver.monitor").stop()
-  stop_poll()
+  ready.stop()
   local n = package.loaded["sharedserver.native"]
   if not n then
     return
