@@ -10,16 +10,10 @@ local config = require("sharedserver.config")
 
 local M = {}
 
---- How long after this instance started a server its death counts as a
---- failed start (and is reported with the log's last lines).
-local CRASH_WINDOW_NS = 3e9
---- How long to wait for a stopped server's exit record (`<name>.last`).
-local EXIT_RECORD_WAIT_MS = 1000
---- `last_exit.reason` of a crash the watcher is restarting from.
-local RESTARTING = "crashed; restarting"
-
+local exits = require("sharedserver.exits")
 local log = require("sharedserver.log")
 local ready = require("sharedserver.ready")
+local refresh = require("sharedserver.refresh")
 local state = require("sharedserver.state")
 local statusline = require("sharedserver.statusline")
 local say = require("sharedserver.notify")
@@ -32,195 +26,6 @@ local run = {
 ---@return sharedserver.Native
 local function native()
   return require("sharedserver.loader").load()
-end
-
----@param st sharedserver.Status
----@return boolean
-local function has_me(st)
-  local me = vim.fn.getpid()
-  for _, c in ipairs(st.clients or {}) do
-    if c.pid == me then
-      return true
-    end
-  end
-  return false
-end
-
----@param exit sharedserver.LastExit|nil
----@return integer|nil
-local function exit_code(exit)
-  if not exit then
-    return nil
-  end
-  if exit.code then
-    return exit.code
-  end
-  if exit.signal then
-    return 128 + exit.signal
-  end
-  return nil
-end
-
---- "exit 1", "signal 9", or nil when neither is known.
----@param exit sharedserver.LastExit|nil
----@return string|nil
-local function exit_words(exit)
-  if exit and exit.code then
-    return "exit " .. exit.code
-  end
-  if exit and exit.signal then
-    return "signal " .. exit.signal
-  end
-  return nil
-end
-
----@param exit sharedserver.LastExit|nil
----@return string|nil
-local function crash_key(exit)
-  return exit and (tostring(exit.pid) .. "@" .. tostring(exit.at)) or nil
-end
-
---- The server `e` knew as `pid` has gone: report it and run on_exit.
----@param e sharedserver.Entry
----@param pid integer
----@param exit sharedserver.LastExit|nil
-local function server_gone(e, pid, exit)
-  if exit and exit.pid ~= pid and not (e.restarts > 0 and crash_key(exit) ~= e.crash_key) then
-    exit = nil
-  end
-  local code = exit_code(exit)
-  local reason = exit and exit.reason or "ended"
-  local crashed_early = reason == "exited on its own"
-    and e.started_pid == pid
-    and e.started_ns ~= nil
-    and compat.uv.hrtime() - e.started_ns < CRASH_WINDOW_NS
-  local words = exit_words(exit)
-  if reason:find("^gave up") then
-    local msg = string.format("'%s' crashed (%s); %s", e.name, words or "no exit code", reason)
-    notify("on_error", log.with_tail(e, msg), vim.log.levels.ERROR)
-  elseif e.waiting then
-    local msg = string.format("'%s' did not become ready: %s", e.name, reason)
-    if words and not reason:find("^not ready") then
-      msg = msg .. " (" .. words .. ")"
-    end
-    notify("on_error", log.with_tail(e, msg), vim.log.levels.ERROR)
-  elseif crashed_early then
-    local msg = string.format(
-      "'%s' died unexpectedly right after it started (pid %d, %s)",
-      e.name,
-      pid,
-      code and ("exit code " .. code) or reason
-    )
-    notify("on_error", log.with_tail(e, msg), vim.log.levels.ERROR)
-  elseif reason == "exited on its own" and code ~= 0 then
-    notify(
-      "on_error",
-      string.format("'%s' (pid %d) exited with code %s", e.name, pid, tostring(code)),
-      vim.log.levels.ERROR
-    )
-  else
-    notify("on_stop", string.format("'%s' (pid %d) stopped: %s", e.name, pid, reason))
-  end
-  if e.started_pid == pid then
-    e.started_pid, e.started_ns = nil, nil
-  end
-  e.waiting, e.wait_ns, e.mine, e.log_file, e.restarts = false, nil, false, nil, 0
-  callback("on_exit", e.config.on_exit, code, exit)
-end
-
---- A crash the watcher restarts from: report each one once.
----@param e sharedserver.Entry
----@param st sharedserver.Status
-local function check_crash(e, st)
-  local exit = st.last_exit
-  if not (e.pid and exit and exit.reason == RESTARTING and st.state ~= "stopped") then
-    return
-  end
-  if exit.pid ~= e.pid and (st.restarts or 0) <= e.restarts then
-    return
-  end
-  local key = crash_key(exit)
-  if key ~= e.crash_key then
-    e.crash_key = key
-    notify(
-      "on_error",
-      string.format(
-        "%s crashed (%s); restarting, attempt %d",
-        e.name,
-        exit_words(exit) or "no exit code",
-        math.max(st.restarts or 0, 1)
-      ),
-      vim.log.levels.ERROR
-    )
-  end
-  -- The record keeps the dead pid until the restart, then the new one.
-  e.pid = st.pid
-end
-
---- Bring this instance's view of one server up to date with the lock dir:
---- notice crashes and restarts, that the server it knew has exited, whether
---- a server it waits for is ready, and (re)learn whether this instance is
---- attached. Runs on lock dir events, while waiting for readiness, and after
---- stop/restart.
----@param name string
----@param settle boolean|nil report an exit even if its exit record is missing
-function M._refresh(name, settle)
-  local e = state.servers[name]
-  if not e then
-    return
-  end
-  local ok, st = pcall(function()
-    return native().status(name)
-  end)
-  if not ok then
-    return
-  end
-  check_crash(e, st)
-  if e.pid and (st.state == "stopped" or (st.pid and st.pid ~= e.pid)) then
-    local pid = e.pid
-    local exit = st.last_exit
-    if st.state == "stopped" and not (exit and exit.pid == pid) and not settle then
-      -- The record can vanish a moment before `<name>.last` is written; that
-      -- write raises another event. Settle without it if it never comes.
-      vim.defer_fn(function()
-        if e.pid == pid then
-          M._refresh(name, true)
-        end
-      end, EXIT_RECORD_WAIT_MS)
-      return
-    end
-    e.pid, e.attached = nil, false
-    server_gone(e, pid, exit)
-  end
-  e.restarts = st.restarts or 0
-  if st.pid and st.state ~= "stopped" and has_me(st) then
-    e.attached, e.pid, e.mine = true, st.pid, true
-  elseif st.state == "stopped" then
-    e.attached, e.waiting, e.wait_ns = false, false, nil
-  end
-  if st.log_file then
-    e.log_file = st.log_file
-  end
-  e.state = st.state
-  if e.attached and st.state == "starting" then
-    ready.wait(e)
-  elseif e.waiting and (st.state == "active" or st.state == "grace") then
-    ready.reached(e, st)
-  end
-  if e.mine and not e.attached and st.state ~= "grace" then
-    e.mine = false
-  end
-  ready.stop_if_idle()
-  statusline.update()
-end
-
-local function watch()
-  local ok, dir = pcall(function()
-    return native().lockdir()
-  end)
-  if ok then
-    require("sharedserver.monitor").start(dir, M._refresh)
-  end
 end
 
 ---@param e sharedserver.Entry
@@ -241,8 +46,8 @@ local function now_attached(e, st)
   local ok, full = pcall(function()
     return native().status(e.name)
   end)
-  e.crash_key = ok and crash_key(full.last_exit) or nil
-  watch()
+  e.crash_key = ok and exits.crash_key(full.last_exit) or nil
+  refresh.watch()
 end
 
 --- Attach to `name` if it is running (the lazy servers' VimEnter action).
@@ -303,7 +108,7 @@ function M.start(name)
   -- An exit between start() returning and the watch starting raised no
   -- event: look once more.
   vim.schedule(function()
-    M._refresh(name)
+    refresh.refresh(name)
   end)
   if st.started then
     e.started_pid, e.started_ns = st.pid, compat.uv.hrtime()
@@ -340,13 +145,13 @@ local function stop_now(name, timeout)
   if pid and not (st.last_exit and st.last_exit.pid == pid) then
     -- The watcher removes the record a moment before it writes the exit
     -- record, so stop() can return before the exit is known: wait for it.
-    vim.wait(EXIT_RECORD_WAIT_MS, function()
+    vim.wait(exits.RECORD_WAIT_MS, function()
       local now = n.status(name)
       return now.state ~= "stopped" or (now.last_exit ~= nil and now.last_exit.pid == pid)
     end, 5)
     st = n.status(name)
   end
-  M._refresh(name, true)
+  refresh.refresh(name, true)
   return st
 end
 
@@ -390,7 +195,7 @@ function M.stop(name, opts)
     e.attached, e.waiting, e.wait_ns = false, false, nil
     local done, st = pcall(n.decref, name)
     if not done then
-      M._refresh(name)
+      refresh.refresh(name)
       return string.format("detached from '%s'", name)
     end
     e.pid, e.state = nil, st.state
@@ -543,6 +348,14 @@ end
 ---@return string
 function M.statusline()
   return statusline.text()
+end
+
+--- Bring this instance's view of `name` up to date with the lock dir (see
+--- refresh.lua). For tests.
+---@param name string
+---@param settle boolean|nil report an exit even if its exit record is missing
+function M._refresh(name, settle)
+  refresh.refresh(name, settle)
 end
 
 --- Whether the readiness poll timer runs (only while a server this

@@ -59,7 +59,7 @@ local function tick()
       names[#names + 1] = name
     end
   end
-  local refresh = require("sharedserver")._refresh
+  local refresh = require("sharedserver.refresh").refresh
   for _, name in ipairs(names) do
     refresh(name)
   end
