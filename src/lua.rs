@@ -20,8 +20,28 @@ use std::time::Duration;
 /// `start` spec). Only cold starts and watcher recovery need it.
 static BINARY: Mutex<Option<PathBuf>> = Mutex::new(None);
 
+/// The store for the lock directory in effect. Checking the directory's
+/// safety costs a few syscalls, so it is done once per directory per
+/// process, not on every status call.
+static STORE: Mutex<Option<Store>> = Mutex::new(None);
+
 fn lifecycle() -> LuaResult<Lifecycle> {
-    let store = Store::open().map_err(lua_err)?;
+    let dir = crate::lockdir::resolve();
+    let cached = STORE
+        .lock()
+        .ok()
+        .and_then(|s| s.clone())
+        .filter(|s| s.dir() == dir);
+    let store = match cached {
+        Some(store) => store,
+        None => {
+            let store = Store::at(dir).map_err(lua_err)?;
+            if let Ok(mut slot) = STORE.lock() {
+                *slot = Some(store.clone());
+            }
+            store
+        }
+    };
     let exe = BINARY.lock().map(|b| b.clone()).unwrap_or(None);
     Ok(Lifecycle::new(store, exe))
 }

@@ -16,6 +16,8 @@ use other as os;
 
 pub use os::PidFd;
 
+mod cache;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProcessId {
     pub pid: u32,
@@ -33,13 +35,17 @@ impl ProcessId {
     }
 
     pub fn current() -> ProcessId {
-        let pid = std::process::id();
-        ProcessId::of(pid).unwrap_or(ProcessId { pid, start_time: 0 })
+        cache::current()
     }
 
     /// Alive means: the pid exists, is not a zombie, and started when we
     /// recorded it. A recycled pid is a different process and is dead to us.
     pub fn is_alive(&self) -> bool {
+        cache::is_alive(self)
+    }
+
+    /// The same check, always from /proc (no cached descriptor).
+    fn is_alive_uncached(&self) -> bool {
         os::start_time(self.pid) == Some(self.start_time)
     }
 
@@ -49,7 +55,7 @@ impl ProcessId {
         let fd = PidFd::open(self.pid).ok()?;
         // The fd pins the process; checking identity after opening closes the
         // race where the pid is recycled between our check and our open.
-        self.is_alive().then_some(fd)
+        self.is_alive_uncached().then_some(fd)
     }
 }
 

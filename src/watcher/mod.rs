@@ -97,7 +97,19 @@ fn watch(raw_name: &str) -> Result<()> {
         return Ok(());
     };
     trim_resident_code();
+    raise_fd_limit();
     Watcher::new(&store, &name, launch, server, wake, pump, known).run()
+}
+
+/// One pidfd per client: lift the soft descriptor limit to the hard one so
+/// a server with a thousand clients is still watched by events.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }
 
 fn open_wake_fifo(store: &Store, name: &ServerName) -> Result<File> {
