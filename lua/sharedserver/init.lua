@@ -5,19 +5,19 @@
 --- detaching and status run in-process through the native module; only a cold
 --- start spawns a process (the server's watcher).
 
-local compat = require("sharedserver.compat")
 local config = require("sharedserver.config")
 
 local M = {}
 
-local exits = require("sharedserver.exits")
 local log = require("sharedserver.log")
 local ready = require("sharedserver.ready")
 local refresh = require("sharedserver.refresh")
+local start = require("sharedserver.start")
 local state = require("sharedserver.state")
 local statusline = require("sharedserver.statusline")
+local stop = require("sharedserver.stop")
 local say = require("sharedserver.notify")
-local notify, callback, errmsg = say.send, say.callback, say.errmsg
+local notify, errmsg = say.send, say.errmsg
 
 local run = {
   autocmds = false,
@@ -28,53 +28,6 @@ local function native()
   return require("sharedserver.loader").load()
 end
 
----@param e sharedserver.Entry
----@return string|nil path, string|nil source_or_error
-local function binary_for(e)
-  return require("sharedserver.binary").resolve(e.config.binary or state.opts.binary)
-end
-
---- This instance is now attached to `e`'s server (status `st`): remember
---- it, watch the lock dir, and wait for readiness or run on_ready.
----@param e sharedserver.Entry
----@param st sharedserver.Status
-local function now_attached(e, st)
-  e.attached, e.pid, e.mine, e.state = true, st.pid, true, st.state
-  e.log_file = st.log_file or e.log_file
-  e.restarts = st.restarts or 0
-  -- Crashes before this attach are not news.
-  local ok, full = pcall(function()
-    return native().status(e.name)
-  end)
-  e.crash_key = ok and exits.crash_key(full.last_exit) or nil
-  refresh.watch()
-end
-
---- Attach to `name` if it is running (the lazy servers' VimEnter action).
----@param name string
----@return boolean attached
-local function attach_if_running(name)
-  local e = state.entry(name)
-  local n = native()
-  -- Not needed to attach, but lets the library restore a dead watcher.
-  n.set_binary((binary_for(e)))
-  local st = n.status(name)
-  if st.state ~= "active" and st.state ~= "grace" and st.state ~= "starting" then
-    return false
-  end
-  local ok, res = pcall(n.incref, name)
-  if not ok then
-    return false -- it stopped in between; a lazy server is then left alone
-  end
-  now_attached(e, res)
-  notify(
-    "on_attach",
-    string.format("attached to '%s' (pid %d, refcount %d)", name, res.pid, res.refcount)
-  )
-  ready.now_or_wait(e, res)
-  return true
-end
-
 --- Start the server, or attach to it if it already runs (for lazy servers
 --- too). This instance then holds a reference until it detaches or exits.
 --- Returns at once: a server with a `ready` check is then "starting", and
@@ -82,82 +35,8 @@ end
 ---@param name string
 ---@return boolean ok, sharedserver.Status|string status_or_error
 function M.start(name)
-  local ok, res = pcall(function()
-    local e = state.entry(name)
-    local n = native()
-    local bin, why = binary_for(e)
-    n.set_binary(bin)
-    local spec = config.native_spec(name, e.config, bin)
-    local started, st = pcall(n.start, name, spec)
-    if not started then
-      if not bin and tostring(st):find("binary", 1, true) then
-        error(string.format("cannot start '%s': %s", name, why), 0)
-      end
-      error(st, 0)
-    end
-    return st
-  end)
-  if not ok then
-    local msg = errmsg(res)
-    notify("on_error", msg, vim.log.levels.ERROR)
-    return false, msg
-  end
-  local st = res --[[@as sharedserver.Status]]
-  local e = state.servers[name]
-  now_attached(e, st)
-  -- An exit between start() returning and the watch starting raised no
-  -- event: look once more.
-  vim.schedule(function()
-    refresh.refresh(name)
-  end)
-  if st.started then
-    e.started_pid, e.started_ns = st.pid, compat.uv.hrtime()
-    local waiting = st.state == "starting" and st.ready
-    notify(
-      "on_start",
-      string.format(
-        "started '%s' (pid %d)%s",
-        name,
-        st.pid,
-        waiting and (", waiting for " .. st.ready) or ""
-      )
-    )
-    callback("on_start", e.config.on_start, st.pid)
-  else
-    notify(
-      "on_attach",
-      string.format("attached to '%s' (pid %d, refcount %d)", name, st.pid, st.refcount)
-    )
-  end
-  ready.now_or_wait(e, st)
-  return true, st
+  return start.start(name)
 end
-
---- Stop `name` for every client, wait for its exit record, and report the
---- exit to this instance's view (on_exit) before returning.
----@param name string
----@param timeout string|nil
----@return sharedserver.Status
-local function stop_now(name, timeout)
-  local n = native()
-  local pid = n.status(name).pid
-  local st = n.stop(name, { force = true, timeout = timeout })
-  if pid and not (st.last_exit and st.last_exit.pid == pid) then
-    -- The watcher removes the record a moment before it writes the exit
-    -- record, so stop() can return before the exit is known: wait for it.
-    vim.wait(exits.RECORD_WAIT_MS, function()
-      local now = n.status(name)
-      return now.state ~= "stopped" or (now.last_exit ~= nil and now.last_exit.pid == pid)
-    end, 5)
-    st = n.status(name)
-  end
-  refresh.refresh(name, true)
-  return st
-end
-
----@class sharedserver.StopOpts
----@field force? boolean stop the server for every client (default: only detach this instance)
----@field timeout? string how long to wait after SIGTERM before SIGKILL (default "5s")
 
 --- Detach this instance from the server; it keeps running while other
 --- clients use it, then for its grace period. With `force`, stop it now for
@@ -166,60 +45,7 @@ end
 ---@param opts? sharedserver.StopOpts
 ---@return boolean ok, string|nil err
 function M.stop(name, opts)
-  opts = opts or {}
-  local ok, res = pcall(function()
-    local n = native()
-    local e = state.servers[name]
-    if opts.force then
-      local st = stop_now(name, opts.timeout)
-      if e then
-        e.attached, e.waiting, e.wait_ns, e.mine, e.state = false, false, nil, false, st.state
-        statusline.update()
-      end
-      return string.format(
-        "stopped '%s'%s",
-        name,
-        st.last_exit and (": " .. st.last_exit.reason) or ""
-      )
-    end
-    if not (e and e.attached) then
-      error(
-        string.format(
-          "this Neovim is not attached to '%s'; to stop it for every client use :ServerStop! %s",
-          name,
-          name
-        ),
-        0
-      )
-    end
-    e.attached, e.waiting, e.wait_ns = false, false, nil
-    local done, st = pcall(n.decref, name)
-    if not done then
-      refresh.refresh(name)
-      return string.format("detached from '%s'", name)
-    end
-    e.pid, e.state = nil, st.state
-    statusline.update()
-    if st.refcount > 0 then
-      return string.format(
-        "detached from '%s' (%d other client(s) still attached)",
-        name,
-        st.refcount
-      )
-    end
-    return string.format(
-      "detached from '%s'; it stops after its grace period (%s)",
-      name,
-      st.grace_period or "0s"
-    )
-  end)
-  if not ok then
-    local msg = errmsg(res)
-    notify("on_error", msg, vim.log.levels.ERROR)
-    return false, msg
-  end
-  notify("on_stop", res)
-  return true, nil
+  return stop.stop(name, opts)
 end
 
 --- Stop the running server process and start a new one (a new pid). Other
@@ -227,64 +53,14 @@ end
 ---@param name string
 ---@return boolean ok, sharedserver.Status|string status_or_error
 function M.restart(name)
-  local ok, res = pcall(function()
-    state.entry(name)
-    local n = native()
-    local st = n.status(name)
-    local others = {}
-    if st.state ~= "stopped" then
-      local me = vim.fn.getpid()
-      for _, c in ipairs(st.clients or {}) do
-        if c.pid ~= me then
-          others[#others + 1] = c
-        end
-      end
-      stop_now(name)
-    end
-    return others
-  end)
-  if not ok then
-    local msg = errmsg(res)
-    notify("on_error", msg, vim.log.levels.ERROR)
-    return false, msg
-  end
-  local started, st = M.start(name)
-  if not started then
-    return false, st
-  end
-  local n = native()
-  for _, c in ipairs(res) do
-    local joined, now = pcall(n.incref, name, c.pid, c.metadata)
-    if joined then
-      st = now
-    end
-  end
-  return true, st
+  return stop.restart(name)
 end
 
 --- Detach from every configured server (with `force`, stop them all).
 ---@param opts? sharedserver.StopOpts
 ---@return boolean ok, string[] errors
 function M.stop_all(opts)
-  opts = opts or {}
-  local errors = {}
-  for _, name in ipairs(state.list()) do
-    local e = state.servers[name]
-    local act = e.attached
-    if opts.force then
-      local ok, st = pcall(function()
-        return native().status(name)
-      end)
-      act = ok and st.state ~= "stopped"
-    end
-    if act then
-      local ok, err = M.stop(name, opts)
-      if not ok then
-        errors[#errors + 1] = err
-      end
-    end
-  end
-  return #errors == 0, errors
+  return stop.stop_all(opts)
 end
 
 ---@class sharedserver.ServerStatus: sharedserver.Status
@@ -390,12 +166,12 @@ local function enter(name)
   end
   e.entered = true
   if e.config.lazy then
-    local ok, err = pcall(attach_if_running, name)
+    local ok, err = pcall(start.attach_if_running, name)
     if not ok then
       notify("on_error", errmsg(err), vim.log.levels.ERROR)
     end
   else
-    M.start(name)
+    start.start(name)
   end
 end
 

@@ -1,0 +1,129 @@
+---@mod sharedserver.start Starting a server, or attaching to one that runs
+---
+--- The native module starts the server (or finds it running) under the lock
+--- dir's rules; this module records in the registry that this instance now
+--- holds a reference, starts the lock dir watch, reports what happened, and
+--- hands the server to ready.lua. Errors are notified and returned.
+
+local compat = require("sharedserver.compat")
+local config = require("sharedserver.config")
+local exits = require("sharedserver.exits")
+local notify = require("sharedserver.notify")
+local ready = require("sharedserver.ready")
+local refresh = require("sharedserver.refresh")
+local state = require("sharedserver.state")
+
+local M = {}
+
+---@return sharedserver.Native
+local function native()
+  return require("sharedserver.loader").load()
+end
+
+--- The sharedserver binary for `e`: its own `binary` option, else the global one.
+---@param e sharedserver.Entry
+---@return string|nil path, string|nil source_or_error
+local function binary_for(e)
+  return require("sharedserver.binary").resolve(e.config.binary or state.opts.binary)
+end
+
+--- This instance is now attached to `e`'s server (status `st`): remember
+--- it and watch the lock dir.
+---@param e sharedserver.Entry
+---@param st sharedserver.Status
+local function now_attached(e, st)
+  e.attached, e.pid, e.mine, e.state = true, st.pid, true, st.state
+  e.log_file = st.log_file or e.log_file
+  e.restarts = st.restarts or 0
+  -- Crashes before this attach are not news.
+  local ok, full = pcall(function()
+    return native().status(e.name)
+  end)
+  e.crash_key = ok and exits.crash_key(full.last_exit) or nil
+  refresh.watch()
+end
+
+--- Attach to `name` if it is running (the lazy servers' VimEnter action).
+---@param name string
+---@return boolean attached
+function M.attach_if_running(name)
+  local e = state.entry(name)
+  local n = native()
+  -- Not needed to attach, but lets the library restore a dead watcher.
+  n.set_binary((binary_for(e)))
+  local st = n.status(name)
+  if st.state ~= "active" and st.state ~= "grace" and st.state ~= "starting" then
+    return false
+  end
+  local ok, res = pcall(n.incref, name)
+  if not ok then
+    return false -- it stopped in between; a lazy server is then left alone
+  end
+  now_attached(e, res)
+  notify.send(
+    "on_attach",
+    string.format("attached to '%s' (pid %d, refcount %d)", name, res.pid, res.refcount)
+  )
+  ready.now_or_wait(e, res)
+  return true
+end
+
+--- Start the server, or attach to it if it already runs (for lazy servers
+--- too). This instance then holds a reference until it detaches or exits.
+--- Returns at once: a server with a `ready` check is then "starting", and
+--- on_ready runs when it passes.
+---@param name string
+---@return boolean ok, sharedserver.Status|string status_or_error
+function M.start(name)
+  local ok, res = pcall(function()
+    local e = state.entry(name)
+    local n = native()
+    local bin, why = binary_for(e)
+    n.set_binary(bin)
+    local spec = config.native_spec(name, e.config, bin)
+    local started, st = pcall(n.start, name, spec)
+    if not started then
+      if not bin and tostring(st):find("binary", 1, true) then
+        error(string.format("cannot start '%s': %s", name, why), 0)
+      end
+      error(st, 0)
+    end
+    return st
+  end)
+  if not ok then
+    local msg = notify.errmsg(res)
+    notify.send("on_error", msg, vim.log.levels.ERROR)
+    return false, msg
+  end
+  local st = res --[[@as sharedserver.Status]]
+  local e = state.servers[name]
+  now_attached(e, st)
+  -- An exit between start() returning and the watch starting raised no
+  -- event: look once more.
+  vim.schedule(function()
+    refresh.refresh(name)
+  end)
+  if st.started then
+    e.started_pid, e.started_ns = st.pid, compat.uv.hrtime()
+    local waiting = st.state == "starting" and st.ready
+    notify.send(
+      "on_start",
+      string.format(
+        "started '%s' (pid %d)%s",
+        name,
+        st.pid,
+        waiting and (", waiting for " .. st.ready) or ""
+      )
+    )
+    notify.callback("on_start", e.config.on_start, st.pid)
+  else
+    notify.send(
+      "on_attach",
+      string.format("attached to '%s' (pid %d, refcount %d)", name, st.pid, st.refcount)
+    )
+  end
+  ready.now_or_wait(e, st)
+  return true, st
+end
+
+return M

@@ -1,0 +1,177 @@
+---@mod sharedserver.stop Detaching from, stopping and restarting servers
+---
+--- Detaching drops this instance's reference, and the server lives on for
+--- other clients or its grace period; a forced stop ends it for everyone and
+--- waits for its exit record so on_exit has run on return. A restart is a
+--- forced stop and a start that re-attaches the other clients. Errors are
+--- notified and returned.
+
+local exits = require("sharedserver.exits")
+local notify = require("sharedserver.notify")
+local refresh = require("sharedserver.refresh")
+local start = require("sharedserver.start")
+local state = require("sharedserver.state")
+local statusline = require("sharedserver.statusline")
+
+local M = {}
+
+---@return sharedserver.Native
+local function native()
+  return require("sharedserver.loader").load()
+end
+
+--- Stop `name` for every client, wait for its exit record, and report the
+--- exit to this instance's view (on_exit) before returning.
+---@param name string
+---@param timeout string|nil
+---@return sharedserver.Status
+local function stop_now(name, timeout)
+  local n = native()
+  local pid = n.status(name).pid
+  local st = n.stop(name, { force = true, timeout = timeout })
+  if pid and not (st.last_exit and st.last_exit.pid == pid) then
+    -- The watcher removes the record a moment before it writes the exit
+    -- record, so stop() can return before the exit is known: wait for it.
+    vim.wait(exits.RECORD_WAIT_MS, function()
+      local now = n.status(name)
+      return now.state ~= "stopped" or (now.last_exit ~= nil and now.last_exit.pid == pid)
+    end, 5)
+    st = n.status(name)
+  end
+  refresh.refresh(name, true)
+  return st
+end
+
+---@class sharedserver.StopOpts
+---@field force? boolean stop the server for every client (default: only detach this instance)
+---@field timeout? string how long to wait after SIGTERM before SIGKILL (default "5s")
+
+--- Detach this instance from the server; it keeps running while other
+--- clients use it, then for its grace period. With `force`, stop it now for
+--- every client.
+---@param name string
+---@param opts? sharedserver.StopOpts
+---@return boolean ok, string|nil err
+function M.stop(name, opts)
+  opts = opts or {}
+  local ok, res = pcall(function()
+    local n = native()
+    local e = state.servers[name]
+    if opts.force then
+      local st = stop_now(name, opts.timeout)
+      if e then
+        e.attached, e.waiting, e.wait_ns, e.mine, e.state = false, false, nil, false, st.state
+        statusline.update()
+      end
+      return string.format(
+        "stopped '%s'%s",
+        name,
+        st.last_exit and (": " .. st.last_exit.reason) or ""
+      )
+    end
+    if not (e and e.attached) then
+      error(
+        string.format(
+          "this Neovim is not attached to '%s'; to stop it for every client use :ServerStop! %s",
+          name,
+          name
+        ),
+        0
+      )
+    end
+    e.attached, e.waiting, e.wait_ns = false, false, nil
+    local done, st = pcall(n.decref, name)
+    if not done then
+      refresh.refresh(name)
+      return string.format("detached from '%s'", name)
+    end
+    e.pid, e.state = nil, st.state
+    statusline.update()
+    if st.refcount > 0 then
+      return string.format(
+        "detached from '%s' (%d other client(s) still attached)",
+        name,
+        st.refcount
+      )
+    end
+    return string.format(
+      "detached from '%s'; it stops after its grace period (%s)",
+      name,
+      st.grace_period or "0s"
+    )
+  end)
+  if not ok then
+    local msg = notify.errmsg(res)
+    notify.send("on_error", msg, vim.log.levels.ERROR)
+    return false, msg
+  end
+  notify.send("on_stop", res)
+  return true, nil
+end
+
+--- Stop the running server process and start a new one (a new pid). Other
+--- clients stay attached to the new process, with their metadata.
+---@param name string
+---@return boolean ok, sharedserver.Status|string status_or_error
+function M.restart(name)
+  local ok, res = pcall(function()
+    state.entry(name)
+    local n = native()
+    local st = n.status(name)
+    local others = {}
+    if st.state ~= "stopped" then
+      local me = vim.fn.getpid()
+      for _, c in ipairs(st.clients or {}) do
+        if c.pid ~= me then
+          others[#others + 1] = c
+        end
+      end
+      stop_now(name)
+    end
+    return others
+  end)
+  if not ok then
+    local msg = notify.errmsg(res)
+    notify.send("on_error", msg, vim.log.levels.ERROR)
+    return false, msg
+  end
+  local started, st = start.start(name)
+  if not started then
+    return false, st
+  end
+  local n = native()
+  for _, c in ipairs(res) do
+    local joined, now = pcall(n.incref, name, c.pid, c.metadata)
+    if joined then
+      st = now
+    end
+  end
+  return true, st
+end
+
+--- Detach from every configured server (with `force`, stop them all).
+---@param opts? sharedserver.StopOpts
+---@return boolean ok, string[] errors
+function M.stop_all(opts)
+  opts = opts or {}
+  local errors = {}
+  for _, name in ipairs(state.list()) do
+    local e = state.servers[name]
+    local act = e.attached
+    if opts.force then
+      local ok, st = pcall(function()
+        return native().status(name)
+      end)
+      act = ok and st.state ~= "stopped"
+    end
+    if act then
+      local ok, err = M.stop(name, opts)
+      if not ok then
+        errors[#errors + 1] = err
+      end
+    end
+  end
+  return #errors == 0, errors
+end
+
+return M
