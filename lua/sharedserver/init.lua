@@ -4,29 +4,25 @@
 --- native module is opened on VimEnter (or on the first API call). Attaching,
 --- detaching and status run in-process through the native module; only a cold
 --- start spawns a process (the server's watcher).
+---
+--- This file is the public API and delegates: state.lua holds the registry,
+--- start.lua/stop.lua the lifecycle, refresh.lua/exits.lua/ready.lua follow
+--- the servers through the lock dir, statusline.lua and log.lua serve the
+--- UI, autocmds.lua and project.lua what happens on VimEnter and VimLeave.
 
+local autocmds = require("sharedserver.autocmds")
 local config = require("sharedserver.config")
-
-local M = {}
-
 local log = require("sharedserver.log")
+local notify = require("sharedserver.notify")
+local project = require("sharedserver.project")
 local ready = require("sharedserver.ready")
 local refresh = require("sharedserver.refresh")
 local start = require("sharedserver.start")
 local state = require("sharedserver.state")
 local statusline = require("sharedserver.statusline")
 local stop = require("sharedserver.stop")
-local say = require("sharedserver.notify")
-local notify, errmsg = say.send, say.errmsg
 
-local run = {
-  autocmds = false,
-}
-
----@return sharedserver.Native
-local function native()
-  return require("sharedserver.loader").load()
-end
+local M = {}
 
 --- Start the server, or attach to it if it already runs (for lazy servers
 --- too). This instance then holds a reference until it detaches or exits.
@@ -74,10 +70,10 @@ end
 ---@return sharedserver.ServerStatus
 function M.status(name)
   local ok, st = pcall(function()
-    return native().status(name)
+    return require("sharedserver.loader").load().status(name)
   end)
   if not ok then
-    st = { name = name, state = "error", error = errmsg(st), refcount = 0 }
+    st = { name = name, state = "error", error = notify.errmsg(st), refcount = 0 }
   end
   local e = state.servers[name]
   st.running = st.state == "active" or st.state == "grace" or st.state == "starting"
@@ -157,98 +153,10 @@ function M.open_log(name)
   return log.open(name)
 end
 
---- The VimEnter action for one server: start it, or attach if it is lazy.
----@param name string
-local function enter(name)
-  local e = state.servers[name]
-  if not e or e.entered then
-    return
-  end
-  e.entered = true
-  if e.config.lazy then
-    local ok, err = pcall(start.attach_if_running, name)
-    if not ok then
-      notify("on_error", errmsg(err), vim.log.levels.ERROR)
-    end
-  else
-    start.start(name)
-  end
-end
-
---- Register the servers of .sharedserver.json / servers.json (native
---- config()) that are not configured in Lua. An error is one notification.
-local function load_project()
-  local ok, defs = pcall(function()
-    return native().config(vim.fn.getcwd())
-  end)
-  if not ok then
-    notify("on_error", "project servers: " .. errmsg(defs), vim.log.levels.ERROR)
-    return
-  end
-  local names = vim.tbl_keys(defs)
-  table.sort(names)
-  for _, name in ipairs(names) do
-    local e = state.servers[name]
-    if not (e and e.source == "lua") then
-      local def = defs[name]
-      local done, err = pcall(M._register, name, config.from_def(def), def.source)
-      if not done then
-        notify("on_error", def.source .. ": " .. errmsg(err), vim.log.levels.ERROR)
-      end
-    end
-  end
-end
-
-local function on_vim_enter()
-  if state.opts.project then
-    load_project()
-  end
-  state.entered = true
-  for _, name in ipairs(state.list()) do
-    enter(name)
-  end
-end
-
 --- Detach every server this instance is attached to, in-process. Runs on
 --- VimLeave, when Neovim can no longer wait for a child process.
 function M._detach_all()
-  require("sharedserver.monitor").stop()
-  ready.stop()
-  local n = package.loaded["sharedserver.native"]
-  if not n then
-    return
-  end
-  for name, e in pairs(state.servers) do
-    if e.attached then
-      e.attached, e.waiting = false, false
-      pcall(n.decref, name)
-    end
-  end
-end
-
-local function ensure_autocmds()
-  if run.autocmds then
-    return
-  end
-  run.autocmds = true
-  local group = vim.api.nvim_create_augroup("sharedserver", { clear = true })
-  vim.api.nvim_create_autocmd("VimLeave", {
-    group = group,
-    callback = function()
-      M._detach_all()
-    end,
-    desc = "sharedserver: detach from every attached server",
-  })
-  if vim.v.vim_did_enter == 1 then
-    state.entered = true
-  else
-    vim.api.nvim_create_autocmd("VimEnter", {
-      group = group,
-      once = true,
-      callback = on_vim_enter,
-      desc = "sharedserver: start or attach configured servers",
-    })
-  end
+  autocmds.detach_all()
 end
 
 --- Add (or replace) a server after setup. Once Neovim has started, a
@@ -264,9 +172,9 @@ end
 ---@param source string "lua" or the config file
 function M._register(name, cfg, source)
   state.put(name, config.validate_server(name, cfg), source)
-  ensure_autocmds()
+  autocmds.install()
   if state.entered then
-    enter(name)
+    autocmds.enter(name)
   end
 end
 
@@ -294,9 +202,9 @@ function M.setup(servers, opts)
   for _, name in ipairs(order) do
     M.register(name, list[name])
   end
-  ensure_autocmds()
+  autocmds.install()
   if o.project and state.entered then
-    load_project()
+    project.load()
   end
 end
 

@@ -1,0 +1,93 @@
+---@mod sharedserver.autocmds What happens as Neovim starts and exits
+---
+--- setup() must only configure, so servers are started (or, if lazy,
+--- attached to when already running) on VimEnter, after the project servers
+--- are added; one registered later is entered at once. On VimLeave, Neovim
+--- can no longer wait for a child process, so every reference is dropped
+--- in-process.
+
+local notify = require("sharedserver.notify")
+local project = require("sharedserver.project")
+local ready = require("sharedserver.ready")
+local start = require("sharedserver.start")
+local state = require("sharedserver.state")
+
+local M = {}
+
+--- The augroup and its autocommands exist.
+local installed = false
+
+--- The VimEnter action for one server (once): start it, or attach if it is
+--- lazy and running.
+---@param name string
+function M.enter(name)
+  local e = state.servers[name]
+  if not e or e.entered then
+    return
+  end
+  e.entered = true
+  if e.config.lazy then
+    local ok, err = pcall(start.attach_if_running, name)
+    if not ok then
+      notify.send("on_error", notify.errmsg(err), vim.log.levels.ERROR)
+    end
+  else
+    start.start(name)
+  end
+end
+
+local function on_vim_enter()
+  if state.opts.project then
+    project.load()
+  end
+  state.entered = true
+  for _, name in ipairs(state.list()) do
+    M.enter(name)
+  end
+end
+
+--- Detach every server this instance is attached to, in-process, and stop
+--- watching. Runs on VimLeave.
+function M.detach_all()
+  require("sharedserver.monitor").stop()
+  ready.stop()
+  local n = package.loaded["sharedserver.native"]
+  if not n then
+    return
+  end
+  for name, e in pairs(state.servers) do
+    if e.attached then
+      e.attached, e.waiting = false, false
+      pcall(n.decref, name)
+    end
+  end
+end
+
+--- Create the VimLeave autocommand, and the VimEnter one unless Neovim has
+--- already entered (then mark it entered). Idempotent.
+function M.install()
+  if installed then
+    return
+  end
+  installed = true
+  local group = vim.api.nvim_create_augroup("sharedserver", { clear = true })
+  vim.api.nvim_create_autocmd("VimLeave", {
+    group = group,
+    callback = function()
+      M.detach_all()
+    end,
+    desc = "sharedserver: detach from every attached server",
+  })
+  if vim.v.vim_did_enter == 1 then
+    state.entered = true
+  else
+    vim.api.nvim_create_autocmd("VimEnter", {
+      group = group,
+      once = true,
+      callback = on_vim_enter,
+      desc = "sharedserver: start or attach configured servers",
+    })
+  end
+end
+
+return M
