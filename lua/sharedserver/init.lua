@@ -167,6 +167,8 @@ function M.register(name, cfg)
   M._register(name, cfg, "lua")
 end
 
+--- register() recording where the config came from: project.lua passes its
+--- file, so that a server configured in Lua is never replaced by a file's.
 ---@param name string
 ---@param cfg sharedserver.ServerConfig
 ---@param source string "lua" or the config file

@@ -1,10 +1,10 @@
 ---@mod sharedserver.ready Waiting, without blocking, for a server to become ready
 ---
 --- A server with a `ready` check is "starting" until its watcher sees the
---- check pass. Lock dir events usually tell, but a record change can be
---- missed while the server starts, so while this instance waits for one, a
---- libuv timer looks at its status at growing intervals. The timer exists
---- only while something is starting: an idle Neovim runs no timer.
+--- check pass. While this instance waits for one, a libuv timer also reads
+--- its status at growing intervals, so readiness is noticed promptly whether
+--- or not a lock dir event announces it. The timer exists only while
+--- something is starting: an idle Neovim runs no timer.
 
 local compat = require("sharedserver.compat")
 local notify = require("sharedserver.notify")
