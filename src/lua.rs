@@ -176,7 +176,11 @@ fn spec_from(name: &str, t: &LuaTable) -> LuaResult<Spec> {
     })
 }
 
-#[mlua::lua_module(name = "sharedserver_native")]
+// skip_memory_check: mlua then creates strings and tables without a
+// protected call each (the bulk of a status() call's cost). The only thing
+// lost is a clean Lua error on out-of-memory, which Neovim cannot survive
+// anyway.
+#[mlua::lua_module(name = "sharedserver_native", skip_memory_check)]
 fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
     let m = lua.create_table()?;
     m.set("version", lua.create_function(|_, ()| Ok(crate::VERSION))?)?;

@@ -51,6 +51,10 @@ pub struct Record {
     /// Set while waiting out the backoff before the next restart.
     #[serde(default)]
     pub restart_at_ms: Option<u64>,
+    /// The exit before this one (a crash it restarted from, or the previous
+    /// server's end), kept here so a status needs to read only one file.
+    #[serde(default)]
+    pub last_exit: Option<LastExit>,
 }
 
 /// `--restart on-failure[:MAX]`: restart after a non-zero exit or a signal,
@@ -282,6 +286,7 @@ mod tests {
             restart: None,
             restarts_ms: vec![],
             restart_at_ms: None,
+            last_exit: None,
         }
     }
     const A: ProcessId = ProcessId {

@@ -80,7 +80,8 @@ impl Status {
     }
 
     /// Status of a settled record (dead clients already pruned).
-    pub fn of(rec: &Record, last: Option<&LastExit>, now_ms: u64) -> Status {
+    pub fn of(rec: &Record, now_ms: u64) -> Status {
+        let last = rec.last_exit.as_ref();
         let state = rec.state();
         Status {
             name: rec.name.clone(),

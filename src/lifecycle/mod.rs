@@ -116,7 +116,7 @@ impl Lifecycle {
                     let command_differs =
                         req.start.as_ref().is_some_and(|s| s.command != rec.command);
                     return Ok(Attached::Joined {
-                        status: self.view(name, &rec),
+                        status: Status::of(&rec, now_ms()),
                         command_differs,
                     });
                 }
@@ -125,7 +125,7 @@ impl Lifecycle {
                         return Err(Error::NotRunning(name.to_string()));
                     };
                     let rec = self.start_locked(&guard, req, spec)?;
-                    return Ok(Attached::Started(self.view(name, &rec)));
+                    return Ok(Attached::Started(Status::of(&rec, now_ms())));
                 }
             }
         }
@@ -153,7 +153,7 @@ impl Lifecycle {
             "detach",
             &format!("client {pid} detached (refcount {})", rec.clients.len()),
         );
-        Ok(self.view(name, &rec))
+        Ok(Status::of(&rec, now_ms()))
     }
 
     /// Settle and write a changed record, release the lock, wake the watcher.
@@ -223,7 +223,7 @@ impl Lifecycle {
             Some(rec) if self.healthy(&rec) => {
                 let mut view = rec;
                 view.settle(now, |id| id.is_alive());
-                Ok(self.view(name, &view))
+                Ok(Status::of(&view, now_ms()))
             }
             Some(_) => {
                 let guard = self.store.lock(name)?;
@@ -232,17 +232,12 @@ impl Lifecycle {
                 Ok(match rec {
                     Some(mut view) => {
                         view.settle(now, |id| id.is_alive());
-                        self.view(name, &view)
+                        Status::of(&view, now_ms())
                     }
                     None => self.stopped(name),
                 })
             }
         }
-    }
-
-    /// The status of a settled record, with the previous exit if known.
-    fn view(&self, name: &ServerName, rec: &Record) -> Status {
-        Status::of(rec, self.store.read_last(name).as_ref(), now_ms())
     }
 
     /// The status of a stopped server: its last exit, and where its log is.

@@ -125,6 +125,7 @@ impl Lifecycle {
             restart: spec.restart,
             restarts_ms: vec![],
             restart_at_ms: None,
+            last_exit: self.store.read_last(name),
         };
         rec.attach(req.client, req.metadata.clone(), now_ms());
         self.store.write(guard, name, &rec)?;

@@ -237,6 +237,7 @@ impl<'a> Watcher<'a> {
         // Record first, then the crash: a reader that sees the new crash also
         // sees the restart count that goes with it. (A failed write is
         // retried by the tick that follows.)
+        rec.last_exit = Some(LastExit::of(rec, code, signal, "crashed; restarting"));
         let _ = self.store.write(guard, self.name, rec);
         self.write_last(guard, rec, code, signal, "crashed; restarting");
         self.journal(&format!(
