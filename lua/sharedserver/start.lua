@@ -35,11 +35,9 @@ local function now_attached(e, st)
   e.attached, e.pid, e.mine, e.state = true, st.pid, true, st.state
   e.log_file = st.log_file or e.log_file
   e.restarts = st.restarts or 0
-  -- Crashes before this attach are not news.
-  local ok, full = pcall(function()
-    return native().status(e.name)
-  end)
-  e.crash_key = ok and exits.crash_key(full.last_exit) or nil
+  -- Crashes before this attach are not news. (The status returned by
+  -- start/incref already carries the previous exit.)
+  e.crash_key = exits.crash_key(st.last_exit)
   refresh.watch()
 end
 
