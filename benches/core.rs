@@ -158,7 +158,7 @@ fn state_paths(c: &mut Criterion) {
                 BatchSize::SmallInput,
             )
         });
-        g.bench_function(format!("settle, {label}, real liveness (/proc)"), |b| {
+        g.bench_function(format!("settle, {label}, real liveness"), |b| {
             b.iter_batched_ref(
                 || rec.clone(),
                 |r| r.settle(now_ms(), |id| id.is_alive()),
