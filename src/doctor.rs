@@ -4,7 +4,9 @@
 use crate::error::{Error, Result};
 use crate::lifecycle::Lifecycle;
 use crate::name::ServerName;
+use crate::process::{signal_group, ProcessId};
 use crate::record::now_ms;
+use crate::store::Store;
 use crate::watcher::poke;
 use std::time::{Duration, Instant};
 
@@ -59,6 +61,68 @@ pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
     Ok(report)
 }
 
+/// True if a watcher has the name's wake FIFO open (opening it for writing
+/// without blocking fails with ENXIO exactly when nobody reads it).
+fn watcher_listens(store: &Store, name: &ServerName) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(store.path(name, "wake"))
+        .is_ok()
+}
+
+/// The process-group leader whose environment says it is `name`'s server in
+/// this lock directory (see `spawn::NAME_VAR`).
+fn find_orphan(store: &Store, name: &ServerName) -> Option<ProcessId> {
+    let want_name = format!("{}={name}", crate::spawn::NAME_VAR);
+    let want_dir = format!("{}={}", crate::lockdir::ENV_VAR, store.dir().display());
+    let me = std::process::id();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+        let has = |want: &str| vars.contains(&want.as_bytes());
+        // Only the group leader: its children inherit the tag too.
+        let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)));
+        if has(&want_name) && has(&want_dir) && pgid.is_ok_and(|g| g.as_raw() as u32 == pid) {
+            return ProcessId::of(pid);
+        }
+    }
+    None
+}
+
+/// SIGTERM the orphan's group, SIGKILL it after the stop timeout.
+fn stop_orphan(id: &ProcessId) {
+    let Some(fd) = id.open() else { return };
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let _ = signal_group(&fd, id.pid, libc::SIGTERM);
+    let timeout = crate::record::DEFAULT_STOP_TIMEOUT.as_millis() as u16;
+    let _ = poll(
+        &mut [PollFd::new(fd.as_fd(), PollFlags::POLLIN)],
+        PollTimeout::from(timeout),
+    );
+    if !fd.has_exited() {
+        let _ = signal_group(&fd, id.pid, libc::SIGKILL);
+        let _ = poll(
+            &mut [PollFd::new(fd.as_fd(), PollFlags::POLLIN)],
+            PollTimeout::from(timeout),
+        );
+    }
+}
+
 fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Result<()> {
     let store = &lc.store;
     let guard = store.lock(name)?;
@@ -72,18 +136,52 @@ fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Res
             report.push(format!("{name}: {e}"));
             report.push(format!("{name}: moved it to {}", aside.display()));
             // A live watcher keeps the record in memory and rewrites it.
-            poke(store, name);
-            let deadline = Instant::now() + Duration::from_millis(500);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = store.read(name) {
-                    report.push(format!("{name}: its watcher restored a good record"));
-                    return Ok(());
+            if watcher_listens(store, name) {
+                poke(store, name);
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = store.read(name) {
+                        report.push(format!("{name}: its watcher restored a good record"));
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
                 }
-                std::thread::sleep(Duration::from_millis(5));
             }
-            report.push(format!(
-                "{name}: no watcher restored it; if a server still runs, find it with `ps -ef | grep 'sharedserver-watcher __watch {name}'`"
-            ));
+            // No watcher: the server, if any, is unsupervised and nobody knows
+            // its clients. Find it by the tag every server carries and stop it,
+            // so the next `use` starts a fresh one instead of a duplicate.
+            match find_orphan(store, name) {
+                Some(id) => {
+                    stop_orphan(&id);
+                    let guard = store.lock(name)?;
+                    let last = crate::record::LastExit {
+                        format: crate::record::FORMAT.into(),
+                        version: crate::record::VERSION,
+                        name: name.to_string(),
+                        pid: id.pid,
+                        command: vec![],
+                        code: None,
+                        signal: None,
+                        reason: "stopped by doctor: its record was unreadable and its watcher gone"
+                            .into(),
+                        at_ms: now_ms(),
+                        log_file: None,
+                    };
+                    store.write_last(&guard, name, &last)?;
+                    store.journal(
+                        name,
+                        "doctor",
+                        &format!("stopped orphaned server pid {}", id.pid),
+                    );
+                    report.push(format!(
+                        "{name}: no watcher was left; stopped the orphaned server pid {} (its clients were unknown)",
+                        id.pid
+                    ));
+                }
+                None => report.push(format!(
+                    "{name}: no watcher was left, and no server of that name runs"
+                )),
+            }
             return Ok(());
         }
         Err(e) => return Err(e),

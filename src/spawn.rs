@@ -159,7 +159,15 @@ pub(crate) fn close_inherited_fds() {
 
 /// Start the server itself (called in the watcher): argv verbatim, its own
 /// process group, stdin from /dev/null, stdout and stderr into `output`.
-pub fn server(launch: &Launch, output: std::fs::File) -> std::io::Result<std::process::Child> {
+/// Set in every server's environment, with the lock directory, so that
+/// `admin doctor` can still find a server whose record was destroyed.
+pub const NAME_VAR: &str = "SHAREDSERVER_NAME";
+
+pub fn server(
+    launch: &Launch,
+    output: std::fs::File,
+    name: &str,
+) -> std::io::Result<std::process::Child> {
     let (program, args) = launch
         .command
         .split_first()
@@ -173,6 +181,7 @@ pub fn server(launch: &Launch, output: std::fs::File) -> std::io::Result<std::pr
     }
     let mut cmd = Command::new(program);
     cmd.args(args)
+        .env(NAME_VAR, name)
         .envs(&launch.env)
         .current_dir(&launch.cwd)
         .stdin(Stdio::null())

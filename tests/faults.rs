@@ -763,9 +763,10 @@ fn a_truncated_record_with_a_dead_watcher_is_moved_aside_and_the_name_is_usable_
     let report = w.ok(&["admin", "doctor", "x"]).stdout();
     assert!(report.contains("moved it to"), "{report}");
     assert!(
-        report.contains("no watcher restored it") && report.contains("__watch x"),
-        "tells how to find the orphan: {report}"
+        report.contains(&format!("stopped the orphaned server pid {server}")),
+        "finds the orphan by its tag and stops it: {report}"
     );
+    assert!(!alive(server), "no unsupervised server is left running");
     let aside: Vec<_> = std::fs::read_dir(&w.lockdir)
         .unwrap()
         .flatten()
@@ -779,8 +780,9 @@ fn a_truncated_record_with_a_dead_watcher_is_moved_aside_and_the_name_is_usable_
     assert_eq!(w.check("x"), 2);
     w.ok(&["use", "x", "--pid", &a, "--", "sleep", "1000"]);
     assert_eq!(w.check("x"), 0);
-    // The orphan was reported, not killed; clean it up ourselves.
-    if alive(server) {
-        signal(server, Signal::SIGKILL);
-    }
+    assert_ne!(
+        pid_of(&w.info("x")),
+        server,
+        "a fresh server, not a duplicate"
+    );
 }

@@ -70,7 +70,7 @@ pub(super) fn spawn_server(
     launch: &Launch,
 ) -> std::result::Result<Server, String> {
     let output = Pump::server_end(store, name).map_err(|e| e.to_string())?;
-    let child = spawn::server(launch, output).map_err(|e| e.to_string())?;
+    let child = spawn::server(launch, output, name.as_str()).map_err(|e| e.to_string())?;
     let pid = child.id();
     // The child is unreaped, so neither its pid nor its identity can change.
     let id = ProcessId::of(pid).unwrap_or(ProcessId { pid, start_time: 0 });
