@@ -521,9 +521,26 @@ fn startup_check_zero_returns_on_spawn_and_the_exit_is_still_recorded() {
 
 #[test]
 fn admin_debug_shows_operations_failures_and_the_watchers_actions() {
-    let w = World::new();
+    let mut w = World::new();
     let me = std::process::id().to_string();
     w.ok(&["use", "dbg", "--pid", &me, "--", "sleep", "1000"]);
+    let doomed = w.client();
+    w.ok(&[
+        "use",
+        "dbg",
+        "--pid",
+        &doomed.to_string(),
+        "--metadata",
+        "editor",
+    ]);
+    let journal = w.lockdir.join("dbg.journal");
+    eventually(SOON, "the watcher journals the attach", || {
+        read(&journal).contains(&format!("client {doomed} attached [editor] (refcount 2)"))
+    });
+    w.kill_client(doomed);
+    eventually(SOON, "the watcher journals the death", || {
+        read(&journal).contains(&format!("client {doomed} died (refcount 1)"))
+    });
     assert_eq!(w.run(&["unuse", "dbg", "--pid", "1"]).code(), 10);
     w.ok(&["unuse", "dbg", "--pid", &me]);
     eventually(SOON, "stopped", || w.state("dbg") == "stopped");
@@ -531,7 +548,7 @@ fn admin_debug_shows_operations_failures_and_the_watchers_actions() {
     for expected in [
         "started pid",
         "pid 1 is not attached",
-        "detached (refcount 0)",
+        &format!("client {me} detached (refcount 0)"),
         "stopping pid",
         "ended (last client left)",
     ] {

@@ -97,22 +97,9 @@ impl Lifecycle {
                     return Err(Error::AlreadyRunning(name.to_string(), pid));
                 }
                 Some(mut rec) => {
-                    let added = rec.attach(req.client, req.metadata.clone(), now_ms());
+                    // The watcher journals the change (it sees every one).
+                    rec.attach(req.client, req.metadata.clone(), now_ms());
                     self.commit(guard, name, &mut rec)?;
-                    self.store.journal(
-                        name,
-                        "attach",
-                        &format!(
-                            "client {} {} (refcount {})",
-                            req.client.pid,
-                            if added {
-                                "attached"
-                            } else {
-                                "already attached"
-                            },
-                            rec.clients.len()
-                        ),
-                    );
                     let command_differs =
                         req.start.as_ref().is_some_and(|s| s.command != rec.command);
                     return Ok(Attached::Joined {
@@ -148,11 +135,6 @@ impl Lifecycle {
             ));
         }
         self.commit(guard, name, &mut rec)?;
-        self.store.journal(
-            name,
-            "detach",
-            &format!("client {pid} detached (refcount {})", rec.clients.len()),
-        );
         Ok(Status::of(&rec, now_ms()))
     }
 

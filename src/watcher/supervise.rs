@@ -16,6 +16,10 @@ use std::io::Read;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+/// A burst of pokes ends after this much quiet...
+const POKE_QUIET: Duration = Duration::from_millis(2);
+/// ...or after this long in all, whichever comes first.
+const POKE_MAX: Duration = Duration::from_millis(20);
 /// How soon to retry a record write that failed.
 const WRITE_RETRY: Duration = Duration::from_secs(1);
 
@@ -133,7 +137,9 @@ impl<'a> Watcher<'a> {
             }
         }
         dirty |= self.check_ready(&mut rec, now);
+        let as_read = rec.clients.clone();
         dirty |= rec.settle(now, |id| id.is_alive());
+        self.journal_clients(&as_read, &rec);
         // A write that fails (disk full, read-only) must not end supervision:
         // keep the settled record in memory and try again shortly.
         let mut retry = None;
@@ -367,7 +373,59 @@ impl<'a> Watcher<'a> {
                 .map(|c| PollFd::new(c.as_fd(), PollFlags::POLLIN)),
         );
         let _ = poll(&mut fds, poll_timeout(timeout));
-        // Drain pokes; many pokes between ticks collapse into one tick.
+        // A poke means a client changed the record, and the record is
+        // already settled by that client. Callers often come in bursts (an
+        // attach and a detach, or many editors at once), and a tick per
+        // poke would only compete with them for the lock. So a poke alone
+        // waits for the burst to end: until no poke for POKE_QUIET, or
+        // POKE_MAX at most. A process exit or server output never waits.
+        let only_poked = |fds: &[PollFd]| {
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            ready(&fds[0]) && !fds[1..].iter().any(ready)
+        };
+        let burst_end = Instant::now() + POKE_MAX;
+        while only_poked(&fds) {
+            self.drain_pokes();
+            let left = burst_end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if !matches!(poll(&mut fds, poll_timeout(Some(left.min(POKE_QUIET)))), Ok(n) if n > 0) {
+                break;
+            }
+        }
+        self.drain_pokes();
+    }
+
+    /// Journal how the clients changed since the last tick: attached and
+    /// detached (written by callers, as read) and died (pruned just now).
+    /// The watcher sees every change, so callers need not log their own.
+    fn journal_clients(&self, as_read: &[crate::record::Client], now: &Record) {
+        let had = |list: &[crate::record::Client], c: &crate::record::Client| {
+            list.iter().any(|o| o.id == c.id)
+        };
+        let n = now.clients.len();
+        for c in as_read.iter().filter(|c| !had(&self.known.clients, c)) {
+            let meta = c
+                .metadata
+                .as_deref()
+                .map(|m| format!(" [{m}]"))
+                .unwrap_or_default();
+            self.journal(&format!(
+                "client {} attached{meta} (refcount {n})",
+                c.id.pid
+            ));
+        }
+        for c in self.known.clients.iter().filter(|c| !had(as_read, c)) {
+            self.journal(&format!("client {} detached (refcount {n})", c.id.pid));
+        }
+        for c in as_read.iter().filter(|c| !had(&now.clients, c)) {
+            self.journal(&format!("client {} died (refcount {n})", c.id.pid));
+        }
+    }
+
+    /// Many pokes between ticks collapse into one tick.
+    fn drain_pokes(&self) {
         let mut buf = [0u8; 256];
         while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
     }
