@@ -6,10 +6,11 @@
 --- can no longer wait for a child process, so every reference is dropped
 --- in-process.
 
+local lazy = require("sharedserver.lazy")
 local notify = require("sharedserver.notify")
-local project = require("sharedserver.project")
-local ready = require("sharedserver.ready")
-local start = require("sharedserver.start")
+local project = lazy("sharedserver.project")
+local ready = lazy("sharedserver.ready")
+local start = lazy("sharedserver.start")
 local state = require("sharedserver.state")
 
 local M = {}

@@ -10,17 +10,18 @@
 --- the servers through the lock dir, statusline.lua and log.lua serve the
 --- UI, autocmds.lua and project.lua what happens on VimEnter and VimLeave.
 
+local lazy = require("sharedserver.lazy")
 local autocmds = require("sharedserver.autocmds")
 local config = require("sharedserver.config")
-local log = require("sharedserver.log")
+local log = lazy("sharedserver.log")
 local notify = require("sharedserver.notify")
-local project = require("sharedserver.project")
-local ready = require("sharedserver.ready")
-local refresh = require("sharedserver.refresh")
-local start = require("sharedserver.start")
+local project = lazy("sharedserver.project")
+local ready = lazy("sharedserver.ready")
+local refresh = lazy("sharedserver.refresh")
+local start = lazy("sharedserver.start")
 local state = require("sharedserver.state")
-local statusline = require("sharedserver.statusline")
-local stop = require("sharedserver.stop")
+local statusline = lazy("sharedserver.statusline")
+local stop = lazy("sharedserver.stop")
 
 local M = {}
 
