@@ -7,7 +7,7 @@ use crate::name::ServerName;
 use crate::process::{signal_group, ProcessId};
 use crate::record::now_ms;
 use crate::store::Store;
-use crate::watcher::poke;
+use crate::watcher::poke_now;
 use std::time::{Duration, Instant};
 
 /// Check `only` (or every name) and return what was found and fixed.
@@ -137,7 +137,7 @@ fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Res
             report.push(format!("{name}: moved it to {}", aside.display()));
             // A live watcher keeps the record in memory and rewrites it.
             if watcher_listens(store, name) {
-                poke(store, name);
+                poke_now(store, name);
                 let deadline = Instant::now() + Duration::from_secs(2);
                 while Instant::now() < deadline {
                     if let Ok(Some(_)) = store.read(name) {
@@ -213,7 +213,7 @@ fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Res
             }
         }
         drop(guard);
-        poke(store, name);
+        poke_now(store, name);
     }
     Ok(())
 }

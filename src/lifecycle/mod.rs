@@ -10,7 +10,7 @@ use crate::process::{signal_group, ProcessId};
 use crate::record::{now_ms, Record, State, StopRequest};
 use crate::status::Status;
 use crate::store::{Guard, Store};
-use crate::watcher::poke;
+use crate::watcher::{poke, poke_now};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -89,7 +89,7 @@ impl Lifecycle {
                 Some(rec) if rec.state() == State::Stopping => {
                     // Never rescue a dying server: wait, then start afresh.
                     drop(guard);
-                    poke(&self.store, name);
+                    poke_now(&self.store, name);
                     self.wait_gone(name, &rec)?;
                 }
                 Some(_) if req.if_running == IfRunning::Fail => {
@@ -191,7 +191,7 @@ impl Lifecycle {
             self.store.journal(name, "stop", "stop requested");
         }
         drop(guard);
-        poke(&self.store, name);
+        poke_now(&self.store, name);
         self.wait_gone(name, &rec)?;
         self.status(name)
     }

@@ -133,13 +133,27 @@ fn open_wake_fifo(store: &Store, name: &ServerName) -> Result<File> {
 /// Wake the watcher of `name`, if any. Never blocks, never fails loudly: a
 /// full FIFO already holds a pending wake-up, and a missing one has no reader.
 pub fn poke(store: &Store, name: &ServerName) {
+    wake(store, name, ROUTINE);
+}
+
+/// Wake the watcher for something that must not wait for a burst of pokes
+/// to end (a stop request, a repair).
+pub fn poke_now(store: &Store, name: &ServerName) {
+    wake(store, name, URGENT);
+}
+
+/// The byte a poke writes: routine changes may be coalesced, urgent not.
+pub(crate) const ROUTINE: u8 = b'!';
+pub(crate) const URGENT: u8 = b'S';
+
+fn wake(store: &Store, name: &ServerName, byte: u8) {
     let path = store.path(name, "wake");
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
     {
-        let _ = f.write(b"!");
+        let _ = f.write(&[byte]);
     }
 }
 

@@ -385,7 +385,9 @@ impl<'a> Watcher<'a> {
         };
         let burst_end = Instant::now() + POKE_MAX;
         while only_poked(&fds) {
-            self.drain_pokes();
+            if self.drain_pokes() {
+                return; // an urgent poke: tick now
+            }
             let left = burst_end.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -424,9 +426,14 @@ impl<'a> Watcher<'a> {
         }
     }
 
-    /// Many pokes between ticks collapse into one tick.
-    fn drain_pokes(&self) {
+    /// Many pokes between ticks collapse into one tick. Returns true if
+    /// one of them was urgent.
+    fn drain_pokes(&self) -> bool {
         let mut buf = [0u8; 256];
-        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+        let mut urgent = false;
+        while let Ok(n @ 1..) = (&self.wake).read(&mut buf) {
+            urgent |= buf[..n].contains(&super::URGENT);
+        }
+        urgent
     }
 }
