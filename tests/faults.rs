@@ -17,16 +17,6 @@ use std::time::Duration;
 
 const SOON: Duration = Duration::from_secs(10);
 
-fn signal(pid: u32, sig: Signal) {
-    kill(Pid::from_raw(pid as i32), sig).unwrap_or_else(|e| panic!("kill -{sig} {pid}: {e}"));
-}
-
-fn watcher_of(info: &serde_json::Value) -> u32 {
-    info["watcher_pid"]
-        .as_u64()
-        .expect("a running server has a watcher") as u32
-}
-
 /// A server command that appends its pid to `starts`, so tests can count
 /// starts and find every server ever started.
 fn counted_server(starts: &Path) -> Vec<String> {

@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use nix::sys::signal::Signal;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
@@ -276,14 +277,10 @@ fn recycled_server_pid_is_never_signalled() {
     // Kill the watcher, then point the record's server at a bystander with a
     // different start time (what a recycled pid looks like).
     let info = w.info("p");
-    let watcher = info["watcher_pid"].as_u64().unwrap() as i32;
+    let watcher = watcher_of(&info);
     let real_server = pid_of(&info);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(watcher),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    eventually(SOON, "watcher gone", || !alive(watcher as u32));
+    signal(watcher, Signal::SIGKILL);
+    eventually(SOON, "watcher gone", || !alive(watcher));
     let bystander = w.client();
     let path = w.record_path("p");
     let mut rec: serde_json::Value = serde_json::from_str(&read(&path)).unwrap();
@@ -297,11 +294,7 @@ fn recycled_server_pid_is_never_signalled() {
     let r = w.run(&["admin", "kill", "p"]);
     assert_eq!(r.code(), 10, "{}", r.stdout());
     assert!(alive(bystander), "the bystander was not signalled");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(real_server as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    signal(real_server, Signal::SIGKILL);
 }
 
 #[test]
@@ -320,16 +313,12 @@ fn killed_watcher_is_replaced_by_the_next_command() {
         "1000",
     ]);
     let info = w.info("v");
-    let (server, watcher) = (pid_of(&info), info["watcher_pid"].as_u64().unwrap() as u32);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(watcher as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    let (server, watcher) = (pid_of(&info), watcher_of(&info));
+    signal(watcher, Signal::SIGKILL);
     eventually(SOON, "watcher gone", || !alive(watcher));
     assert!(alive(server), "the server outlives its watcher");
     let info = w.info("v");
-    let new_watcher = info["watcher_pid"].as_u64().unwrap() as u32;
+    let new_watcher = watcher_of(&info);
     assert_ne!(new_watcher, watcher);
     assert!(alive(new_watcher), "info restored supervision");
     assert_eq!(pid_of(&info), server);
@@ -342,36 +331,6 @@ fn killed_watcher_is_replaced_by_the_next_command() {
         .ok(&["admin", "debug", "v"])
         .stdout()
         .contains("new watcher"));
-}
-
-#[test]
-fn killed_watcher_mid_grace_still_stops_the_server() {
-    let w = World::new();
-    let me = std::process::id().to_string();
-    w.ok(&[
-        "use",
-        "m",
-        "--grace-period",
-        "300ms",
-        "--pid",
-        &me,
-        "--",
-        "sleep",
-        "1000",
-    ]);
-    w.ok(&["unuse", "m", "--pid", &me]);
-    let info = w.info("m");
-    let (server, watcher) = (pid_of(&info), info["watcher_pid"].as_u64().unwrap() as u32);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(watcher as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    eventually(SOON, "watcher gone", || !alive(watcher));
-    w.ok(&["admin", "doctor", "m"]);
-    eventually(SOON, "grace still expires", || {
-        !alive(server) && w.check("m") == 2
-    });
 }
 
 #[test]

@@ -161,3 +161,15 @@ pub fn read(path: &Path) -> String {
 pub fn pid_of(v: &Value) -> u32 {
     v["pid"].as_u64().expect("status has a pid") as u32
 }
+
+pub fn watcher_of(info: &Value) -> u32 {
+    info["watcher_pid"]
+        .as_u64()
+        .expect("a running server has a watcher") as u32
+}
+
+/// Send `sig` to `pid`; the test fails if it cannot be sent.
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig)
+        .unwrap_or_else(|e| panic!("kill -{sig} {pid}: {e}"));
+}
