@@ -61,17 +61,6 @@ pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
     Ok(report)
 }
 
-/// True if a watcher has the name's wake FIFO open (opening it for writing
-/// without blocking fails with ENXIO exactly when nobody reads it).
-fn watcher_listens(store: &Store, name: &ServerName) -> bool {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(store.path(name, "wake"))
-        .is_ok()
-}
-
 /// The process-group leader whose environment says it is `name`'s server in
 /// this lock directory (see `spawn::NAME_VAR`).
 fn find_orphan(store: &Store, name: &ServerName) -> Option<ProcessId> {
@@ -136,7 +125,7 @@ fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Res
             report.push(format!("{name}: {e}"));
             report.push(format!("{name}: moved it to {}", aside.display()));
             // A live watcher keeps the record in memory and rewrites it.
-            if watcher_listens(store, name) {
+            if crate::watcher::listening(store, name) {
                 poke_now(store, name);
                 let deadline = Instant::now() + Duration::from_secs(2);
                 while Instant::now() < deadline {
@@ -146,6 +135,12 @@ fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Res
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
+            }
+            if crate::watcher::listening(store, name) {
+                report.push(format!(
+                    "{name}: its watcher runs but has not restored the record yet; run `sharedserver admin doctor {name}` again"
+                ));
+                return Ok(());
             }
             // No watcher: the server, if any, is unsupervised and nobody knows
             // its clients. Find it by the tag every server carries and stop it,

@@ -3,13 +3,24 @@
 use crate::error::{Error, Result};
 use std::time::Duration;
 
+/// Longer than any sensible grace period or timeout, and small enough that
+/// milliseconds since the epoch plus it never overflow.
+pub const MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 pub fn parse(text: &str) -> Result<Duration> {
     let trimmed = text.trim();
     if trimmed == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(trimmed)
-        .map_err(|e| Error::BadDuration(text.to_string(), e.to_string()))
+    let d = humantime::parse_duration(trimmed)
+        .map_err(|e| Error::BadDuration(text.to_string(), e.to_string()))?;
+    if d > MAX {
+        return Err(Error::BadDuration(
+            text.to_string(),
+            "longer than 100 years".into(),
+        ));
+    }
+    Ok(d)
 }
 
 pub fn format(d: Duration) -> String {
@@ -37,6 +48,10 @@ mod tests {
         assert!(err.contains("5 parsecs") && err.contains("30s"), "{err}");
         assert!(parse("").is_err());
         assert!(parse("-5s").is_err());
+        assert!(
+            parse("18446744073709551s").is_err(),
+            "absurd lengths are refused"
+        );
     }
 
     #[test]

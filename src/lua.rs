@@ -97,8 +97,15 @@ fn duration_opt(
     let want = "a duration string such as \"30s\", or a number of seconds";
     match t.get::<LuaValue>(key)? {
         LuaValue::Nil => Ok(None),
-        LuaValue::Integer(n) if n >= 0 => Ok(Some(Duration::from_secs(n as u64))),
-        LuaValue::Number(n) if n >= 0.0 && n.is_finite() => Ok(Some(Duration::from_secs_f64(n))),
+        LuaValue::Integer(n) if n >= 0 => Duration::from_secs(n as u64)
+            .le(&duration::MAX)
+            .then(|| Some(Duration::from_secs(n as u64)))
+            .ok_or_else(|| bad(key, &format!("{want} (at most 100 years)"))),
+        LuaValue::Number(n) if n >= 0.0 && n.is_finite() => Duration::try_from_secs_f64(n)
+            .ok()
+            .filter(|d| *d <= duration::MAX)
+            .map(Some)
+            .ok_or_else(|| bad(key, &format!("{want} (at most 100 years)"))),
         LuaValue::String(s) => match duration::parse(&s.to_str()?) {
             Ok(d) => Ok(Some(d)),
             Err(e) => Err(bad(key, &format!("{want} ({e})"))),

@@ -79,20 +79,15 @@ impl ReadySpec {
         bad("unknown kind")
     }
 
-    /// One probe. `log:` specs are answered by the log pump, not here.
-    pub fn check(&self) -> bool {
+    /// One probe, taking at most about `limit` (a `cmd:` probe is killed
+    /// when it runs out). `log:` specs are answered by the log pump, not here.
+    pub fn check(&self, limit: Duration) -> bool {
         match self {
             ReadySpec::Tcp(addr) => connect_tcp(addr).is_some(),
             ReadySpec::Http { addr, host, path } => http_ok(addr, host, path),
             ReadySpec::Unix(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
             ReadySpec::Log(_) => false,
-            ReadySpec::Cmd(cmd) => std::process::Command::new("sh")
-                .args(["-c", cmd])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success()),
+            ReadySpec::Cmd(cmd) => run_bounded(cmd, limit),
         }
     }
 
@@ -102,6 +97,41 @@ impl ReadySpec {
             _ => None,
         }
     }
+}
+
+/// Run `sh -c cmd` in its own process group; success if it exits 0 within
+/// `limit`, otherwise the whole group is killed.
+fn run_bounded(cmd: &str, limit: Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    use std::os::unix::process::CommandExt;
+    let Ok(mut child) = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+    else {
+        return false;
+    };
+    let ms = limit.as_millis().min(i32::MAX as u128) as i32;
+    let finished = match crate::process::PidFd::open(child.id()) {
+        // Our unreaped child: the pid cannot be reused under us.
+        Ok(fd) => matches!(
+            poll(
+                &mut [PollFd::new(fd.as_fd(), PollFlags::POLLIN)],
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            ),
+            Ok(n) if n > 0
+        ),
+        Err(_) => true, // no pidfd: wait without a bound
+    };
+    if !finished {
+        // SAFETY: the group leader is our unreaped child.
+        unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+    }
+    child.wait().is_ok_and(|s| s.success()) && finished
 }
 
 fn connect_tcp(addr: &str) -> Option<TcpStream> {

@@ -252,7 +252,10 @@ pub fn now_ms() -> u64 {
 }
 
 pub fn rfc3339(ms: u64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    // humantime cannot format years past 9999; a record claiming such a
+    // time is wrong, but must not make a status query panic.
+    const LAST_MS: u64 = 253_402_300_799_000; // 9999-12-31T23:59:59Z
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.min(LAST_MS));
     humantime::format_rfc3339_seconds(t).to_string()
 }
 

@@ -10,6 +10,8 @@
 //! | `NAME.json`    | the record ([`Record`])                | while the server lives |
 //! | `NAME.last`    | how the previous server ended          | until the next start   |
 //! | `NAME.wake`    | FIFO the watcher sleeps on             | while the watcher runs |
+//! | `NAME.out`     | FIFO of the server's output            | while the server runs  |
+//! | `NAME.log`     | default log file                       | kept, rotated at 4 MiB |
 //! | `NAME.journal` | bounded log of operations              | rotated at 64 KiB      |
 //! | `.NAME.*.tmp`  | in-flight atomic writes                | renamed over the target|
 
@@ -91,7 +93,7 @@ impl Store {
     }
 
     pub fn remove(&self, _lock: &Guard, name: &ServerName) -> Result<()> {
-        for ext in ["json", "wake"] {
+        for ext in ["json", "wake", "out"] {
             let path = self.path(name, ext);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}

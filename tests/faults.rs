@@ -277,7 +277,9 @@ fn a_cli_killed_while_starting_a_server_leaves_exactly_one_supervised_server() {
     let mut w = World::new();
     let starts = w.path("starts");
     let cmd = counted_server(&starts);
-    let wake = w.lockdir.join("c.wake");
+    // The watcher creates the output FIFO before it starts the server, long
+    // before the caller can write the record.
+    let out_fifo = w.lockdir.join("c.out");
     let a = w.client().to_string();
 
     // Catch a cold `use` while it holds the lock inside the start handshake
@@ -292,7 +294,7 @@ fn a_cli_killed_while_starting_a_server_leaves_exactly_one_supervised_server() {
             .unwrap();
         let pid = first.id();
         let caught = loop {
-            if wake.exists() {
+            if out_fifo.exists() {
                 signal(pid, Signal::SIGSTOP);
                 break !w.record_path("c").exists() && holds_a_lock(pid);
             }
@@ -309,7 +311,7 @@ fn a_cli_killed_while_starting_a_server_leaves_exactly_one_supervised_server() {
         signal(pid, Signal::SIGCONT);
         first.wait().unwrap();
         w.ok(&["admin", "kill", "c"]);
-        eventually(SOON, "clean slate", || !wake.exists());
+        eventually(SOON, "clean slate", || !out_fifo.exists());
     }
     let frozen = frozen.expect("caught a `use` inside its start handshake in 20 tries");
     let frozen_pid = frozen.id();

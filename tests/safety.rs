@@ -514,3 +514,123 @@ fn admin_debug_shows_operations_failures_and_the_watchers_actions() {
         assert!(log.contains(expected), "missing {expected:?} in:\n{log}");
     }
 }
+
+#[test]
+fn a_hanging_cmd_probe_is_bounded_by_the_ready_timeout_and_never_holds_the_lock() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let starter = w
+        .cmd(&[
+            "use",
+            "hang",
+            "--pid",
+            &a,
+            "--ready",
+            "cmd:sleep 30",
+            "--ready-timeout",
+            "1s",
+            "--",
+            "sleep",
+            "1000",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(SOON, "starting", || w.state("hang") == "starting");
+    // Commands that need the lock still get it while the probe runs: this
+    // one attaches, waits for readiness like any `use`, and shares the
+    // verdict (it would hang for 30 s if the probe held the lock).
+    let b = w.client().to_string();
+    let r = w.run(&["admin", "incref", "hang", "--pid", &b]);
+    assert!(r.stderr().contains("not ready within 1s"), "{}", r.stderr());
+    let out = starter.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not ready within 1s"),
+        "{err}"
+    );
+    assert_eq!(w.state("hang"), "stopped");
+}
+
+#[test]
+fn a_missing_record_under_a_live_watcher_never_leads_to_a_second_server() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    w.ok(&["use", "one", "--pid", &a, "--", "sleep", "1000"]);
+    let server = pid_of(&w.info("one"));
+    std::fs::remove_file(w.record_path("one")).unwrap();
+    let b = w.client().to_string();
+    let r = w.ok(&["use", "one", "--pid", &b, "--", "sleep", "1000"]);
+    assert!(r.stdout().contains("attached"), "{}", r.stdout());
+    let info = w.info("one");
+    assert_eq!(
+        (pid_of(&info), info["refcount"].as_u64()),
+        (server, Some(2))
+    );
+}
+
+#[test]
+fn kill_does_not_wait_for_a_pending_graceful_stop() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    w.ok(&[
+        "use",
+        "stubborn",
+        "--pid",
+        &a,
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; while :; do sleep 0.05; done",
+    ]);
+    let server = pid_of(&w.info("stubborn"));
+    let stopper = w
+        .cmd(&["admin", "stop", "stubborn", "--force", "--timeout", "1h"])
+        .spawn()
+        .unwrap();
+    eventually(SOON, "stopping", || w.state("stubborn") == "stopping");
+    w.ok(&["admin", "kill", "stubborn"]);
+    assert!(!alive(server));
+    assert!(kill_child_ok(stopper));
+}
+
+fn kill_child_ok(child: std::process::Child) -> bool {
+    child.wait_with_output().is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn processes_left_in_the_servers_group_end_with_it() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let kid = w.path("kid");
+    let script = format!(
+        "(trap '' TERM; exec sleep 1003) & echo $! > '{}'; wait",
+        kid.display()
+    );
+    w.ok(&["use", "grp", "--pid", &a, "--", "sh", "-c", &script]);
+    eventually(SOON, "child started", || {
+        read(&kid).trim().parse::<u32>().is_ok()
+    });
+    let child: u32 = read(&kid).trim().parse().unwrap();
+    w.ok(&["admin", "stop", "grp", "--force", "--timeout", "300ms"]);
+    eventually(SOON, "the TERM-proof child is gone too", || !alive(child));
+}
+
+#[test]
+fn an_absurd_timestamp_in_a_record_is_no_panic() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    w.ok(&["use", "ts", "--pid", &a, "--", "sleep", "1000"]);
+    let path = w.record_path("ts");
+    let mut rec: serde_json::Value = serde_json::from_str(&read(&path)).unwrap();
+    rec["started_at_ms"] = 300_000_000_000_000u64.into();
+    std::fs::write(&path, serde_json::to_string(&rec).unwrap()).unwrap();
+    let r = w.run(&["info", "ts"]);
+    assert!(
+        r.code() == 0 || r.code() == 10,
+        "exit {}: {}",
+        r.code(),
+        r.stderr()
+    );
+}

@@ -62,7 +62,9 @@ pub fn logs(args: LogsArgs) -> sharedserver::Result<i32> {
             let mut buf = Vec::new();
             if file.read_to_end(&mut buf).is_ok() {
                 offset += buf.len() as u64;
-                let _ = out.write_all(&buf).and_then(|_| out.flush());
+                if out.write_all(&buf).and_then(|_| out.flush()).is_err() {
+                    return Ok(0); // the reader went away (`| head`)
+                }
             }
         }
     }

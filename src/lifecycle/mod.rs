@@ -55,6 +55,12 @@ impl Attached {
     }
 }
 
+/// A server that is going away: a stop is pending, or it already exited
+/// and its watcher is about to clean up (not a crash awaiting restart).
+fn dying(rec: &Record) -> bool {
+    rec.stop.is_some() || (!rec.server.is_alive() && rec.restart_at_ms.is_none())
+}
+
 /// The library's front door: a store plus the binary that runs watchers.
 #[derive(Debug, Clone)]
 pub struct Lifecycle {
@@ -86,7 +92,7 @@ impl Lifecycle {
         loop {
             let guard = self.store.lock(name)?;
             match self.supervised(&guard, name)? {
-                Some(rec) if rec.state() == State::Stopping => {
+                Some(rec) if dying(&rec) => {
                     // Never rescue a dying server: wait, then start afresh.
                     drop(guard);
                     poke_now(&self.store, name);
@@ -111,6 +117,15 @@ impl Lifecycle {
                     let Some(spec) = &req.start else {
                         return Err(Error::NotRunning(name.to_string()));
                     };
+                    if crate::watcher::listening(&self.store, name) {
+                        // A watcher runs but the record is gone (removed by
+                        // hand, or set aside by doctor): it restores the
+                        // record from memory. Never start a second server.
+                        drop(guard);
+                        poke_now(&self.store, name);
+                        self.wait_restored(name)?;
+                        continue;
+                    }
                     let rec = self.start_locked(&guard, req, spec)?;
                     return Ok(Attached::Started(Status::of(&rec, now_ms())));
                 }
@@ -138,6 +153,22 @@ impl Lifecycle {
         Ok(Status::of(&rec, now_ms()))
     }
 
+    /// Wait (2 s at most) for a live watcher to restore a missing record.
+    fn wait_restored(&self, name: &ServerName) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut pause = Duration::from_micros(200);
+        while Instant::now() < deadline {
+            if self.store.read(name)?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+        Err(Error::Other(format!(
+            "server '{name}' has a running watcher but no record; run `sharedserver admin doctor {name}`"
+        )))
+    }
+
     /// Settle and write a changed record, release the lock, wake the watcher.
     fn commit(&self, guard: Guard, name: &ServerName, rec: &mut Record) -> Result<()> {
         rec.settle(now_ms(), |id| id.is_alive());
@@ -149,7 +180,7 @@ impl Lifecycle {
 
     /// Stop the server (SIGTERM, then SIGKILL after `timeout`) and wait.
     pub fn stop(&self, name: &ServerName, force: bool, timeout: Duration) -> Result<Status> {
-        let result = self.request_stop(name, timeout, |rec| {
+        let result = self.request_stop(name, timeout, false, |rec| {
             if !force && !rec.clients.is_empty() {
                 return Err(Error::InUse(name.to_string(), rec.clients.len()));
             }
@@ -160,7 +191,7 @@ impl Lifecycle {
 
     /// SIGKILL the server's process group now, then clean up.
     pub fn kill(&self, name: &ServerName) -> Result<Status> {
-        let result = self.request_stop(name, Duration::ZERO, |rec| {
+        let result = self.request_stop(name, Duration::ZERO, true, |rec| {
             if let Some(fd) = rec.server.open() {
                 signal_group(&fd, rec.server.pid, libc::SIGKILL)
                     .map_err(|e| Error::Other(format!("server '{name}': SIGKILL failed: {e}")))?;
@@ -170,17 +201,23 @@ impl Lifecycle {
         self.logged(name, "kill", result)
     }
 
+    /// `act` runs under the lock before the stop is recorded; `always` runs
+    /// it even when a stop is already pending (a kill must not wait for a
+    /// slow graceful stop).
     fn request_stop(
         &self,
         name: &ServerName,
         timeout: Duration,
+        always: bool,
         act: impl FnOnce(&Record) -> Result<String>,
     ) -> Result<Status> {
         let guard = self.store.lock(name)?;
         let Some(mut rec) = self.supervised(&guard, name)? else {
             return Err(Error::NotRunning(name.to_string()));
         };
-        if rec.stop.is_none() {
+        if always && rec.stop.is_some() {
+            act(&rec)?;
+        } else if rec.stop.is_none() {
             let reason = act(&rec)?;
             rec.stop = Some(StopRequest {
                 reason,
@@ -213,6 +250,13 @@ impl Lifecycle {
                 drop(guard);
                 Ok(match rec {
                     Some(mut view) => {
+                        if dying(&view) && view.stop.is_none() {
+                            view.stop = Some(StopRequest {
+                                reason: "exited".into(),
+                                timeout_ms: 0,
+                                requested_at_ms: now,
+                            });
+                        }
                         view.settle(now, |id| id.is_alive());
                         Status::of(&view, now_ms())
                     }

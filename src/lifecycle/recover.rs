@@ -5,7 +5,7 @@ use super::Lifecycle;
 use crate::duration;
 use crate::error::{Error, Result};
 use crate::name::ServerName;
-use crate::record::{now_ms, LastExit, Record, StopRequest};
+use crate::record::{LastExit, Record};
 use crate::spawn::{self, Hello, Launch};
 use crate::store::Guard;
 use std::time::{Duration, Instant};
@@ -20,15 +20,9 @@ impl Lifecycle {
         };
         let watcher_alive = rec.watcher.is_some_and(|w| w.is_alive());
         if watcher_alive {
-            // Between a crash and its restart the server is legitimately dead.
-            if !rec.server.is_alive() && rec.restart_at_ms.is_none() {
-                // The watcher is about to clean up; report it as stopping.
-                rec.stop.get_or_insert(StopRequest {
-                    reason: "exited on its own".into(),
-                    timeout_ms: 0,
-                    requested_at_ms: now_ms(),
-                });
-            }
+            // A dead server under a live watcher is about to be cleaned up
+            // (or restarted); callers see that through `dying`, and nothing
+            // here is written back.
             return Ok(Some(rec));
         }
         if !rec.server.is_alive() {
@@ -130,7 +124,7 @@ impl Lifecycle {
         Err(Error::Timeout(
             name.to_string(),
             format!(
-                "waiting {} for the server to stop",
+                "waiting {} for the server to stop (force it with `sharedserver admin kill {name}`; see `sharedserver admin debug {name}`)",
                 duration::format(budget)
             ),
         ))

@@ -92,6 +92,7 @@ impl Lifecycle {
             }
             Hello::DiedAtStart { code, signal } => {
                 let detail = match (code, signal) {
+                    (Some(0), _) => "exited at once with code 0 (a server that daemonizes must be told to stay in the foreground)".to_string(),
                     (Some(c), _) => format!("exited at once with code {c}"),
                     (_, Some(s)) => format!("was killed at once by signal {s}"),
                     _ => "exited at once".to_string(),

@@ -57,7 +57,6 @@ fn watch(raw_name: &str) -> Result<()> {
         .map_err(|e| Error::Other(format!("watcher: reading launch spec: {e}")))?;
     let launch: Launch = serde_json::from_str(&line)
         .map_err(|e| Error::Other(format!("watcher: bad launch spec: {e}")))?;
-    let wake = open_wake_fifo(&store, &name)?;
     let ready = launch.ready.as_deref().map(ReadySpec::parse).transpose()?;
     let matcher = ready.as_ref().and_then(|r| r.log_regex().cloned());
     let mut pump = Pump::open(&store, &name, launch.log_file.as_ref(), matcher)?;
@@ -96,6 +95,22 @@ fn watch(raw_name: &str) -> Result<()> {
         }
         return Ok(());
     };
+    // Only a committed watcher listens on the wake FIFO: callers take a
+    // reader there as proof that a watcher owns the name.
+    let wake = match open_wake_fifo(&store, &name) {
+        Ok(wake) => wake,
+        Err(e) => {
+            store.journal(
+                &name,
+                "watcher",
+                &format!("{e}; stopping the server it cannot supervise"),
+            );
+            if launch.adopt.is_none() {
+                terminate(&mut server, &mut pump, DEFAULT_STOP_TIMEOUT);
+            }
+            return Err(e);
+        }
+    };
     trim_resident_code();
     raise_fd_limit();
     Watcher::new(&store, &name, launch, server, wake, pump, known).run()
@@ -128,6 +143,18 @@ fn open_wake_fifo(store: &Store, name: &ServerName) -> Result<File> {
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| Error::io(&path, "opening wake fifo", e))
+}
+
+/// True if a watcher runs for `name`: it holds the wake FIFO open for
+/// reading, and opening a FIFO to write without blocking fails (ENXIO)
+/// exactly when nobody reads it. Needs no record and cannot be fooled by a
+/// recycled pid.
+pub fn listening(store: &Store, name: &ServerName) -> bool {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(store.path(name, "wake"))
+        .is_ok()
 }
 
 /// Wake the watcher of `name`, if any. Never blocks, never fails loudly: a

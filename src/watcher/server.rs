@@ -27,7 +27,16 @@ impl Server {
     }
 
     /// Exit code and signal, when we are the parent and can see them.
+    ///
+    /// Whatever is left of the server's process group dies with it (they
+    /// would hold its ports and write into the next server's log). This is
+    /// safe only before the reap: the unreaped leader keeps the group id
+    /// from being reused.
     pub(super) fn reap(&mut self) -> (Option<i32>, Option<i32>) {
+        if self.child.is_some() {
+            // SAFETY: plain syscall on the group our unreaped child leads.
+            unsafe { libc::kill(-(self.id.pid as libc::pid_t), libc::SIGKILL) };
+        }
         match self.child.as_mut().map(|c| c.wait()) {
             Some(Ok(status)) => (status.code(), status.signal()),
             _ => (None, None),

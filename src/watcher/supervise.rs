@@ -38,6 +38,8 @@ pub(super) struct Watcher<'a> {
     known: Record,
     probe_at: Option<Instant>,
     probe_interval: Option<Duration>,
+    /// A readiness probe is due; it runs after the tick releases the lock.
+    probe_due: bool,
 }
 
 /// What a tick decided to do after releasing the lock.
@@ -75,16 +77,31 @@ impl<'a> Watcher<'a> {
             known,
             probe_at: None,
             probe_interval: None,
+            probe_due: false,
         }
     }
 
     pub(super) fn run(mut self) -> Result<()> {
         loop {
             self.pump.drain();
-            match self.tick()? {
+            let next = match self.tick() {
+                Ok(next) => next,
+                Err(e) => {
+                    // Never give up supervision over a transient failure
+                    // (descriptors exhausted, a lock file removed by hand).
+                    self.journal(&format!("tick failed ({e}); retrying in 1s"));
+                    Next::Sleep(Some(WRITE_RETRY))
+                }
+            };
+            match next {
                 Next::Exit => return Ok(()),
                 Next::Stop(reason, timeout) => return self.stop(&reason, timeout),
-                Next::Sleep(timeout) => self.sleep(timeout),
+                Next::Sleep(timeout) => {
+                    if std::mem::take(&mut self.probe_due) && self.probe() {
+                        continue;
+                    }
+                    self.sleep(timeout)
+                }
             }
         }
     }
@@ -186,7 +203,9 @@ impl<'a> Watcher<'a> {
                 self.journal(&format!("superseded by watcher {by:?}"));
                 return Ok(None);
             }
-            Ok(Some(r)) if r.watcher.is_some_and(|w| w.is_alive()) => {
+            Ok(Some(r))
+                if r.watcher != Some(self.me) && r.watcher.is_some_and(|w| w.is_alive()) =>
+            {
                 self.journal(
                     "the record names another server; stopping ours, which nobody references",
                 );
@@ -257,22 +276,20 @@ impl<'a> Watcher<'a> {
 
     /// Run a readiness probe if one is due. Returns true if the record changed.
     fn check_ready(&mut self, rec: &mut Record, now: u64) -> bool {
-        let Some(spec) = &self.ready else {
+        if self.ready.is_none() {
             return false;
-        };
+        }
         if rec.ready_at_ms.is_some() || self.server.is_none() || rec.stop.is_some() {
             self.probe_at = None;
             return false;
         }
-        let passed = self.pump.matched
-            || (self.probe_at.is_none_or(|t| Instant::now() >= t) && spec.check());
-        if passed {
+        if self.pump.matched {
             rec.ready_at_ms = Some(now);
             self.probe_at = None;
             self.journal(&format!("ready ({})", rec.ready.as_deref().unwrap_or("")));
             return true;
         }
-        if now >= rec.started_at_ms + rec.ready_timeout_ms {
+        if now >= rec.started_at_ms.saturating_add(rec.ready_timeout_ms) {
             rec.stop = Some(crate::record::StopRequest {
                 reason: format!(
                     "not ready within {} (waiting for {})",
@@ -284,10 +301,51 @@ impl<'a> Watcher<'a> {
             });
             return true;
         }
-        let interval = probe::next_interval(self.probe_interval);
-        self.probe_interval = Some(interval);
-        self.probe_at = Some(Instant::now() + interval);
+        // Probes run after the lock is released (see `probe`): a slow one
+        // must never hold up other callers.
+        if self.probe_at.is_none_or(|t| Instant::now() >= t) {
+            self.probe_due = true;
+            let interval = probe::next_interval(self.probe_interval);
+            self.probe_interval = Some(interval);
+            self.probe_at = Some(Instant::now() + interval);
+        }
         false
+    }
+
+    /// Run a due readiness probe outside the lock, bounded by the time left
+    /// before the readiness deadline. Returns true if it passed (and the
+    /// record now says so), so the caller ticks again at once.
+    fn probe(&mut self) -> bool {
+        let Some(spec) = &self.ready else {
+            return false;
+        };
+        let deadline = self
+            .known
+            .started_at_ms
+            .saturating_add(self.known.ready_timeout_ms);
+        let left = Duration::from_millis(deadline.saturating_sub(now_ms()));
+        if !spec.check(left) {
+            return false;
+        }
+        let Ok(guard) = self.store.lock(self.name) else {
+            return false;
+        };
+        match self.store.read(self.name) {
+            Ok(Some(mut rec))
+                if rec.server == self.known.server
+                    && rec.watcher == Some(self.me)
+                    && rec.ready_at_ms.is_none()
+                    && rec.stop.is_none() =>
+            {
+                rec.ready_at_ms = Some(now_ms());
+                if self.store.write(&guard, self.name, &rec).is_ok() {
+                    self.journal(&format!("ready ({})", rec.ready.as_deref().unwrap_or("")));
+                    self.known = rec;
+                }
+                true
+            }
+            _ => true,
+        }
     }
 
     /// Keep exactly one pidfd per recorded client. Returns true if one of
