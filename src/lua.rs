@@ -307,13 +307,16 @@ fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
                 Some(t) => t.get::<Option<bool>>("force")?.unwrap_or(false),
                 None => false,
             };
-            let timeout = match &opts {
-                Some(t) => match t.get::<Option<String>>("timeout")? {
-                    Some(s) => duration::parse(&s).map_err(lua_err)?,
-                    None => crate::record::DEFAULT_STOP_TIMEOUT,
-                },
-                None => crate::record::DEFAULT_STOP_TIMEOUT,
+            let bad = |key: &str, want: &str| {
+                LuaError::RuntimeError(format!(
+                    "sharedserver: stop '{raw}': option `{key}` must be {want}"
+                ))
             };
+            let timeout = match &opts {
+                Some(t) => duration_opt(t, "timeout", &bad)?,
+                None => None,
+            }
+            .unwrap_or(crate::record::DEFAULT_STOP_TIMEOUT);
             let status = lifecycle()?
                 .stop(&name(&raw)?, force, timeout)
                 .map_err(lua_err)?;

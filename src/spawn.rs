@@ -126,7 +126,9 @@ pub fn watcher(exe: &Path, lockdir: &Path, name: &str, launch: &Launch) -> Resul
     let hello = serde_json::from_str(line.trim()).map_err(|_| {
         Error::Spawn(
             exe.display().to_string(),
-            "the watcher exited without answering (is this binary the same version?)".into(),
+            format!(
+                "the watcher exited without answering (see `sharedserver admin debug {name}`; is the binary the same version as the caller?)"
+            ),
         )
     })?;
     Ok(Handshake { hello, stdin })

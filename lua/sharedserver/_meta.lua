@@ -70,6 +70,6 @@
 ---@field incref fun(name: string, pid?: integer, metadata?: string): sharedserver.Status
 ---@field decref fun(name: string, pid?: integer): sharedserver.Status
 ---@field start fun(name: string, spec: sharedserver.NativeSpec): sharedserver.Status
----@field stop fun(name: string, opts?: { force?: boolean, timeout?: string }): sharedserver.Status
+---@field stop fun(name: string, opts?: { force?: boolean, timeout?: string|number }): sharedserver.Status
 ---@field config fun(cwd?: string): table<string, sharedserver.ServerDef>
 ---@field log_path fun(name: string): string
