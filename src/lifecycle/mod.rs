@@ -102,6 +102,16 @@ impl Lifecycle {
                     let pid = self.store.read(name)?.map_or(0, |r| r.server.pid);
                     return Err(Error::AlreadyRunning(name.to_string(), pid));
                 }
+                Some(_)
+                    if self.watcher_exe.is_none()
+                        && !crate::watcher::listening(&self.store, name) =>
+                {
+                    // Attaching now would count on a watcher that is gone and
+                    // that we cannot restore: nobody would ever stop it.
+                    return Err(Error::Other(format!(
+                        "server '{name}' has lost its watcher and the sharedserver binary is unknown here, so supervision cannot be restored (set the `binary` option, or run `sharedserver admin doctor {name}`)"
+                    )));
+                }
                 Some(mut rec) => {
                     // The watcher journals the change (it sees every one).
                     rec.attach(req.client, req.metadata.clone(), now_ms());
