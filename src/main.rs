@@ -13,5 +13,10 @@ fn main() {
             std::process::exit(sharedserver::watcher::main(&name.to_string_lossy()));
         }
     }
+    // A CLI whose reader went away (`sharedserver list | head -1`) should
+    // end quietly, as Unix tools do, not panic in println!. (The watcher
+    // above keeps SIGPIPE ignored: it must outlive a caller that died.)
+    // SAFETY: setting a signal disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     std::process::exit(cli::main());
 }

@@ -634,3 +634,18 @@ fn an_absurd_timestamp_in_a_record_is_no_panic() {
         r.stderr()
     );
 }
+
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    let w = World::new();
+    let mut child = w
+        .cmd(&["completion", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away at once
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}
