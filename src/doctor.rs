@@ -2,7 +2,7 @@
 //! accidents leave behind. Every repair is reported in one line.
 
 use crate::error::{Error, Result};
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{poll_until, Lifecycle};
 use crate::name::ServerName;
 use crate::process::{signal_group, ProcessId};
 use crate::record::now_ms;
@@ -128,12 +128,12 @@ fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Res
             if crate::watcher::listening(store, name) {
                 poke_now(store, name);
                 let deadline = Instant::now() + Duration::from_secs(2);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = store.read(name) {
-                        report.push(format!("{name}: its watcher restored a good record"));
-                        return Ok(());
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
+                let restored = poll_until(Some(deadline), || {
+                    Ok(matches!(store.read(name), Ok(Some(_))).then_some(()))
+                })?;
+                if restored.is_some() {
+                    report.push(format!("{name}: its watcher restored a good record"));
+                    return Ok(());
                 }
             }
             if crate::watcher::listening(store, name) {
@@ -149,19 +149,11 @@ fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Res
                 Some(id) => {
                     stop_orphan(&id);
                     let guard = store.lock(name)?;
-                    let last = crate::record::LastExit {
-                        format: crate::record::FORMAT.into(),
-                        version: crate::record::VERSION,
-                        name: name.to_string(),
-                        pid: id.pid,
-                        command: vec![],
-                        code: None,
-                        signal: None,
-                        reason: "stopped by doctor: its record was unreadable and its watcher gone"
-                            .into(),
-                        at_ms: now_ms(),
-                        log_file: None,
-                    };
+                    let last = crate::record::LastExit::unrecorded(
+                        name.as_str(),
+                        id.pid,
+                        "stopped by doctor: its record was unreadable and its watcher gone",
+                    );
                     store.write_last(&guard, name, &last)?;
                     store.journal(
                         name,

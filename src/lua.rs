@@ -214,12 +214,10 @@ fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
     m.set(
         "list",
         lua.create_function(|lua, ()| {
-            // Like Lifecycle::list, but an unreadable record keeps its name.
-            let lifecycle = lifecycle()?;
             let out = lua.create_table()?;
-            let names = lifecycle.store.names().map_err(lua_err)?;
-            for (i, name) in names.iter().enumerate() {
-                let item = match lifecycle.status(name) {
+            let entries = lifecycle()?.list().map_err(lua_err)?;
+            for (i, (name, status)) in entries.into_iter().enumerate() {
+                let item = match status {
                     Ok(status) => to_lua(lua, &status)?,
                     Err(e) => {
                         let t = lua.create_table()?;

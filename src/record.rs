@@ -129,18 +129,30 @@ pub struct LastExit {
 }
 
 impl LastExit {
+    /// How the server of `rec` ended.
     pub fn of(rec: &Record, code: Option<i32>, signal: Option<i32>, reason: &str) -> LastExit {
         LastExit {
-            format: FORMAT.into(),
-            version: VERSION,
-            name: rec.name.clone(),
-            pid: rec.server.pid,
             command: rec.command.clone(),
             code,
             signal,
+            log_file: rec.log_file.clone(),
+            ..LastExit::unrecorded(&rec.name, rec.server.pid, reason)
+        }
+    }
+
+    /// An end known only by name and pid (its record was lost).
+    pub fn unrecorded(name: &str, pid: u32, reason: &str) -> LastExit {
+        LastExit {
+            format: FORMAT.into(),
+            version: VERSION,
+            name: name.to_string(),
+            pid,
+            command: vec![],
+            code: None,
+            signal: None,
             reason: reason.to_string(),
             at_ms: now_ms(),
-            log_file: rec.log_file.clone(),
+            log_file: None,
         }
     }
 }

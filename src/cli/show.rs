@@ -31,7 +31,7 @@ pub fn list(args: ListArgs) -> sharedserver::Result<i32> {
     let entries = lifecycle()?.list()?;
     let mut failed = false;
     let mut statuses = Vec::new();
-    for entry in entries {
+    for (_, entry) in entries {
         match entry {
             Ok(s) if s.state != State::Stopped => statuses.push(s),
             Ok(_) => {}

@@ -55,6 +55,26 @@ impl Attached {
     }
 }
 
+/// Poll `check` with a growing pause (0.2 ms up to 20 ms) until it yields a
+/// value, or until `deadline` passes (then `None`). For changes made by
+/// another process that give us no event to wait on.
+pub(crate) fn poll_until<T>(
+    deadline: Option<Instant>,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<Option<T>> {
+    let mut pause = Duration::from_micros(200);
+    loop {
+        if let Some(found) = check()? {
+            return Ok(Some(found));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
 /// A server that is going away: a stop is pending, or it already exited
 /// and its watcher is about to clean up (not a crash awaiting restart).
 fn dying(rec: &Record) -> bool {
@@ -166,17 +186,12 @@ impl Lifecycle {
     /// Wait (2 s at most) for a live watcher to restore a missing record.
     fn wait_restored(&self, name: &ServerName) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(2);
-        let mut pause = Duration::from_micros(200);
-        while Instant::now() < deadline {
-            if self.store.read(name)?.is_some() {
-                return Ok(());
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
+        match poll_until(Some(deadline), || Ok(self.store.read(name)?.map(|_| ())))? {
+            Some(()) => Ok(()),
+            None => Err(Error::Other(format!(
+                "server '{name}' has a running watcher but no record; run `sharedserver admin doctor {name}`"
+            ))),
         }
-        Err(Error::Other(format!(
-            "server '{name}' has a running watcher but no record; run `sharedserver admin doctor {name}`"
-        )))
     }
 
     /// Settle and write a changed record, release the lock, wake the watcher.
@@ -288,8 +303,15 @@ impl Lifecycle {
 
     /// Every server with a record. A record that cannot be read is reported
     /// as an error for that name only, so one bad file hides nothing else.
-    pub fn list(&self) -> Result<Vec<Result<Status>>> {
-        Ok(self.store.names()?.iter().map(|n| self.status(n)).collect())
+    pub fn list(&self) -> Result<Vec<(ServerName, Result<Status>)>> {
+        let names = self.store.names()?;
+        Ok(names
+            .into_iter()
+            .map(|n| {
+                let status = self.status(&n);
+                (n, status)
+            })
+            .collect())
     }
 
     fn healthy(&self, rec: &Record) -> bool {
@@ -307,30 +329,26 @@ impl Lifecycle {
         mut progress: impl FnMut(Duration),
     ) -> Result<Status> {
         let started = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        loop {
+        let ready = poll_until(None, || {
             let status = self.status(name)?;
             match status.state {
-                State::Active | State::Grace => return Ok(status),
+                State::Active | State::Grace => return Ok(Some(status)),
                 State::Stopped => {
-                    let last = self.store.read_last(name);
-                    let reason = last
-                        .as_ref()
-                        .map_or("stopped".to_string(), |l| l.reason.clone());
-                    let log = crate::logs::default_path(&self.store, name);
-                    let log = status.log_file.as_ref().map(PathBuf::from).unwrap_or(log);
+                    let reason = status.last_exit.as_ref().map_or("stopped", |l| &l.reason);
+                    let log = status.log_file.as_deref().unwrap_or_default();
                     return Err(Error::DiedAtStart {
                         name: name.to_string(),
                         detail: format!("did not become ready: {reason}"),
-                        log_tail: crate::logs::tail(&log, 10),
+                        log_tail: crate::logs::tail(std::path::Path::new(log), 10),
                     });
                 }
                 State::Starting | State::Stopping => {}
             }
             progress(started.elapsed());
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
-        }
+            Ok(None)
+        })?;
+        // Without a deadline, poll_until returns only with a value.
+        ready.ok_or_else(|| Error::Timeout(name.to_string(), "waiting for readiness".into()))
     }
 
     fn exe(&self) -> Result<PathBuf> {

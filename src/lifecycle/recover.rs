@@ -108,18 +108,16 @@ impl Lifecycle {
             let _ = nix::poll::poll(&mut fds, ms);
         }
         // Then the watcher's cleanup, which takes a moment after the exit.
-        let mut pause = Duration::from_micros(200);
-        while Instant::now() < deadline {
-            match self.store.read(name)? {
+        let gone = super::poll_until(Some(deadline), || {
+            Ok(match self.store.read(name)? {
                 Some(r) if r.server == seen.server => {
-                    if !r.watcher.is_some_and(|w| w.is_alive()) {
-                        return Ok(());
-                    }
+                    (!r.watcher.is_some_and(|w| w.is_alive())).then_some(())
                 }
-                _ => return Ok(()),
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(10));
+                _ => Some(()),
+            })
+        })?;
+        if gone.is_some() {
+            return Ok(());
         }
         Err(Error::Timeout(
             name.to_string(),
