@@ -30,7 +30,7 @@ function M.enter(name)
   if e.config.lazy then
     local ok, err = pcall(start.attach_if_running, name)
     if not ok then
-      notify.send("on_error", notify.errmsg(err), vim.log.levels.ERROR)
+      notify.failed(err)
     end
   else
     start.start(name)

@@ -42,4 +42,15 @@ function M.errmsg(err)
   return (tostring(err):gsub("^sharedserver: ", ""))
 end
 
+--- Report a failed operation (on_error gate) and return the `false, msg`
+--- pair that the Lua API's operations return on failure.
+---@param err any
+---@return false
+---@return string
+function M.failed(err)
+  local msg = M.errmsg(err)
+  M.send("on_error", msg, vim.log.levels.ERROR)
+  return false, msg
+end
+
 return M

@@ -89,9 +89,7 @@ function M.start(name)
     return st
   end)
   if not ok then
-    local msg = notify.errmsg(res)
-    notify.send("on_error", msg, vim.log.levels.ERROR)
-    return false, msg
+    return notify.failed(res)
   end
   local st = res --[[@as sharedserver.Status]]
   local e = state.servers[name]

@@ -101,9 +101,7 @@ function M.stop(name, opts)
     )
   end)
   if not ok then
-    local msg = notify.errmsg(res)
-    notify.send("on_error", msg, vim.log.levels.ERROR)
-    return false, msg
+    return notify.failed(res)
   end
   notify.send("on_stop", res)
   return true, nil
@@ -131,9 +129,7 @@ function M.restart(name)
     return others
   end)
   if not ok then
-    local msg = notify.errmsg(res)
-    notify.send("on_error", msg, vim.log.levels.ERROR)
-    return false, msg
+    return notify.failed(res)
   end
   local started, st = start.start(name)
   if not started then
