@@ -232,16 +232,7 @@ fn stop_refuses_while_clients_are_attached_unless_forced() {
 fn stop_escalates_to_sigkill_after_the_timeout() {
     let mut w = World::new();
     let a = w.client().to_string();
-    w.ok(&[
-        "use",
-        "t",
-        "--pid",
-        &a,
-        "--",
-        "sh",
-        "-c",
-        "trap '' TERM; while :; do sleep 0.05; done",
-    ]);
+    w.ok(&["use", "t", "--pid", &a, "--", "sh", "-c", IGNORES_TERM]);
     let pid = pid_of(&w.info("t"));
     w.ok(&["admin", "stop", "t", "--force", "--timeout", "200ms"]);
     assert!(!alive(pid));

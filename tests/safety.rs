@@ -582,7 +582,7 @@ fn kill_does_not_wait_for_a_pending_graceful_stop() {
         "--",
         "sh",
         "-c",
-        "trap '' TERM; while :; do sleep 0.05; done",
+        IGNORES_TERM,
     ]);
     let server = pid_of(&w.info("stubborn"));
     let stopper = w

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sharedserver");
 
+/// A server script that ignores SIGTERM, so only SIGKILL stops it.
+pub const IGNORES_TERM: &str = "trap '' TERM; while :; do sleep 0.05; done";
+
 /// One test's world: its own lock directory and scratch space. Dropping it
 /// kills every server the test left running.
 pub struct World {
