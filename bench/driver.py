@@ -225,7 +225,7 @@ class Bench:
             self.reap(pid)
         ma, mb = statistics.median(a), statistics.median(b)
         self.row(5, "cold `use` of `sleep 1000`", ma, mb, "≤ 10 ms", ma <= 10 * MS,
-                 note="default: waits out the 50 ms startup check")
+                 note="default start-up check: until idle, at most 50 ms")
         # Where the rest goes: the same without the startup check, if the
         # binary has the option.
         if "--startup-check" in self.ss("use", "--help").stdout:

@@ -456,6 +456,52 @@ fn completion_scripts_are_generated() {
 }
 
 #[test]
+fn startup_check_ends_once_the_server_waits_idle() {
+    // An hour-long check still returns: `sh` waiting on `sleep` is a whole
+    // process tree asleep, which is what a started server looks like.
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let r = w.run(&[
+        "use",
+        "idle",
+        "--pid",
+        &a,
+        "--startup-check",
+        "1h",
+        "--",
+        "sh",
+        "-c",
+        "sleep 1000; :",
+    ]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert_eq!(w.check("idle"), 0);
+}
+
+#[test]
+fn startup_check_holds_a_busy_server_past_the_first_moments() {
+    // Busy for about 0.2 s (never asleep, so past the old fixed 50 ms
+    // window), then failing: still "at once".
+    let w = World::new();
+    let r = w.run(&[
+        "use",
+        "busy",
+        "--startup-check",
+        "1h",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 150000 ]; do i=$((i+1)); done; exit 9",
+    ]);
+    assert_eq!(r.code(), 10);
+    assert!(
+        r.stderr().contains("exited at once with code 9"),
+        "{}",
+        r.stderr()
+    );
+    assert!(!w.record_path("busy").exists());
+}
+
+#[test]
 fn startup_check_zero_returns_on_spawn_and_the_exit_is_still_recorded() {
     let mut w = World::new();
     let a = w.client().to_string();

@@ -32,8 +32,9 @@ pub struct StartOptions {
     /// Restart policy: no, on-failure or on-failure:MAX (default MAX 5 within 60s)
     #[arg(long, value_name = "POLICY", value_parser = parse_restart)]
     pub restart: Option<RestartArg>,
-    /// How long a new server must stay up for `use` to succeed (catches servers
-    /// that exit at once); 0s returns as soon as it is spawned
+    /// At most how long a new server must stay up for `use` to succeed (catches
+    /// servers that exit at once). The check ends early once the server's
+    /// processes are all asleep, waiting for work; 0s returns on spawn
     #[arg(long, value_parser = parse_duration, value_name = "D", default_value = "50ms")]
     pub startup_check: Duration,
     /// The server command and its arguments, passed verbatim (no shell).

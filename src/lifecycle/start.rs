@@ -23,8 +23,9 @@ pub struct StartSpec {
     pub ready: Option<String>,
     pub ready_timeout: Duration,
     pub restart: Option<RestartPolicy>,
-    /// How long the fresh server must stay up for the start to count as a
-    /// success (catches servers that exit at once). Zero: return on spawn.
+    /// At most how long the fresh server must stay up for the start to count
+    /// as a success (catches servers that exit at once); the check ends early
+    /// once the server's processes all wait idle. Zero: return on spawn.
     pub startup_check: Duration,
 }
 

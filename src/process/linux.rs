@@ -7,17 +7,66 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 /// exist or is a zombie.
 pub fn start_time(pid: u32) -> Option<u64> {
     let mut buf = [0u8; 1024];
-    let stat = read_small(&format!("/proc/{pid}/stat"), &mut buf)?;
-    // The command name (field 2) may contain spaces and ')', so parse from
-    // the last ')'. After it: state is field 3, starttime is field 22.
-    let rest = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
-    let rest = std::str::from_utf8(rest).ok()?;
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?;
+    let (state, mut fields) = stat_fields(&format!("/proc/{pid}/stat"), &mut buf)?;
     if state == "Z" || state == "X" {
         return None;
     }
+    // After the state (field 3), starttime is field 22.
     fields.nth(18)?.parse().ok()
+}
+
+/// The state letter (field 3) of a stat file, and the fields after it.
+fn stat_fields<'a>(
+    path: &str,
+    buf: &'a mut [u8],
+) -> Option<(&'a str, std::str::SplitAsciiWhitespace<'a>)> {
+    let stat = read_small(path, buf)?;
+    // The command name (field 2) may contain spaces and ')', so parse from
+    // the last ')'.
+    let rest = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
+    let mut fields = std::str::from_utf8(rest).ok()?.split_ascii_whitespace();
+    Some((fields.next()?, fields))
+}
+
+/// Most processes a start-up check looks at before it gives up on idleness.
+const IDLE_SCAN_LIMIT: usize = 64;
+
+/// True when every thread of `pid` and of all its descendants is asleep
+/// (state S): the shape of a server that finished starting and now waits for
+/// work. Anything else (running, in disk wait, stopped, a zombie child not
+/// yet reaped, a tree too large to scan, a read that fails) answers false,
+/// so a caller waiting for idleness only ever waits longer, never shorter.
+pub fn tree_idle(pid: u32) -> bool {
+    let mut pending = vec![pid];
+    let mut seen = 0;
+    while let Some(pid) = pending.pop() {
+        seen += 1;
+        if seen > IDLE_SCAN_LIMIT {
+            return false;
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        for task in tasks {
+            let Ok(task) = task else { return false };
+            let dir = task.path();
+            let mut buf = [0u8; 1024];
+            match stat_fields(&format!("{}/stat", dir.display()), &mut buf) {
+                Some(("S", _)) => {}
+                _ => return false,
+            }
+            let Ok(children) = std::fs::read_to_string(dir.join("children")) else {
+                return false;
+            };
+            for child in children.split_ascii_whitespace() {
+                match child.parse() {
+                    Ok(child) => pending.push(child),
+                    Err(_) => return false,
+                }
+            }
+        }
+    }
+    true
 }
 
 fn read_small<'a>(path: &str, buf: &'a mut [u8]) -> Option<&'a [u8]> {
@@ -109,5 +158,35 @@ mod tests {
     fn reads_our_own_start_time() {
         assert!(start_time(std::process::id()).is_some());
         assert!(start_time(u32::MAX / 2).is_none());
+    }
+
+    #[test]
+    fn a_sleeping_tree_is_idle_and_a_busy_one_is_not() {
+        use std::os::unix::process::CommandExt;
+        let mut sleeper = std::process::Command::new("sh")
+            .args(["-c", "sleep 1000; :"]) // sh waits for its child
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut spinner = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !tree_idle(sleeper.id()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sh + sleep never idle"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // A busy loop is never asleep, however often we look.
+        assert!((0..200).all(|_| !tree_idle(spinner.id())));
+        assert!(!tree_idle(u32::MAX / 2), "a missing process is not idle");
+        // SAFETY: plain syscall on the group our unreaped child leads.
+        unsafe { libc::kill(-(sleeper.id() as i32), libc::SIGKILL) };
+        spinner.kill().unwrap();
+        sleeper.wait().unwrap();
+        spinner.wait().unwrap();
     }
 }

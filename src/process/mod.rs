@@ -64,4 +64,4 @@ pub fn parent() -> Option<ProcessId> {
     ProcessId::of(nix::unistd::getppid().as_raw() as u32)
 }
 
-pub use os::signal_group;
+pub use os::{signal_group, tree_idle};

@@ -64,13 +64,45 @@ pub(super) fn begin(
     let server =
         spawn_server(store, name, launch).map_err(|message| Hello::SpawnFailed { message })?;
     let window = Duration::from_millis(launch.startup_check_ms);
-    if !window.is_zero() && wait_exit(&server.pidfd, Some(pump), window) {
+    if !window.is_zero() && died_at_start(&server, pump, window) {
         let mut server = server;
         let (code, signal) = server.reap();
         pump.drain();
         return Err(Hello::DiedAtStart { code, signal });
     }
     Ok(server)
+}
+
+/// How often the start-up check looks at the server's process tree.
+const IDLE_SAMPLE: Duration = Duration::from_millis(1);
+
+/// Wait out the start-up window; true if the server exited within it.
+///
+/// The window ends early once the server's whole process tree has been seen
+/// asleep in two samples in a row. A server that started properly waits for
+/// work; one that fails at start-up (bad flags, port taken, missing file) is
+/// busy until it exits. So `sleep 1000` passes in about 2 ms, and the full
+/// window is only spent on servers that are still busy starting.
+fn died_at_start(server: &Server, pump: &mut Pump, window: Duration) -> bool {
+    let deadline = Instant::now() + window;
+    let mut idle_samples = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return server.exited();
+        }
+        if wait_exit(&server.pidfd, Some(pump), left.min(IDLE_SAMPLE)) {
+            return true;
+        }
+        if crate::process::tree_idle(server.id.pid) {
+            idle_samples += 1;
+            if idle_samples == 2 {
+                return server.exited();
+            }
+        } else {
+            idle_samples = 0;
+        }
+    }
 }
 
 pub(super) fn spawn_server(
