@@ -1,5 +1,6 @@
--- Builds the native module and the sharedserver binary, then installs the
--- module as lua/sharedserver/native.so. Ways to run it, all from any cwd:
+-- Builds the native module and the sharedserver binary (through build.sh,
+-- which holds the build recipe), then installs the module as
+-- lua/sharedserver/native.so. Ways to run it, all from any cwd:
 --   lazy.nvim           runs it on install and update (progress via coroutine.yield)
 --   nvim -l build.lua   (Neovim 0.9+)
 --   nvim --headless -c 'luafile build.lua' -c q   (Neovim 0.7+)
@@ -67,7 +68,7 @@ end
 
 ---@type string[]
 local log = {}
-local last = "starting cargo build --release"
+local last = "starting build.sh"
 -- Job output arrives in chunks: the first item of a chunk continues the
 -- previous chunk's last (partial) line.
 local partial = { [1] = "", [2] = "" }
@@ -97,11 +98,12 @@ local function flush_partial()
   end
 end
 
-progress("cargo build --release in " .. root)
+progress("build.sh (cargo build --release) in " .. root)
 ---@type integer|nil
 local code = nil
-local job = vim.fn.jobstart({ cargo, "build", "--release" }, {
+local job = vim.fn.jobstart({ "sh", root .. "/build.sh" }, {
   cwd = root,
+  env = { CARGO = cargo },
   on_stdout = function(_, data)
     collect_into(1, data)
   end,
@@ -113,7 +115,7 @@ local job = vim.fn.jobstart({ cargo, "build", "--release" }, {
   end,
 })
 if job <= 0 then
-  fail("could not run " .. cargo .. " (jobstart returned " .. job .. ")")
+  fail("could not run sh " .. root .. "/build.sh (jobstart returned " .. job .. ")")
 end
 
 if in_coroutine then
@@ -134,7 +136,7 @@ flush_partial()
 if code ~= 0 then
   fail(
     string.format(
-      "`cargo build --release` failed (exit %d) in %s; last lines of its output:\n%s",
+      "the build (build.sh, running cargo build --release) failed (exit %d) in %s; last lines of its output:\n%s",
       code,
       root,
       tail(log, 25)

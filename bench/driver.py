@@ -377,7 +377,7 @@ def main():
     args = ap.parse_args()
     for f in (BIN, LIB):
         if not os.path.exists(f):
-            sys.exit(f"bench: {f} is missing; run `cargo build --release` (bench/run does)")
+            sys.exit(f"bench: {f} is missing; run ./build.sh (bench/run does)")
     only = set(int(x) for x in args.only.split(",")) if args.only else set(range(1, 10))
     b = Bench(args.quick)
     steps = [((1, 2), b.native), ((3,), b.startup), ((4,), b.attach), ((5,), b.cold),

@@ -378,7 +378,7 @@ fn checkhealth_reports_a_missing_binary_and_how_to_fix_it() {
             text.contains("the sharedserver binary was not found"),
             "{text}"
         );
-        assert!(text.contains("cargo build --release"), "{text}");
+        assert!(text.contains("sh build.sh"), "{text}");
 
         // A wrong `binary` option is reported as such, not replaced.
         let mut b = sb.nvim(
@@ -746,7 +746,13 @@ fn lua_code_and_native_module_versions_must_match() {
 /// Copy what build.lua needs (the crate and the Lua code) to a clean tree.
 fn clean_tree(dest: &Path) {
     let repo = Path::new(REPO);
-    for f in ["Cargo.toml", "Cargo.lock", "build.lua"] {
+    for f in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.lua",
+        "build.sh",
+        "build.rs",
+    ] {
         std::fs::copy(repo.join(f), dest.join(f)).unwrap();
     }
     for d in ["src", "lua", "plugin"] {
@@ -947,6 +953,50 @@ fn build_lua_builds_and_installs_the_native_module_from_a_clean_tree() {
     let said =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("cargo was not found"), "{said}");
+
+    // A failing build is reported with cargo's last lines, and installs
+    // nothing (the module from the earlier builds stays as it was).
+    let bin = home.join(".cargo/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(
+        bin.join("cargo"),
+        "#!/bin/sh\necho 'error[E0308]: mismatched types' >&2\n\
+         echo 'error: could not compile `sharedserver`' >&2\nexit 101\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.join("cargo"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let before = std::fs::metadata(&native).unwrap().modified().unwrap();
+    let out = build_with(
+        nv,
+        &tree,
+        &[
+            "--headless",
+            "-u",
+            "NONE",
+            "-i",
+            "NONE",
+            "-c",
+            &format!("luafile {build_s}"),
+            "-c",
+            "qa!",
+        ],
+        Some(&home),
+    );
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("failed (exit 101)"), "{said}");
+    assert!(
+        said.contains("mismatched types") && said.contains("could not compile"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::metadata(&native).unwrap().modified().unwrap(),
+        before
+    );
 }
 
 #[test]

@@ -58,7 +58,7 @@ function M.resolve(override)
   return nil,
     "the sharedserver binary was not found (looked in the plugin's target/release, $PATH, "
       .. "~/.cargo/bin, ~/.local/bin, /usr/local/bin, /opt/homebrew/bin); build it with "
-      .. "`cargo build --release` in "
+      .. "`sh build.sh` in "
       .. loader.root
       .. " or install it with `cargo install --path "
       .. loader.root

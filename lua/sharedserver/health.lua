@@ -49,7 +49,7 @@ local function check_binary(h)
   local bin, source = require("sharedserver.binary").resolve(override)
   if not bin then
     h.error(source or "the sharedserver binary was not found", {
-      "build it: `cargo build --release` in " .. loader.root,
+      "build it: `sh build.sh` in " .. loader.root,
       "or install it: `cargo install --path " .. loader.root .. "`",
       "or set the `binary` option of setup() to its path",
     })
@@ -58,7 +58,7 @@ local function check_binary(h)
   local version, out = binary_version(bin)
   if not version then
     h.error(string.format("%s (from %s) failed to run `--version`: %s", bin, source, out), {
-      "rebuild it with `cargo build --release` in " .. loader.root,
+      "rebuild it with `sh build.sh` in " .. loader.root,
     })
   elseif version ~= loader.version then
     h.error(
@@ -70,7 +70,7 @@ local function check_binary(h)
         loader.version
       ),
       {
-        "rebuild it with `cargo build --release` in "
+        "rebuild it with `sh build.sh` in "
           .. loader.root
           .. ", or update the installed copy",
       }
