@@ -70,9 +70,7 @@ local function check_binary(h)
         loader.version
       ),
       {
-        "rebuild it with `sh build.sh` in "
-          .. loader.root
-          .. ", or update the installed copy",
+        "rebuild it with `sh build.sh` in " .. loader.root .. ", or update the installed copy",
       }
     )
   else
