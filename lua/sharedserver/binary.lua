@@ -8,6 +8,10 @@ local loader = require("sharedserver.loader")
 
 local M = {}
 
+--- The last successful resolution for each `binary` option ("" for none).
+---@type table<string, { path: string, source: string }>
+local found = {}
+
 --- Candidate locations in resolution order, each with where it came from.
 ---@param override string|nil the `binary` option
 ---@return { path: string, source: string }[]
@@ -42,9 +46,18 @@ end
 ---@param override string|nil
 ---@return string|nil path, string|nil source_or_error
 function M.resolve(override)
+  local key = override or ""
+  local hit = found[key]
+  -- Starting ten servers resolves ten times; searching $PATH each time cost
+  -- more than the attaches. A hit is still checked, so a binary removed
+  -- since is looked for again.
+  if hit and compat.is_executable(hit.path) then
+    return hit.path, hit.source
+  end
   local list = M.candidates(override)
   for _, c in ipairs(list) do
     if compat.is_executable(c.path) then
+      found[key] = c
       return c.path, c.source
     end
   end
