@@ -135,9 +135,27 @@ fn run_bounded(cmd: &str, limit: Duration) -> bool {
 }
 
 fn connect_tcp(addr: &str) -> Option<TcpStream> {
-    addr.to_socket_addrs()
-        .ok()?
+    resolve(addr)?
+        .into_iter()
         .find_map(|a| TcpStream::connect_timeout(&a, CONNECT_TIMEOUT).ok())
+}
+
+/// `localhost` is the loopback address by definition (RFC 6761), so it is
+/// answered here: the usual probe never waits on a resolver, and never
+/// depends on NSS modules (which a statically linked binary cannot load).
+/// Other names go through the system resolver.
+fn resolve(addr: &str) -> Option<Vec<std::net::SocketAddr>> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    if let Some((host, port)) = addr.rsplit_once(':') {
+        if host.eq_ignore_ascii_case("localhost") {
+            let port = port.parse().ok()?;
+            return Some(vec![
+                SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+            ]);
+        }
+    }
+    Some(addr.to_socket_addrs().ok()?.collect())
 }
 
 fn http_ok(addr: &str, host: &str, path: &str) -> bool {
@@ -178,6 +196,15 @@ pub fn next_interval(prev: Option<Duration>) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn localhost_is_loopback_without_a_resolver() {
+        let addrs = resolve("LocalHost:8080").unwrap();
+        assert_eq!(addrs.len(), 2);
+        assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 8080));
+        assert!(resolve("localhost:notaport").is_none());
+        assert_eq!(resolve("127.0.0.1:1").unwrap().len(), 1);
+    }
 
     #[test]
     fn parses_every_kind_and_refuses_the_rest() {
