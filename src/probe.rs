@@ -201,7 +201,9 @@ mod tests {
     fn localhost_is_loopback_without_a_resolver() {
         let addrs = resolve("LocalHost:8080").unwrap();
         assert_eq!(addrs.len(), 2);
-        assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 8080));
+        assert!(addrs
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 8080));
         assert!(resolve("localhost:notaport").is_none());
         assert_eq!(resolve("127.0.0.1:1").unwrap().len(), 1);
     }

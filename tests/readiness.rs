@@ -409,3 +409,67 @@ fn logs_of_a_stopped_server_are_still_found() {
     assert_eq!(info["log_file"], log_s.as_str());
     assert_eq!(w.ok(&["logs", "gone"]).stdout().trim(), "last words");
 }
+
+/// A pseudo-terminal pair: (master, slave).
+fn pty() -> (std::fs::File, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain libc calls; each returned fd is checked and owned once.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(master >= 0, "posix_openpt failed");
+        assert_eq!(libc::grantpt(master), 0);
+        assert_eq!(libc::unlockpt(master), 0);
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
+        let slave = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
+        assert!(slave >= 0, "opening the pty's slave failed");
+        (
+            std::fs::File::from_raw_fd(master),
+            std::os::fd::OwnedFd::from_raw_fd(slave),
+        )
+    }
+}
+
+#[test]
+fn on_a_terminal_use_shows_what_it_waits_for_then_clears_the_line() {
+    use std::io::Read;
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let args = [
+        "use",
+        "slow",
+        "--pid",
+        &a,
+        "--ready",
+        "log:READY",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.5; echo READY; exec sleep 1000",
+    ];
+    let (mut master, slave) = pty();
+    let status = w
+        .cmd(&args)
+        .stderr(std::process::Stdio::from(slave))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Every slave end is closed now, so reading ends (EIO) after the data.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = master.read(&mut buf) {
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(
+        seen.contains("\r\x1b[2Kslow: waiting for log:READY (0."),
+        "{seen:?}"
+    );
+    assert!(seen.ends_with("\r\x1b[2K"), "the line is cleared: {seen:?}");
+
+    // The same wait with stderr not a terminal prints nothing at all.
+    w.ok(&["admin", "stop", "slow", "--force"]);
+    let r = w.run(&args);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert_eq!(r.stderr(), "");
+}
