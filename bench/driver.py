@@ -342,6 +342,21 @@ class Bench:
                 self.reap(pid)
 
 
+def linkage(path):
+    """'static' or 'dynamic': whether the ELF file asks for an interpreter."""
+    import struct
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:
+            return "unknown"
+        phoff, = struct.unpack_from("<Q", head, 32)
+        phentsize, phnum = struct.unpack_from("<HH", head, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    types = (struct.unpack_from("<I", table, i * phentsize)[0] for i in range(phnum))
+    return "dynamic" if 3 in types else "static"  # 3: PT_INTERP
+
+
 def fmt(v, unit="ns"):
     if v is None:
         return "—"
@@ -382,7 +397,7 @@ def main():
     b = Bench(args.quick)
     steps = [((1, 2), b.native), ((3,), b.startup), ((4,), b.attach), ((5,), b.cold),
              ((6,), b.stop), ((7,), b.dead_client), ((8,), b.idle), ((9,), b.many)]
-    print(f"bench: lock dir {b.lockdir}; {os.cpu_count()} CPUs; binary {BIN}; "
+    print(f"bench: lock dir {b.lockdir}; {os.cpu_count()} CPUs; binary {BIN} ({linkage(BIN)}); "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     try:
         for nums, fn in steps:
