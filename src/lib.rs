@@ -19,6 +19,7 @@ pub mod lockdir;
 pub mod logs;
 mod lua;
 pub mod name;
+pub mod pipe;
 pub mod probe;
 pub mod process;
 pub mod record;

@@ -10,7 +10,7 @@ use crate::process::ProcessId;
 use crate::record::Record;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -29,6 +29,9 @@ pub struct Launch {
     /// How long the server must survive before the handshake says ready.
     #[serde(default)]
     pub startup_check_ms: u64,
+    /// Wait out the whole check even once the server waits idle.
+    #[serde(default)]
+    pub startup_check_fixed: bool,
     /// Supervise this already-running server instead of starting one.
     pub adopt: Option<ProcessId>,
 }
@@ -66,9 +69,7 @@ pub struct Handshake {
 impl Handshake {
     pub fn commit(mut self, rec: &Record) -> Result<()> {
         let json = serde_json::to_string(rec).expect("records serialize");
-        self.stdin
-            .write_all(json.as_bytes())
-            .and_then(|_| self.stdin.write_all(b"\n"))
+        crate::pipe::write_all(&mut self.stdin, format!("{json}\n").as_bytes())
             .map_err(|e| Error::Other(format!("handing the record to the watcher: {e}")))
     }
 }
@@ -115,9 +116,7 @@ pub fn watcher(exe: &Path, lockdir: &Path, name: &str, launch: &Launch) -> Resul
     // The direct child is the short-lived intermediate; reap it now.
     let _ = child.wait();
     let payload = serde_json::to_string(launch).expect("launch serializes");
-    stdin
-        .write_all(payload.as_bytes())
-        .and_then(|_| stdin.write_all(b"\n"))
+    crate::pipe::write_all(&mut stdin, format!("{payload}\n").as_bytes())
         .map_err(|e| Error::Spawn(exe.display().to_string(), format!("watcher handshake: {e}")))?;
     let mut line = String::new();
     BufReader::new(stdout)

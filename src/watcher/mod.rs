@@ -180,7 +180,7 @@ fn wake(store: &Store, name: &ServerName, byte: u8) {
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
     {
-        let _ = f.write(&[byte]);
+        let _ = crate::pipe::write_all(&mut f, &[byte]);
     }
 }
 
