@@ -85,7 +85,7 @@ struct Spec {
     ready: Option<String>,
     ready_timeout: Duration,
     restart: Option<RestartPolicy>,
-    startup_check: Duration,
+    startup_check: crate::lifecycle::StartupCheck,
 }
 
 /// A duration option: a string such as "30m", or a number of seconds.
@@ -112,6 +112,29 @@ fn duration_opt(
         },
         _ => Err(bad(key, want)),
     }
+}
+
+/// `startup_check`: "D" or "fixed:D" as the CLI reads it, or seconds.
+fn startup_check_opt(
+    t: &LuaTable,
+    bad: &dyn Fn(&str, &str) -> LuaError,
+) -> LuaResult<crate::lifecycle::StartupCheck> {
+    use crate::lifecycle::StartupCheck;
+    if let LuaValue::String(s) = t.get::<LuaValue>("startup_check")? {
+        return StartupCheck::parse(&s.to_str()?).map_err(|e| {
+            bad(
+                "startup_check",
+                &format!("a duration string such as \"50ms\" or \"fixed:2s\" ({e})"),
+            )
+        });
+    }
+    Ok(match duration_opt(t, "startup_check", bad)? {
+        Some(window) => StartupCheck {
+            window,
+            fixed: false,
+        },
+        None => StartupCheck::DEFAULT,
+    })
 }
 
 fn spec_from(name: &str, t: &LuaTable) -> LuaResult<Spec> {
@@ -178,8 +201,7 @@ fn spec_from(name: &str, t: &LuaTable) -> LuaResult<Spec> {
         ready_timeout: duration_opt(t, "ready_timeout", &bad)?
             .unwrap_or(crate::lifecycle::DEFAULT_READY_TIMEOUT),
         restart,
-        startup_check: duration_opt(t, "startup_check", &bad)?
-            .unwrap_or(crate::lifecycle::DEFAULT_STARTUP_CHECK),
+        startup_check: startup_check_opt(t, &bad)?,
     })
 }
 

@@ -456,25 +456,39 @@ fn completion_scripts_are_generated() {
 }
 
 #[test]
-fn startup_check_ends_once_the_server_waits_idle() {
-    // An hour-long check still returns: `sh` waiting on `sleep` is a whole
-    // process tree asleep, which is what a started server looks like.
+fn startup_check_ends_once_the_server_waits_idle_unless_fixed() {
+    // With an hour-long check, `use` still returns at once: `sh` waiting on
+    // `sleep` is a whole process tree asleep, which is what a started server
+    // looks like. (Were the check not to end, `use` would wait the 2 s and
+    // then fail with the exit: this test cannot pass by waiting.)
     let mut w = World::new();
     let a = w.client().to_string();
-    let r = w.run(&[
-        "use",
-        "idle",
-        "--pid",
-        &a,
-        "--startup-check",
-        "1h",
-        "--",
-        "sh",
-        "-c",
-        "sleep 1000; :",
-    ]);
+    let naps = ["sh", "-c", "sleep 2; exit 3"];
+    let mut args = vec!["use", "napper", "--pid", &a, "--startup-check", "1h", "--"];
+    args.extend(naps);
+    let r = w.run(&args);
     assert_eq!(r.code(), 0, "{}", r.stderr());
-    assert_eq!(w.check("idle"), 0);
+    eventually(SOON, "the later exit is recorded", || {
+        w.state("napper") == "stopped"
+    });
+    assert_eq!(w.info("napper")["last_exit"]["code"], 3);
+
+    // fixed: waits out the whole window, so the same exit fails `use`.
+    let naps = ["sh", "-c", "sleep 0.2; exit 3"];
+    let mut args = vec!["use", "fixed", "--startup-check", "fixed:1h", "--"];
+    args.extend(naps);
+    let r = w.run(&args);
+    assert_eq!(r.code(), 10);
+    assert!(
+        r.stderr().contains("exited at once with code 3"),
+        "{}",
+        r.stderr()
+    );
+    assert!(!w.record_path("fixed").exists());
+
+    let r = w.run(&["use", "x", "--startup-check", "fixed:soon", "--", "true"]);
+    assert_eq!(r.code(), 64);
+    assert!(r.stderr().contains("fixed:2s"), "{}", r.stderr());
 }
 
 #[test]

@@ -46,7 +46,7 @@
 ---@field ready string|nil readiness spec (tcp://, http://, unix://, log:, cmd:)
 ---@field ready_timeout string|number|nil
 ---@field restart string|nil "on-failure", "on-failure:MAX" or "no"
----@field startup_check string|number|nil
+---@field startup_check string|number|nil "D" (until idle, at most D) or "fixed:D"
 
 ---@class sharedserver.ServerDef
 ---@field name string

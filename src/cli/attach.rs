@@ -2,6 +2,7 @@
 
 use super::{client, lifecycle, parse_duration, parse_env, parse_name};
 use clap::Args;
+use sharedserver::lifecycle::StartupCheck;
 use sharedserver::process::{self, ProcessId};
 use sharedserver::record::RestartPolicy;
 use sharedserver::{config, AttachRequest, Attached, IfRunning, ServerName, StartSpec, State};
@@ -32,15 +33,20 @@ pub struct StartOptions {
     /// Restart policy: no, on-failure or on-failure:MAX (default MAX 5 within 60s)
     #[arg(long, value_name = "POLICY", value_parser = parse_restart)]
     pub restart: Option<RestartArg>,
-    /// At most how long a new server must stay up for `use` to succeed (catches
-    /// servers that exit at once). The check ends early once the server's
-    /// processes are all asleep, waiting for work; 0s returns on spawn
-    #[arg(long, value_parser = parse_duration, value_name = "D", default_value = "50ms")]
-    pub startup_check: Duration,
+    /// How long a new server must stay up for `use` to succeed (catches
+    /// servers that exit at once). D: until its processes all wait idle, at
+    /// most D. fixed:D: all of D, for servers that wait on the network or a
+    /// timer before they fail. 0s returns on spawn
+    #[arg(long, value_parser = parse_startup_check, value_name = "D|fixed:D", default_value = "50ms")]
+    pub startup_check: StartupCheck,
     /// The server command and its arguments, passed verbatim (no shell).
     /// Without it, NAME is looked up in .sharedserver.json (see `config`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+fn parse_startup_check(raw: &str) -> Result<StartupCheck, String> {
+    StartupCheck::parse(raw).map_err(|e| e.to_string())
 }
 
 fn parse_ready(raw: &str) -> Result<String, String> {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 mod recover;
 mod start;
 
-pub use start::{StartSpec, DEFAULT_READY_TIMEOUT, DEFAULT_STARTUP_CHECK};
+pub use start::{StartSpec, StartupCheck, DEFAULT_READY_TIMEOUT};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IfRunning {

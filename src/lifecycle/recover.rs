@@ -42,6 +42,7 @@ impl Lifecycle {
             }),
             ready: rec.ready.clone(),
             startup_check_ms: 0,
+            startup_check_fixed: false,
             adopt: Some(rec.server),
         };
         let handshake = spawn::watcher(&exe, self.store.dir(), name.as_str(), &launch)?;

@@ -23,16 +23,54 @@ pub struct StartSpec {
     pub ready: Option<String>,
     pub ready_timeout: Duration,
     pub restart: Option<RestartPolicy>,
-    /// At most how long the fresh server must stay up for the start to count
-    /// as a success (catches servers that exit at once); the check ends early
-    /// once the server's processes all wait idle. Zero: return on spawn.
-    pub startup_check: Duration,
+    /// How long the fresh server must stay up for the start to count as a
+    /// success (catches servers that exit at once).
+    pub startup_check: StartupCheck,
+}
+
+/// The start-up check: `D` (until the server waits idle, at most D) or
+/// `fixed:D` (all of D). Zero: return on spawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartupCheck {
+    pub window: Duration,
+    /// Wait out the whole window even once the server waits idle: for
+    /// servers that wait on the network, a timer or another process before
+    /// they fail.
+    pub fixed: bool,
+}
+
+impl Default for StartupCheck {
+    fn default() -> StartupCheck {
+        StartupCheck::DEFAULT
+    }
+}
+
+impl StartupCheck {
+    /// Until idle, at most 50 ms.
+    pub const DEFAULT: StartupCheck = StartupCheck {
+        window: Duration::from_millis(50),
+        fixed: false,
+    };
+
+    /// `D` or `fixed:D`, D as `duration::parse` reads it.
+    pub fn parse(text: &str) -> Result<StartupCheck> {
+        let (fixed, d) = match text.trim().strip_prefix("fixed:") {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let window = crate::duration::parse(d).map_err(|e| match e {
+            Error::BadDuration(_, why) => Error::BadDuration(
+                text.to_string(),
+                format!("{why}; expected D or fixed:D, such as 50ms or fixed:2s"),
+            ),
+            other => other,
+        })?;
+        Ok(StartupCheck { window, fixed })
+    }
 }
 
 /// Default for `--ready-timeout`.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default for `--startup-check`.
-pub const DEFAULT_STARTUP_CHECK: Duration = Duration::from_millis(50);
 
 impl StartSpec {
     /// A spec with every option at its default.
@@ -46,7 +84,7 @@ impl StartSpec {
             ready: None,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             restart: None,
-            startup_check: DEFAULT_STARTUP_CHECK,
+            startup_check: StartupCheck::DEFAULT,
         }
     }
 }
@@ -77,7 +115,8 @@ impl Lifecycle {
             cwd: spec.cwd.to_string_lossy().into_owned(),
             log_file: log_file.to_string_lossy().into_owned(),
             ready: spec.ready.clone(),
-            startup_check_ms: spec.startup_check.as_millis() as u64,
+            startup_check_ms: spec.startup_check.window.as_millis() as u64,
+            startup_check_fixed: spec.startup_check.fixed,
             adopt: None,
         };
         let exe = self.exe()?;

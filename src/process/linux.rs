@@ -28,8 +28,9 @@ fn stat_fields<'a>(
     Some((fields.next()?, fields))
 }
 
-/// Most processes a start-up check looks at before it gives up on idleness.
-const IDLE_SCAN_LIMIT: usize = 64;
+/// Most threads a start-up check reads before it gives up on idleness
+/// (every sample reads two files per thread).
+const IDLE_SCAN_LIMIT: usize = 256;
 
 /// True when every thread of `pid` and of all its descendants is asleep
 /// (state S): the shape of a server that finished starting and now waits for
@@ -38,16 +39,16 @@ const IDLE_SCAN_LIMIT: usize = 64;
 /// so a caller waiting for idleness only ever waits longer, never shorter.
 pub fn tree_idle(pid: u32) -> bool {
     let mut pending = vec![pid];
-    let mut seen = 0;
+    let mut threads = 0;
     while let Some(pid) = pending.pop() {
-        seen += 1;
-        if seen > IDLE_SCAN_LIMIT {
-            return false;
-        }
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             return false;
         };
         for task in tasks {
+            threads += 1;
+            if threads > IDLE_SCAN_LIMIT {
+                return false;
+            }
             let Ok(task) = task else { return false };
             let dir = task.path();
             let mut buf = [0u8; 1024];
@@ -55,13 +56,14 @@ pub fn tree_idle(pid: u32) -> bool {
                 Some(("S", _)) => {}
                 _ => return false,
             }
+            // Each thread lists the children it started itself.
             let Ok(children) = std::fs::read_to_string(dir.join("children")) else {
                 return false;
             };
             for child in children.split_ascii_whitespace() {
                 match child.parse() {
-                    Ok(child) => pending.push(child),
-                    Err(_) => return false,
+                    Ok(child) if pending.len() < IDLE_SCAN_LIMIT => pending.push(child),
+                    _ => return false,
                 }
             }
         }
@@ -160,20 +162,34 @@ mod tests {
         assert!(start_time(u32::MAX / 2).is_none());
     }
 
+    /// Kills the process group it leads when the test ends, even by panic.
+    struct Group(std::process::Child);
+
+    impl Drop for Group {
+        fn drop(&mut self) {
+            // SAFETY: plain syscall on the group our unreaped child leads.
+            unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+            let _ = self.0.wait();
+        }
+    }
+
+    fn group(script: &str) -> Group {
+        use std::os::unix::process::CommandExt;
+        Group(
+            std::process::Command::new("sh")
+                .args(["-c", script])
+                .process_group(0)
+                .spawn()
+                .unwrap(),
+        )
+    }
+
     #[test]
     fn a_sleeping_tree_is_idle_and_a_busy_one_is_not() {
-        use std::os::unix::process::CommandExt;
-        let mut sleeper = std::process::Command::new("sh")
-            .args(["-c", "sleep 1000; :"]) // sh waits for its child
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let mut spinner = std::process::Command::new("sh")
-            .args(["-c", "while :; do :; done"])
-            .spawn()
-            .unwrap();
+        let sleeper = group("sleep 1000; :"); // sh waits for its child
+        let spinner = group("while :; do :; done");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !tree_idle(sleeper.id()) {
+        while !tree_idle(sleeper.0.id()) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "sh + sleep never idle"
@@ -181,12 +197,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         // A busy loop is never asleep, however often we look.
-        assert!((0..200).all(|_| !tree_idle(spinner.id())));
+        assert!((0..200).all(|_| !tree_idle(spinner.0.id())));
         assert!(!tree_idle(u32::MAX / 2), "a missing process is not idle");
-        // SAFETY: plain syscall on the group our unreaped child leads.
-        unsafe { libc::kill(-(sleeper.id() as i32), libc::SIGKILL) };
-        spinner.kill().unwrap();
-        sleeper.wait().unwrap();
-        spinner.wait().unwrap();
     }
 }

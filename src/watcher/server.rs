@@ -64,7 +64,7 @@ pub(super) fn begin(
     let server =
         spawn_server(store, name, launch).map_err(|message| Hello::SpawnFailed { message })?;
     let window = Duration::from_millis(launch.startup_check_ms);
-    if !window.is_zero() && died_at_start(&server, pump, window) {
+    if !window.is_zero() && died_at_start(&server, pump, window, launch.startup_check_fixed) {
         let mut server = server;
         let (code, signal) = server.reap();
         pump.drain();
@@ -78,12 +78,17 @@ const IDLE_SAMPLE: Duration = Duration::from_millis(1);
 
 /// Wait out the start-up window; true if the server exited within it.
 ///
-/// The window ends early once the server's whole process tree has been seen
-/// asleep in two samples in a row. A server that started properly waits for
-/// work; one that fails at start-up (bad flags, port taken, missing file) is
-/// busy until it exits. So `sleep 1000` passes in about 2 ms, and the full
-/// window is only spent on servers that are still busy starting.
-fn died_at_start(server: &Server, pump: &mut Pump, window: Duration) -> bool {
+/// Unless `fixed`, the window ends early once the server's whole process
+/// tree has been seen asleep in two samples in a row. A server that started
+/// properly waits for work; one that fails at start-up (bad flags, port
+/// taken, missing file) is usually busy until it exits. So `sleep 1000`
+/// passes in about 2 ms, and the full window is only spent on servers that
+/// are still busy starting. (One that sleeps before it fails passes: that is
+/// what `fixed:` is for.)
+fn died_at_start(server: &Server, pump: &mut Pump, window: Duration, fixed: bool) -> bool {
+    if fixed {
+        return wait_exit(&server.pidfd, Some(pump), window);
+    }
     let deadline = Instant::now() + window;
     let mut idle_samples = 0;
     loop {
