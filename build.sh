@@ -7,10 +7,12 @@
 # On Linux it is linked statically (no dynamic loader, no shared libraries to
 # map and relocate), which makes it start about 25% faster. That needs the
 # static C library (libc.a: Debian/Ubuntu `libc6-dev`, Fedora `glibc-static`);
-# without it the CLI is linked dynamically and works the same, only slower.
-# SHAREDSERVER_STATIC=0 skips the attempt.
+# without it, or if the static binary does not run, the CLI is linked
+# dynamically and works the same, only slower. SHAREDSERVER_STATIC=0 skips
+# the attempt.
 #
-# Environment: CARGO (default: cargo), plus anything cargo reads.
+# Environment: CARGO (default: cargo), CC (default: cc), plus anything cargo
+# reads.
 set -eu
 cd "$(dirname "$0")"
 cargo=${CARGO:-cargo}
@@ -19,11 +21,24 @@ cargo=${CARGO:-cargo}
 # also reach the proc-macros, so the library and the binary build separately.
 "$cargo" build --release --lib
 
+# The static C library, as the linker (cc, as for cargo) would find it.
+has_static_libc() {
+    [ -f "$(${CC:-cc} -print-file-name=libc.a 2>/dev/null)" ]
+}
+
 if [ "$(uname -s)" = Linux ] && [ "${SHAREDSERVER_STATIC:-1}" != 0 ]; then
-    if "$cargo" rustc --release --bin sharedserver -- \
-        -C target-feature=+crt-static -C relocation-model=static; then
-        exit 0
+    if has_static_libc; then
+        # A failure here is a real one (a compile error, say), not a missing
+        # library: it fails the build.
+        "$cargo" rustc --release --bin sharedserver -- \
+            -C target-feature=+crt-static -C relocation-model=static
+        # Keep it only if it runs.
+        if "${CARGO_TARGET_DIR:-target}/release/sharedserver" --version >/dev/null 2>&1; then
+            exit 0
+        fi
+        echo "build.sh: the statically linked CLI does not run here; linking it dynamically instead" >&2
+    else
+        echo "build.sh: no static C library (libc.a: Debian/Ubuntu libc6-dev, Fedora glibc-static), so the CLI is linked dynamically; it works the same, but starts about 25% slower" >&2
     fi
-    echo "build.sh: the static link of the CLI failed (is the static C library installed?); linking it dynamically instead" >&2
 fi
 exec "$cargo" build --release --bin sharedserver

@@ -1,88 +1,135 @@
-//! build.sh, the release build recipe, with a stand-in cargo that records
-//! what it is asked to do (a real release build is covered by the Neovim
-//! test of build.lua).
+//! build.sh, the release build recipe, with stand-ins for cargo and cc that
+//! record what they are asked to do (a real release build is covered by the
+//! Neovim test of build.lua).
+#![cfg(target_os = "linux")]
 
-use std::path::Path;
-use std::process::Command;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-/// A cargo that logs its arguments and fails `rustc` when told to.
-fn fake_cargo(dir: &Path, fail_rustc: bool) -> std::path::PathBuf {
-    let path = dir.join("cargo");
-    let fail = if fail_rustc {
-        "[ \"$1\" = rustc ] && { echo 'error: unable to find library -lc' >&2; exit 101; }"
-    } else {
-        ""
-    };
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\necho \"$PWD: $*\" >> {log}\n{fail}\nexit 0\n",
-            log = dir.join("calls").display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    path
+const STATIC_FLAGS: &str = "-C target-feature=+crt-static -C relocation-model=static";
+
+/// What the stand-in cargo does for `cargo rustc` (the static link).
+enum Rustc {
+    /// Links a binary that runs.
+    Links,
+    /// Links a binary that does not run.
+    LinksBroken,
+    /// Fails, as on a compile error.
+    Fails,
 }
 
-fn build_sh(cargo: &Path, extra_env: &[(&str, &str)]) -> (std::process::Output, Vec<String>) {
-    let out = Command::new("sh")
-        .arg(Path::new(REPO).join("build.sh"))
-        .current_dir(std::env::temp_dir()) // any cwd will do
-        .env("CARGO", cargo)
-        .envs(extra_env.iter().copied())
-        .output()
-        .unwrap();
-    let calls = std::fs::read_to_string(cargo.with_file_name("calls")).unwrap_or_default();
-    (out, calls.lines().map(str::to_owned).collect())
+struct Setup {
+    tmp: tempfile::TempDir,
 }
 
-#[test]
-fn build_sh_links_the_cli_statically_and_builds_the_module_normally() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (out, calls) = build_sh(&fake_cargo(tmp.path(), false), &[]);
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        calls,
-        [
-            format!("{REPO}: build --release --lib"),
-            format!(
-                "{REPO}: rustc --release --bin sharedserver -- \
-                 -C target-feature=+crt-static -C relocation-model=static"
+impl Setup {
+    /// A cargo that logs its arguments, and a cc that finds libc.a or not.
+    fn new(rustc: Rustc, libc_a: bool) -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let bin = dir.join("target/release/sharedserver");
+        let rustc = match rustc {
+            Rustc::Links => format!("printf '#!/bin/sh\\nexit 0\\n' > {}", bin.display()),
+            Rustc::LinksBroken => format!("printf '#!/bin/sh\\nexit 1\\n' > {}", bin.display()),
+            Rustc::Fails => "echo 'error[E0425]: cannot find value' >&2; exit 101".into(),
+        };
+        script(
+            &dir.join("cargo"),
+            &format!(
+                "echo \"$PWD: $*\" >> {log}\n\
+                 if [ \"$1\" = rustc ]; then mkdir -p {rel}; {rustc}; chmod +x {bin}; fi\n\
+                 exit 0",
+                log = dir.join("calls").display(),
+                rel = bin.parent().unwrap().display(),
+                bin = bin.display(),
             ),
-        ]
+        );
+        let found = if libc_a {
+            std::fs::write(dir.join("libc.a"), "").unwrap();
+            dir.join("libc.a").display().to_string()
+        } else {
+            "libc.a".into() // what cc prints when it finds no such file
+        };
+        script(&dir.join("cc"), &format!("echo {found}"));
+        Setup { tmp }
+    }
+
+    fn run(&self, extra_env: &[(&str, &str)]) -> (Output, Vec<String>) {
+        let dir = self.tmp.path();
+        let out = Command::new("sh")
+            .arg(Path::new(REPO).join("build.sh"))
+            .current_dir(std::env::temp_dir()) // any cwd will do
+            .env("CARGO", dir.join("cargo"))
+            .env("CC", dir.join("cc"))
+            .env("CARGO_TARGET_DIR", dir.join("target"))
+            .env_remove("SHAREDSERVER_STATIC")
+            .envs(extra_env.iter().copied())
+            .output()
+            .unwrap();
+        let calls = std::fs::read_to_string(dir.join("calls")).unwrap_or_default();
+        (out, calls.lines().map(str::to_owned).collect())
+    }
+}
+
+fn script(path: &PathBuf, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn lib() -> String {
+    format!("{REPO}: build --release --lib")
+}
+fn static_bin() -> String {
+    format!("{REPO}: rustc --release --bin sharedserver -- {STATIC_FLAGS}")
+}
+fn dynamic_bin() -> String {
+    format!("{REPO}: build --release --bin sharedserver")
+}
+
+#[test]
+fn build_sh_links_the_cli_statically_and_the_module_normally() {
+    let (out, calls) = Setup::new(Rustc::Links, true).run(&[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(calls, [lib(), static_bin()]);
+    assert!(out.stderr.is_empty(), "{out:?}");
+}
+
+#[test]
+fn build_sh_links_dynamically_without_a_static_c_library_and_says_so() {
+    let (out, calls) = Setup::new(Rustc::Links, false).run(&[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(calls, [lib(), dynamic_bin()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no static C library") && err.contains("glibc-static"),
+        "{err}"
     );
 }
 
 #[test]
-fn build_sh_falls_back_to_a_dynamic_cli_when_the_static_link_fails() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (out, calls) = build_sh(&fake_cargo(tmp.path(), true), &[]);
+fn build_sh_replaces_a_static_cli_that_does_not_run() {
+    let (out, calls) = Setup::new(Rustc::LinksBroken, true).run(&[]);
     assert!(out.status.success(), "{out:?}");
+    assert_eq!(calls, [lib(), static_bin(), dynamic_bin()]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("linking it dynamically instead"), "{err}");
-    assert_eq!(calls.len(), 3, "{calls:?}");
-    assert_eq!(
-        calls[2],
-        format!("{REPO}: build --release --bin sharedserver")
-    );
+    assert!(err.contains("does not run here"), "{err}");
+}
+
+#[test]
+fn build_sh_fails_on_a_real_build_error_instead_of_retrying() {
+    let (out, calls) = Setup::new(Rustc::Fails, true).run(&[]);
+    assert_eq!(out.status.code(), Some(101), "{out:?}");
+    assert_eq!(calls, [lib(), static_bin()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error[E0425]"), "{err}");
 }
 
 #[test]
 fn build_sh_can_be_told_to_skip_the_static_link() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (out, calls) = build_sh(
-        &fake_cargo(tmp.path(), false),
-        &[("SHAREDSERVER_STATIC", "0")],
-    );
+    let (out, calls) = Setup::new(Rustc::Links, true).run(&[("SHAREDSERVER_STATIC", "0")]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        calls,
-        [
-            format!("{REPO}: build --release --lib"),
-            format!("{REPO}: build --release --bin sharedserver"),
-        ]
-    );
+    assert_eq!(calls, [lib(), dynamic_bin()]);
 }
