@@ -8,37 +8,50 @@ local loader = require("sharedserver.loader")
 
 local M = {}
 
---- The last successful resolution for each `binary` option ("" for none).
----@type table<string, { path: string, source: string }>
-local found = {}
-
 --- Candidate locations in resolution order, each with where it came from.
+--- Lazy: the caller stops at the first executable one, so a plugin with its
+--- own build never pays for the $PATH search (ten servers started used to
+--- search it ten times).
 ---@param override string|nil the `binary` option
----@return { path: string, source: string }[]
+---@return fun(): { path: string, source: string }|nil
 function M.candidates(override)
-  local home = vim.fn.expand("~")
-  local out = {}
   if override and override ~= "" then
-    out[#out + 1] = { path = vim.fn.expand(override), source = "the `binary` option" }
-    return out
+    local once = { path = vim.fn.expand(override), source = "the `binary` option" }
+    return function()
+      local c = once
+      once = nil
+      return c
+    end
   end
-  out[#out + 1] = {
-    path = compat.join(loader.root, "target", "release", "sharedserver"),
-    source = "the plugin's own build",
+  local steps = {
+    function()
+      return {
+        path = compat.join(loader.root, "target", "release", "sharedserver"),
+        source = "the plugin's own build",
+      }
+    end,
+    function()
+      local on_path = vim.fn.exepath("sharedserver")
+      return on_path ~= "" and { path = on_path, source = "$PATH" } or nil
+    end,
   }
-  local on_path = vim.fn.exepath("sharedserver")
-  if on_path ~= "" then
-    out[#out + 1] = { path = on_path, source = "$PATH" }
+  for _, dir in ipairs({ "~/.cargo/bin", "~/.local/bin", "/usr/local/bin", "/opt/homebrew/bin" }) do
+    steps[#steps + 1] = function()
+      local full = vim.fn.expand(dir)
+      return { path = full .. "/sharedserver", source = full }
+    end
   end
-  for _, dir in ipairs({
-    home .. "/.cargo/bin",
-    home .. "/.local/bin",
-    "/usr/local/bin",
-    "/opt/homebrew/bin",
-  }) do
-    out[#out + 1] = { path = dir .. "/sharedserver", source = dir }
+  local i = 0
+  return function()
+    while i < #steps do
+      i = i + 1
+      local c = steps[i]()
+      if c then
+        return c
+      end
+    end
+    return nil
   end
-  return out
 end
 
 --- The first executable candidate. With an override, only the override counts:
@@ -46,27 +59,16 @@ end
 ---@param override string|nil
 ---@return string|nil path, string|nil source_or_error
 function M.resolve(override)
-  local key = override or ""
-  local hit = found[key]
-  -- Starting ten servers resolves ten times; searching $PATH each time cost
-  -- more than the attaches. A hit is still checked, so a binary removed
-  -- since is looked for again.
-  if hit and compat.is_executable(hit.path) then
-    return hit.path, hit.source
-  end
-  local list = M.candidates(override)
-  for _, c in ipairs(list) do
+  local first
+  for c in M.candidates(override) do
+    first = first or c
     if compat.is_executable(c.path) then
-      found[key] = c
       return c.path, c.source
     end
   end
   if override and override ~= "" then
     return nil,
-      string.format(
-        "the `binary` option points to %s, which is not an executable file",
-        list[1].path
-      )
+      string.format("the `binary` option points to %s, which is not an executable file", first.path)
   end
   return nil,
     "the sharedserver binary was not found (looked in the plugin's target/release, $PATH, "
