@@ -26,6 +26,32 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 const FIRST_INTERVAL: Duration = Duration::from_millis(5);
 pub const MAX_INTERVAL: Duration = Duration::from_millis(100);
 
+const IPV6_BRACKETS: &str = "write an IPv6 address in brackets, as in [::1]:8080";
+
+enum Port {
+    Given,
+    Missing,
+    /// A bare IPv6 address: its last group cannot be told from a port.
+    Ambiguous,
+}
+
+/// Whether `host[:port]` (`[v6]:port` for IPv6) names a port.
+fn port_of(addr: &str) -> Port {
+    let port = if addr.starts_with('[') {
+        addr.split_once("]:").map(|(_, p)| p)
+    } else {
+        match addr.matches(':').count() {
+            0 => None,
+            1 => addr.split_once(':').map(|(_, p)| p),
+            _ => return Port::Ambiguous,
+        }
+    };
+    match port {
+        Some(p) if !p.is_empty() => Port::Given,
+        _ => Port::Missing,
+    }
+}
+
 impl ReadySpec {
     pub fn parse(text: &str) -> Result<ReadySpec> {
         let bad = |why: &str| {
@@ -34,10 +60,11 @@ impl ReadySpec {
             )))
         };
         if let Some(addr) = text.strip_prefix("tcp://") {
-            if !addr.contains(':') || addr.ends_with(':') {
-                return bad("missing port");
-            }
-            return Ok(ReadySpec::Tcp(addr.to_string()));
+            return match port_of(addr) {
+                Port::Given => Ok(ReadySpec::Tcp(addr.to_string())),
+                Port::Missing => bad("missing port"),
+                Port::Ambiguous => bad(IPV6_BRACKETS),
+            };
         }
         if let Some(rest) = text.strip_prefix("http://") {
             let (host, path) = match rest.find('/') {
@@ -47,10 +74,10 @@ impl ReadySpec {
             if host.is_empty() {
                 return bad("missing host");
             }
-            let addr = if host.contains(':') {
-                host.to_string()
-            } else {
-                format!("{host}:80")
+            let addr = match port_of(host) {
+                Port::Given => host.to_string(),
+                Port::Missing => format!("{host}:80"),
+                Port::Ambiguous => return bad(IPV6_BRACKETS),
             };
             return Ok(ReadySpec::Http {
                 addr,
@@ -196,6 +223,31 @@ pub fn next_interval(prev: Option<Duration>) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_addresses_take_brackets() {
+        assert!(matches!(
+            ReadySpec::parse("tcp://[::1]:8080"),
+            Ok(ReadySpec::Tcp(_))
+        ));
+        match ReadySpec::parse("http://[::1]/health").unwrap() {
+            ReadySpec::Http { addr, host, .. } => {
+                assert_eq!((addr.as_str(), host.as_str()), ("[::1]:80", "[::1]"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(resolve("[::1]:8080").unwrap().len(), 1);
+        for bad in [
+            "tcp://::1:8080",
+            "http://::1/x",
+            "tcp://[::1]",
+            "tcp://[::1]:",
+        ] {
+            assert!(ReadySpec::parse(bad).is_err(), "{bad}");
+        }
+        let e = ReadySpec::parse("tcp://::1:8080").unwrap_err().to_string();
+        assert!(e.contains("[::1]:8080"), "{e}");
+    }
 
     #[test]
     fn localhost_is_loopback_without_a_resolver() {
