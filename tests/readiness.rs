@@ -415,13 +415,17 @@ fn pty() -> (std::fs::File, std::os::fd::OwnedFd) {
     use std::os::fd::FromRawFd;
     // SAFETY: plain libc calls; each returned fd is checked and owned once.
     unsafe {
-        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
         assert!(master >= 0, "posix_openpt failed");
         assert_eq!(libc::grantpt(master), 0);
         assert_eq!(libc::unlockpt(master), 0);
         let mut name = [0 as libc::c_char; 128];
         assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
-        let slave = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
+        // Close-on-exec: clients other tests spawn meanwhile must not hold it.
+        let slave = libc::open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
         assert!(slave >= 0, "opening the pty's slave failed");
         (
             std::fs::File::from_raw_fd(master),
