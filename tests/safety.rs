@@ -281,7 +281,15 @@ fn recycled_server_pid_is_never_signalled() {
     let real_server = pid_of(&info);
     signal(watcher, Signal::SIGKILL);
     eventually(SOON, "watcher gone", || !alive(watcher));
-    let bystander = w.client();
+    // Start times tick every 10 ms, and `use` returns within a few: take a
+    // bystander that started in a later tick than the server, as a recycled
+    // pid would have.
+    let bystander = loop {
+        let b = w.client();
+        if start_time(b) != start_time(real_server) {
+            break b;
+        }
+    };
     let path = w.record_path("p");
     let mut rec: serde_json::Value = serde_json::from_str(&read(&path)).unwrap();
     rec["server"]["pid"] = bystander.into();

@@ -176,3 +176,14 @@ pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig)
         .unwrap_or_else(|e| panic!("kill -{sig} {pid}: {e}"));
 }
+
+/// Field 22 of /proc/PID/stat: when the process started, in clock ticks.
+pub fn start_time(pid: u32) -> u64 {
+    let stat = read(Path::new(&format!("/proc/{pid}/stat")));
+    let after_name = &stat[stat.rfind(')').expect("stat has a name") + 1..];
+    after_name
+        .split_ascii_whitespace()
+        .nth(19)
+        .and_then(|t| t.parse().ok())
+        .expect("stat has a start time")
+}
