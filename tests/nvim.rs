@@ -934,24 +934,27 @@ fn build_lua_builds_and_installs_the_native_module_from_a_clean_tree() {
     let home = tmp.path().join("home");
     std::fs::create_dir(&home).unwrap();
     let nv = &nvims()[0];
-    let out = build_with(
-        nv,
-        &tree,
-        &[
-            "--headless",
-            "-u",
-            "NONE",
-            "-i",
-            "NONE",
-            "-c",
-            &format!("luafile {build_s}"),
-            "-c",
-            "qa!",
-        ],
-        Some(&home),
-    );
-    let said =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // build.lua with only `home` to find cargo in; what it said.
+    let build_in_home = || {
+        let out = build_with(
+            nv,
+            &tree,
+            &[
+                "--headless",
+                "-u",
+                "NONE",
+                "-i",
+                "NONE",
+                "-c",
+                &format!("luafile {build_s}"),
+                "-c",
+                "qa!",
+            ],
+            Some(&home),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let said = build_in_home();
     assert!(said.contains("cargo was not found"), "{said}");
 
     // A failing build is reported with cargo's last lines, and installs
@@ -970,24 +973,7 @@ fn build_lua_builds_and_installs_the_native_module_from_a_clean_tree() {
     )
     .unwrap();
     let before = std::fs::metadata(&native).unwrap().modified().unwrap();
-    let out = build_with(
-        nv,
-        &tree,
-        &[
-            "--headless",
-            "-u",
-            "NONE",
-            "-i",
-            "NONE",
-            "-c",
-            &format!("luafile {build_s}"),
-            "-c",
-            "qa!",
-        ],
-        Some(&home),
-    );
-    let said =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let said = build_in_home();
     assert!(said.contains("failed (exit 101)"), "{said}");
     assert!(
         said.contains("mismatched types") && said.contains("could not compile"),
