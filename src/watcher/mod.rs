@@ -175,6 +175,9 @@ pub(crate) const URGENT: u8 = b'S';
 
 fn wake(store: &Store, name: &ServerName, byte: u8) {
     let path = store.path(name, "wake");
+    // Write-only, so that `listening` stays exact: a poker holding a read
+    // end would look like a watcher. The watcher may exit between our open
+    // and our write, hence pipe::write_all.
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
