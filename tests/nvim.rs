@@ -393,6 +393,32 @@ fn checkhealth_reports_a_missing_binary_and_how_to_fix_it() {
 }
 
 #[test]
+fn the_binary_is_found_in_cargo_target_dir_where_build_lua_put_it() {
+    each_nvim(|sb| {
+        let mut sb_nobin = Sandbox::new(&sb.nvim);
+        sb_nobin.hide_binary_from_path();
+        let target = sb_nobin.path("cargo-target");
+        std::fs::create_dir_all(target.join("release")).unwrap();
+        std::os::unix::fs::symlink(BIN, target.join("release/sharedserver")).unwrap();
+        sb_nobin.env.push((
+            "CARGO_TARGET_DIR".into(),
+            target.to_string_lossy().into_owned(),
+        ));
+        let mut a = sb_nobin.nvim("require('sharedserver').setup({ servers = {} })");
+        let found = a.lua("local p, s = require('sharedserver.binary').resolve() return { p, s }");
+        assert_eq!(
+            found[0].as_str(),
+            Some(target.join("release/sharedserver").to_str().unwrap()),
+            "{found}"
+        );
+        assert!(
+            found[1].as_str().unwrap().contains("CARGO_TARGET_DIR"),
+            "{found}"
+        );
+    });
+}
+
+#[test]
 fn checkhealth_reports_an_unsafe_lock_dir_and_how_to_fix_it() {
     use std::os::unix::fs::PermissionsExt;
     each_nvim(|sb| {

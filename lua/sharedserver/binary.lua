@@ -31,6 +31,21 @@ function M.candidates(override)
       }
     end,
     function()
+      -- build.lua builds into $CARGO_TARGET_DIR when it is set (relative
+      -- to the plugin's root, as cargo reads it there).
+      local dir = vim.env.CARGO_TARGET_DIR
+      if dir == nil or dir == "" then
+        return nil
+      end
+      if dir:sub(1, 1) ~= "/" then
+        dir = compat.join(loader.root, dir)
+      end
+      return {
+        path = compat.join(dir, "release", "sharedserver"),
+        source = "the plugin's own build ($CARGO_TARGET_DIR)",
+      }
+    end,
+    function()
       local on_path = vim.fn.exepath("sharedserver")
       return on_path ~= "" and { path = on_path, source = "$PATH" } or nil
     end,
@@ -42,6 +57,7 @@ function M.candidates(override)
     end
   end
   local i = 0
+  ---@return { path: string, source: string }|nil
   return function()
     while i < #steps do
       i = i + 1
@@ -71,7 +87,8 @@ function M.resolve(override)
       string.format("the `binary` option points to %s, which is not an executable file", first.path)
   end
   return nil,
-    "the sharedserver binary was not found (looked in the plugin's target/release, $PATH, "
+    "the sharedserver binary was not found (looked in the plugin's target/release, "
+      .. "$CARGO_TARGET_DIR/release, $PATH, "
       .. "~/.cargo/bin, ~/.local/bin, /usr/local/bin, /opt/homebrew/bin); build it with "
       .. "`sh build.sh` in "
       .. loader.root

@@ -321,6 +321,8 @@ impl Sandbox {
             std::env::split_paths(&path).filter(|d| !(hide && d.join("sharedserver").exists())),
         ))
         .unwrap();
+        // The plugin looks for its binary there; a test sets it on purpose.
+        cmd.env_remove("CARGO_TARGET_DIR");
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.args(args)
             .env("SHAREDSERVER_LOCKDIR", &self.lockdir)
