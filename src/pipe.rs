@@ -20,46 +20,94 @@ pub fn write_all(w: &mut impl Write, buf: &[u8]) -> io::Result<()> {
     if pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&pipe), Some(&mut old)).is_err() {
         return w.write_all(buf);
     }
+    // A host that blocks SIGPIPE itself may have one pending already; that one
+    // is the host's, and stays.
+    let pending_before = sigpipe_pending();
     let result = w.write_all(buf);
-    // Were SIGPIPE blocked already, a pending one could be the host's own;
-    // it was not, so a pending one now is the one this write raised.
-    if !old.contains(Signal::SIGPIPE)
+    if !pending_before
         && matches!(&result, Err(e) if e.kind() == io::ErrorKind::BrokenPipe)
+        && sigpipe_pending()
     {
-        let zero = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: plain libc call with a valid set and timeout.
-        unsafe { libc::sigtimedwait(pipe.as_ref(), std::ptr::null_mut(), &zero) };
+        // It is pending, so this returns at once; sigwait is POSIX, unlike
+        // sigtimedwait, which macOS lacks.
+        let _ = pipe.wait();
     }
     let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     result
+}
+
+fn sigpipe_pending() -> bool {
+    // SAFETY: sigpending fills a set this frame owns; sigismember reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut set) == 0 && libc::sigismember(&set, libc::SIGPIPE) == 1
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_pipe_without_reader_is_an_error_not_a_death() {
-        // The default disposition, as in the CLI: an unhandled SIGPIPE would
-        // end this test process.
+    /// Rust starts with SIGPIPE ignored, and an ignored signal is dropped
+    /// rather than left pending. The disposition is process wide, so the
+    /// tests that change it take turns.
+    fn with_sigpipe(disposition: libc::sighandler_t, test: impl FnOnce()) {
+        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: signal() with a valid disposition.
-        let old = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-        let (reader, writer) = nix::unistd::pipe().unwrap();
-        drop(reader);
-        let mut writer = std::fs::File::from(writer);
-        let err = write_all(&mut writer, b"x").unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
-        // SAFETY: sigpending fills the set we own.
-        let pending = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigpending(&mut set);
-            libc::sigismember(&set, libc::SIGPIPE) == 1
-        };
-        assert!(!pending, "the signal was consumed");
+        let old = unsafe { libc::signal(libc::SIGPIPE, disposition) };
+        test();
         // SAFETY: restores the disposition saved above.
         unsafe { libc::signal(libc::SIGPIPE, old) };
+    }
+
+    fn broken_pipe() -> std::fs::File {
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        drop(reader);
+        std::fs::File::from(writer)
+    }
+
+    #[test]
+    fn a_pipe_without_reader_is_an_error_not_a_death() {
+        // With the default disposition, as in the CLI, an unhandled SIGPIPE
+        // would end this test process.
+        with_sigpipe(libc::SIG_DFL, || {
+            let err = write_all(&mut broken_pipe(), b"x").unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+            assert!(!sigpipe_pending(), "the signal was consumed");
+        });
+    }
+
+    #[test]
+    fn a_host_that_blocks_sigpipe_gets_its_own_pending_one_and_not_ours() {
+        // A handler that does nothing, so that a SIGPIPE elsewhere in this
+        // test process kills nothing; and its own thread, because the mask
+        // and thread-directed signals are per thread.
+        extern "C" fn ignore(_: libc::c_int) {}
+        let handler = ignore as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        with_sigpipe(handler, || {
+            std::thread::spawn(host_with_sigpipe_blocked)
+                .join()
+                .unwrap()
+        });
+    }
+
+    fn host_with_sigpipe_blocked() {
+        {
+            let mut pipe = SigSet::empty();
+            pipe.add(Signal::SIGPIPE);
+            pipe.thread_block().unwrap();
+            let err = write_all(&mut broken_pipe(), b"x").unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+            assert!(!sigpipe_pending(), "ours is not left for the host");
+            // The host's own SIGPIPE, raised while blocked.
+            let _ = broken_pipe().write(b"x");
+            assert!(sigpipe_pending());
+            let err = write_all(&mut broken_pipe(), b"x").unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+            assert!(sigpipe_pending(), "the host's signal is left for the host");
+            assert!(SigSet::thread_get_mask().unwrap().contains(Signal::SIGPIPE));
+            pipe.wait().unwrap();
+        }
     }
 }
