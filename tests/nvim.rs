@@ -393,26 +393,44 @@ fn checkhealth_reports_a_missing_binary_and_how_to_fix_it() {
 }
 
 #[test]
-fn the_binary_is_found_in_cargo_target_dir_where_build_lua_put_it() {
+fn the_binary_is_found_in_cargo_target_dir_before_a_stale_target_dir() {
     each_nvim(|sb| {
         let mut sb_nobin = Sandbox::new(&sb.nvim);
         sb_nobin.hide_binary_from_path();
-        let target = sb_nobin.path("cargo-target");
-        std::fs::create_dir_all(target.join("release")).unwrap();
-        std::os::unix::fs::symlink(BIN, target.join("release/sharedserver")).unwrap();
+        let fresh = sb_nobin.path("cargo-target");
+        // A plugin root whose target/ holds a build from before
+        // $CARGO_TARGET_DIR was set.
+        let root = sb_nobin.path("plugin-root");
+        for dir in [fresh.join("release"), root.join("target/release")] {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::os::unix::fs::symlink(BIN, dir.join("sharedserver")).unwrap();
+        }
         sb_nobin.env.push((
             "CARGO_TARGET_DIR".into(),
-            target.to_string_lossy().into_owned(),
+            fresh.to_string_lossy().into_owned(),
         ));
         let mut a = sb_nobin.nvim("require('sharedserver').setup({ servers = {} })");
-        let found = a.lua("local p, s = require('sharedserver.binary').resolve() return { p, s }");
+        let found = a.lua(&format!(
+            "require('sharedserver.loader').root = {root:?}
+             local p, s = require('sharedserver.binary').resolve() return {{ p, s }}"
+        ));
         assert_eq!(
             found[0].as_str(),
-            Some(target.join("release/sharedserver").to_str().unwrap()),
+            Some(fresh.join("release/sharedserver").to_str().unwrap()),
             "{found}"
         );
         assert!(
             found[1].as_str().unwrap().contains("CARGO_TARGET_DIR"),
+            "{found}"
+        );
+        // Without the variable, the plugin's own target/ is next.
+        let found = a.lua(
+            "vim.env.CARGO_TARGET_DIR = nil
+             return { require('sharedserver.binary').resolve() }",
+        );
+        assert_eq!(
+            found[0].as_str(),
+            Some(root.join("target/release/sharedserver").to_str().unwrap()),
             "{found}"
         );
     });

@@ -25,14 +25,9 @@ function M.candidates(override)
   end
   local steps = {
     function()
-      return {
-        path = compat.join(loader.root, "target", "release", "sharedserver"),
-        source = "the plugin's own build",
-      }
-    end,
-    function()
       -- build.lua builds into $CARGO_TARGET_DIR when it is set (relative
-      -- to the plugin's root, as cargo reads it there).
+      -- to the plugin's root, as cargo reads it there). It comes first: a
+      -- target/ left from a build before the variable was set is stale.
       local dir = vim.env.CARGO_TARGET_DIR
       if dir == nil or dir == "" then
         return nil
@@ -43,6 +38,12 @@ function M.candidates(override)
       return {
         path = compat.join(dir, "release", "sharedserver"),
         source = "the plugin's own build ($CARGO_TARGET_DIR)",
+      }
+    end,
+    function()
+      return {
+        path = compat.join(loader.root, "target", "release", "sharedserver"),
+        source = "the plugin's own build",
       }
     end,
     function()
@@ -75,22 +76,21 @@ end
 ---@param override string|nil
 ---@return string|nil path, string|nil source_or_error
 function M.resolve(override)
-  local first
+  local tried = {}
   for c in M.candidates(override) do
-    first = first or c
     if compat.is_executable(c.path) then
       return c.path, c.source
     end
+    tried[#tried + 1] = c.path
   end
   if override and override ~= "" then
     return nil,
-      string.format("the `binary` option points to %s, which is not an executable file", first.path)
+      string.format("the `binary` option points to %s, which is not an executable file", tried[1])
   end
   return nil,
-    "the sharedserver binary was not found (looked in the plugin's target/release, "
-      .. "$CARGO_TARGET_DIR/release, $PATH, "
-      .. "~/.cargo/bin, ~/.local/bin, /usr/local/bin, /opt/homebrew/bin); build it with "
-      .. "`sh build.sh` in "
+    "the sharedserver binary was not found (looked for "
+      .. table.concat(tried, ", ")
+      .. ", and on $PATH); build it with `sh build.sh` in "
       .. loader.root
       .. " or install it with `cargo install --path "
       .. loader.root
