@@ -7,8 +7,8 @@
 # On Linux it is linked statically (no dynamic loader, no shared libraries to
 # map and relocate), which makes it start about 25% faster. That needs the
 # static C library (libc.a: Debian/Ubuntu `libc6-dev`, Fedora `glibc-static`);
-# without it, or if the static binary does not run, the CLI is linked
-# dynamically and works the same, only slower. SHAREDSERVER_STATIC=0 skips
+# without it, or if the static link fails or its binary does not run, the CLI
+# is linked dynamically and works the same, only slower. SHAREDSERVER_STATIC=0 skips
 # the attempt.
 #
 # Environment: CARGO (default: cargo), CC (default: cc), plus anything cargo
@@ -28,15 +28,19 @@ has_static_libc() {
 
 if [ "$(uname -s)" = Linux ] && [ "${SHAREDSERVER_STATIC:-1}" != 0 ]; then
     if has_static_libc; then
-        # A failure here is a real one (a compile error, say), not a missing
-        # library: it fails the build.
-        "$cargo" rustc --release --bin sharedserver -- \
-            -C target-feature=+crt-static -C relocation-model=static
-        # Keep it only if it runs.
-        if "${CARGO_TARGET_DIR:-target}/release/sharedserver" --version >/dev/null 2>&1; then
-            exit 0
+        # A static link can fail where a dynamic one works (a static library
+        # missing besides libc.a), so a failure falls through to the dynamic
+        # build; a real compile error fails that one too, and ends the build.
+        if "$cargo" rustc --release --bin sharedserver -- \
+            -C target-feature=+crt-static -C relocation-model=static; then
+            # Keep it only if it runs.
+            if "${CARGO_TARGET_DIR:-target}/release/sharedserver" --version >/dev/null 2>&1; then
+                exit 0
+            fi
+            echo "build.sh: the statically linked CLI does not run here; linking it dynamically instead" >&2
+        else
+            echo "build.sh: the static link of the CLI failed (see above); linking it dynamically instead" >&2
         fi
-        echo "build.sh: the statically linked CLI does not run here; linking it dynamically instead" >&2
     else
         echo "build.sh: no static C library (libc.a: Debian/Ubuntu libc6-dev, Fedora glibc-static), so the CLI is linked dynamically; it works the same, but starts about 25% slower" >&2
     fi

@@ -17,7 +17,7 @@ enum Rustc {
     Links,
     /// Links a binary that does not run.
     LinksBroken,
-    /// Fails, as on a compile error.
+    /// Fails, as on a link error, or a compile error.
     Fails,
 }
 
@@ -40,6 +40,9 @@ impl Setup {
             &dir.join("cargo"),
             &format!(
                 "echo \"$PWD: $*\" >> {log}\n\
+                 if [ -n \"${{FAKE_BUILD_FAILS:-}}\" ] && [ \"$1\" = build ] && [ \"$3\" = --bin ]; then\n\
+                   echo 'error[E0425]: cannot find value' >&2; exit 101\n\
+                 fi\n\
                  if [ \"$1\" = rustc ]; then mkdir -p {rel}; {rustc}; chmod +x {bin}; fi\n\
                  exit 0",
                 log = dir.join("calls").display(),
@@ -119,10 +122,19 @@ fn build_sh_replaces_a_static_cli_that_does_not_run() {
 }
 
 #[test]
-fn build_sh_fails_on_a_real_build_error_instead_of_retrying() {
+fn build_sh_links_dynamically_when_the_static_link_fails() {
     let (out, calls) = Setup::new(Rustc::Fails, true).run(&[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(calls, [lib(), static_bin(), dynamic_bin()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("static link of the CLI failed"), "{err}");
+}
+
+#[test]
+fn build_sh_fails_on_a_real_build_error() {
+    let (out, calls) = Setup::new(Rustc::Fails, true).run(&[("FAKE_BUILD_FAILS", "1")]);
     assert_eq!(out.status.code(), Some(101), "{out:?}");
-    assert_eq!(calls, [lib(), static_bin()]);
+    assert_eq!(calls, [lib(), static_bin(), dynamic_bin()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("error[E0425]"), "{err}");
 }
