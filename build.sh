@@ -16,10 +16,14 @@
 set -eu
 cd "$(dirname "$0")"
 cargo=${CARGO:-cargo}
+# Where build.lua and the plugin look for the results. Named on the command
+# line, because that beats a target-dir from cargo's config or
+# CARGO_BUILD_TARGET_DIR, which would put them somewhere else.
+target_dir=${CARGO_TARGET_DIR:-target}
 
 # The module must stay a normal shared library, and cargo's static flag would
 # also reach the proc-macros, so the library and the binary build separately.
-"$cargo" build --release --lib
+"$cargo" build --release --target-dir "$target_dir" --lib
 
 # The static C library, as the linker (cc, as for cargo) would find it.
 has_static_libc() {
@@ -31,10 +35,10 @@ if [ "$(uname -s)" = Linux ] && [ "${SHAREDSERVER_STATIC:-1}" != 0 ]; then
         # A static link can fail where a dynamic one works (a static library
         # missing besides libc.a), so a failure falls through to the dynamic
         # build; a real compile error fails that one too, and ends the build.
-        if "$cargo" rustc --release --bin sharedserver -- \
+        if "$cargo" rustc --release --target-dir "$target_dir" --bin sharedserver -- \
             -C target-feature=+crt-static -C relocation-model=static; then
             # Keep it only if it runs.
-            if "${CARGO_TARGET_DIR:-target}/release/sharedserver" --version >/dev/null 2>&1; then
+            if "$target_dir/release/sharedserver" --version >/dev/null 2>&1; then
                 exit 0
             fi
             echo "build.sh: the statically linked CLI does not run here; linking it dynamically instead" >&2
@@ -45,4 +49,4 @@ if [ "$(uname -s)" = Linux ] && [ "${SHAREDSERVER_STATIC:-1}" != 0 ]; then
         echo "build.sh: no static C library (libc.a: Debian/Ubuntu libc6-dev, Fedora glibc-static), so the CLI is linked dynamically; it works the same, but starts about 25% slower" >&2
     fi
 fi
-exec "$cargo" build --release --bin sharedserver
+exec "$cargo" build --release --target-dir "$target_dir" --bin sharedserver

@@ -40,7 +40,7 @@ impl Setup {
             &dir.join("cargo"),
             &format!(
                 "echo \"$PWD: $*\" >> {log}\n\
-                 if [ -n \"${{FAKE_BUILD_FAILS:-}}\" ] && [ \"$1\" = build ] && [ \"$3\" = --bin ]; then\n\
+                 if [ -n \"${{FAKE_BUILD_FAILS:-}}\" ] && [ \"$1\" = build ] && [ \"${{5:-}}\" = --bin ]; then\n\
                    echo 'error[E0425]: cannot find value' >&2; exit 101\n\
                  fi\n\
                  if [ \"$1\" = rustc ]; then mkdir -p {rel}; {rustc}; chmod +x {bin}; fi\n\
@@ -73,6 +73,7 @@ impl Setup {
             .output()
             .unwrap();
         let calls = std::fs::read_to_string(dir.join("calls")).unwrap_or_default();
+        let calls = calls.replace(dir.to_str().unwrap(), "{tmp}");
         (out, calls.lines().map(str::to_owned).collect())
     }
 }
@@ -82,14 +83,17 @@ fn script(path: &PathBuf, body: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// The target dir every test names in CARGO_TARGET_DIR.
+const TARGET: &str = "{tmp}/target";
+
 fn lib() -> String {
-    format!("{REPO}: build --release --lib")
+    format!("{REPO}: build --release --target-dir {TARGET} --lib")
 }
 fn static_bin() -> String {
-    format!("{REPO}: rustc --release --bin sharedserver -- {STATIC_FLAGS}")
+    format!("{REPO}: rustc --release --target-dir {TARGET} --bin sharedserver -- {STATIC_FLAGS}")
 }
 fn dynamic_bin() -> String {
-    format!("{REPO}: build --release --bin sharedserver")
+    format!("{REPO}: build --release --target-dir {TARGET} --bin sharedserver")
 }
 
 #[test]
@@ -137,6 +141,30 @@ fn build_sh_fails_on_a_real_build_error() {
     assert_eq!(calls, [lib(), static_bin(), dynamic_bin()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("error[E0425]"), "{err}");
+}
+
+#[test]
+fn build_sh_builds_where_the_plugin_looks_whatever_cargo_is_configured_with() {
+    let setup = Setup::new(Rustc::Links, true);
+    let (out, calls) = setup.run(&[("CARGO_BUILD_TARGET_DIR", "/elsewhere")]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(calls, [lib(), static_bin()]);
+    // Without CARGO_TARGET_DIR: the plugin's own target/.
+    let out = Command::new("sh")
+        .arg(Path::new(REPO).join("build.sh"))
+        .env("CARGO", setup.tmp.path().join("cargo"))
+        .env("SHAREDSERVER_STATIC", "0")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let calls = std::fs::read_to_string(setup.tmp.path().join("calls")).unwrap();
+    assert!(
+        calls.ends_with(&format!(
+            "{REPO}: build --release --target-dir target --bin sharedserver\n"
+        )),
+        "{calls}"
+    );
 }
 
 #[test]
