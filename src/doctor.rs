@@ -66,6 +66,16 @@ pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
 fn find_orphan(store: &Store, name: &ServerName) -> Option<ProcessId> {
     let want_name = format!("{}={name}", crate::spawn::NAME_VAR);
     let want_dir = format!("{}={}", crate::lockdir::ENV_VAR, store.dir().display());
+    let tagged = |pid: u32| {
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            return false;
+        };
+        let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+        let has = |want: &str| vars.contains(&want.as_bytes());
+        // Only the group leader: its children inherit the tag too.
+        let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)));
+        has(&want_name) && has(&want_dir) && pgid.is_ok_and(|g| g.as_raw() as u32 == pid)
+    };
     let me = std::process::id();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry
@@ -75,18 +85,19 @@ fn find_orphan(store: &Store, name: &ServerName) -> Option<ProcessId> {
         else {
             continue;
         };
-        if pid == me {
+        if pid == me || !tagged(pid) {
             continue;
         }
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        // The pid may have been reused since the first look. Hold a pidfd,
+        // then look again: if the process is still alive afterwards, that
+        // second look was at the very process the pidfd (and the returned
+        // identity) refers to.
+        let Some(id) = ProcessId::of(pid) else {
             continue;
         };
-        let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
-        let has = |want: &str| vars.contains(&want.as_bytes());
-        // Only the group leader: its children inherit the tag too.
-        let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)));
-        if has(&want_name) && has(&want_dir) && pgid.is_ok_and(|g| g.as_raw() as u32 == pid) {
-            return ProcessId::of(pid);
+        let Some(fd) = id.open() else { continue };
+        if tagged(pid) && !fd.has_exited() {
+            return Some(id);
         }
     }
     None
