@@ -10,6 +10,13 @@
 //! - [`watcher`] and [`spawn`]: the per-server supervisor process
 //! - [`doctor`]: validation and repair
 
+// One clear message instead of a wall of unresolved imports: the process
+// layer needs Unix signals, process groups and either /proc or libproc.
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+compile_error!(
+    "sharedserver supports Linux and macOS only: it needs Unix process groups, signals and a way to read a process's start time"
+);
+
 pub mod config;
 pub mod doctor;
 pub mod duration;
