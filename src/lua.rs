@@ -57,9 +57,7 @@ fn name(raw: &str) -> LuaResult<ServerName> {
 fn client(pid: Option<u32>) -> LuaResult<ProcessId> {
     match pid {
         None => Ok(ProcessId::current()),
-        Some(pid) => ProcessId::of(pid).ok_or_else(|| {
-            LuaError::RuntimeError(format!("sharedserver: pid {pid} is not a running process"))
-        }),
+        Some(pid) => crate::process::client(pid, false).map_err(lua_err),
     }
 }
 

@@ -68,7 +68,7 @@ pub enum AdminCommand {
 }
 
 pub fn run(cmd: AdminCommand) -> sharedserver::Result<i32> {
-    let me = || Some(ProcessId::current());
+    let me = || ProcessId::current().pid;
     match cmd {
         AdminCommand::Start { name, pid, start } => {
             let client = client(pid, me)?;

@@ -3,7 +3,7 @@
 use super::{client, lifecycle, parse_duration, parse_env, parse_name};
 use clap::Args;
 use sharedserver::lifecycle::StartupCheck;
-use sharedserver::process::{self, ProcessId};
+use sharedserver::process::ProcessId;
 use sharedserver::record::RestartPolicy;
 use sharedserver::{config, AttachRequest, Attached, IfRunning, ServerName, StartSpec, State};
 use std::path::PathBuf;
@@ -125,7 +125,7 @@ pub struct UnuseArgs {
 }
 
 pub fn use_(args: UseArgs) -> sharedserver::Result<i32> {
-    let client = client(args.pid, process::parent)?;
+    let client = client(args.pid, || nix::unistd::getppid().as_raw() as u32)?;
     let spec = args.start.spec(&args.name)?;
     attach(args.name, client, args.metadata, spec, IfRunning::Attach)
 }

@@ -7,7 +7,7 @@ mod files;
 mod show;
 
 use clap::{Parser, Subcommand};
-use sharedserver::{Error, Lifecycle, ServerName, Store};
+use sharedserver::{Lifecycle, ServerName, Store};
 use std::time::Duration;
 
 /// Exit code for runtime errors (`check` uses 0-3 for states).
@@ -118,15 +118,14 @@ pub fn parse_env(raw: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Resolve `--pid`: a live process, or a clear error.
+/// Resolve `--pid` (or the default client): a live process that can exit,
+/// or a clear error saying why not (see `process::client`).
 pub fn client(
     pid: Option<u32>,
-    default: impl FnOnce() -> Option<sharedserver::process::ProcessId>,
+    default: impl FnOnce() -> u32,
 ) -> sharedserver::Result<sharedserver::process::ProcessId> {
     match pid {
-        Some(pid) => sharedserver::process::ProcessId::of(pid)
-            .ok_or_else(|| Error::Other(format!("--pid {pid}: no such running process"))),
-        None => default()
-            .ok_or_else(|| Error::Other("cannot identify the calling process; pass --pid".into())),
+        Some(pid) => sharedserver::process::client(pid, true),
+        None => sharedserver::process::client(default(), false),
     }
 }

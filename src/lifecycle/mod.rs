@@ -218,6 +218,16 @@ impl Lifecycle {
     pub fn kill(&self, name: &ServerName) -> Result<Status> {
         let result = self.request_stop(name, Duration::ZERO, true, |rec| {
             if let Some(fd) = rec.server.open() {
+                // We hold no child here: a record can be forged or stale, so
+                // only a group whose leader carries this name's tag is ours.
+                if !crate::process::is_tagged_leader(rec.server.pid, name.as_str(), self.store.dir())
+                {
+                    return Err(Error::Other(format!(
+                        "server '{name}': pid {} does not carry this server's tag ({}={name} in its environment, leading its own process group), so it was not started by sharedserver for this lock directory; not signalling it (run `sharedserver admin doctor {name}`)",
+                        rec.server.pid,
+                        crate::spawn::NAME_VAR
+                    )));
+                }
                 signal_group(&fd, rec.server.pid, libc::SIGKILL)
                     .map_err(|e| Error::Other(format!("server '{name}': SIGKILL failed: {e}")))?;
             }

@@ -7,7 +7,7 @@
 //! costs about 1 µs. A pidfd refers to one process for good, so the answer
 //! is as exact as the /proc check, and a recycled pid cannot fool it.
 
-use super::{PidFd, ProcessId};
+use super::{Liveness, PidFd, ProcessId};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
@@ -35,8 +35,10 @@ pub(super) fn is_alive(id: &ProcessId) -> bool {
     let Ok(fd) = PidFd::open(id.pid) else {
         return id.is_alive_uncached(); // no such pid, or no pidfd support
     };
-    if !id.is_alive_uncached() {
-        return false;
+    match id.liveness() {
+        Liveness::Alive => {}
+        Liveness::Dead => return false,
+        Liveness::Unknown => return true, // not proven dead; look again later
     }
     if cache.len() >= CAPACITY {
         cache.retain(|_, fd| !fd.has_exited());

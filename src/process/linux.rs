@@ -3,16 +3,63 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-/// Field 22 of /proc/<pid>/stat (starttime), or None if the process does not
-/// exist or is a zombie.
-pub fn start_time(pid: u32) -> Option<u64> {
+/// What /proc says about `pid`: its start time (field 22 of stat), or that
+/// it is dead (no such process, or a zombie), or that we cannot tell (any
+/// other error: descriptors exhausted, memory, a permission we lack).
+pub fn probe(pid: u32) -> Probe {
     let mut buf = [0u8; 1024];
-    let (state, mut fields) = stat_fields(&format!("/proc/{pid}/stat"), &mut buf)?;
+    let stat = match read_small(&format!("/proc/{pid}/stat"), &mut buf) {
+        Ok(stat) => stat,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+            return Probe::Dead
+        }
+        Err(_) => return Probe::Unknown,
+    };
+    let Some((state, mut fields)) = parse_stat(stat) else {
+        return Probe::Unknown;
+    };
     if state == "Z" || state == "X" {
-        return None;
+        return Probe::Dead;
     }
     // After the state (field 3), starttime is field 22.
-    fields.nth(18)?.parse().ok()
+    match fields.nth(18).and_then(|t| t.parse().ok()) {
+        Some(t) => Probe::Alive(t),
+        None => Probe::Unknown,
+    }
+}
+
+/// The answer of [`probe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Alive(u64),
+    Dead,
+    Unknown,
+}
+
+/// Field 22 of /proc/<pid>/stat (starttime), or None if the process does not
+/// exist, is a zombie, or cannot be read.
+pub fn start_time(pid: u32) -> Option<u64> {
+    match probe(pid) {
+        Probe::Alive(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// The process (thread group) that thread `pid` belongs to: `pid` itself
+/// for a process. /proc/TID exists for every thread, so the stat file alone
+/// cannot tell a thread from a process.
+pub fn thread_group(pid: u32) -> io::Result<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Tgid line"))
+}
+
+/// The environment a process started with (NUL-separated), if readable.
+pub fn environ(pid: u32) -> Option<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/environ")).ok()
 }
 
 /// The state letter (field 3) of a stat file, and the fields after it.
@@ -20,7 +67,10 @@ fn stat_fields<'a>(
     path: &str,
     buf: &'a mut [u8],
 ) -> Option<(&'a str, std::str::SplitAsciiWhitespace<'a>)> {
-    let stat = read_small(path, buf)?;
+    parse_stat(read_small(path, buf).ok()?)
+}
+
+fn parse_stat(stat: &[u8]) -> Option<(&str, std::str::SplitAsciiWhitespace<'_>)> {
     // The command name (field 2) may contain spaces and ')', so parse from
     // the last ')'.
     let rest = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
@@ -71,18 +121,19 @@ pub fn tree_idle(pid: u32) -> bool {
     true
 }
 
-fn read_small<'a>(path: &str, buf: &'a mut [u8]) -> Option<&'a [u8]> {
+fn read_small<'a>(path: &str, buf: &'a mut [u8]) -> io::Result<&'a [u8]> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path).ok()?;
+    let mut file = std::fs::File::open(path)?;
     let mut len = 0;
     while len < buf.len() {
         match file.read(&mut buf[len..]) {
             Ok(0) => break,
             Ok(n) => len += n,
-            Err(_) => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
-    Some(&buf[..len])
+    Ok(&buf[..len])
 }
 
 /// A process descriptor: becomes readable when the process exits, and can be
@@ -136,6 +187,7 @@ impl AsFd for PidFd {
 /// pidfd for the leader (or is its unreaping parent), so the group id cannot
 /// have been recycled: a group id stays taken while its leader exists.
 pub fn signal_group(leader: &PidFd, leader_pid: u32, sig: libc::c_int) -> io::Result<()> {
+    refuse_init(leader_pid)?;
     if leader.has_exited() {
         // Leader gone: signal only through the pidfd-safe path (a no-op now).
         return leader.signal(sig).or(Ok(()));
@@ -148,6 +200,18 @@ pub fn signal_group(leader: &PidFd, leader_pid: u32, sig: libc::c_int) -> io::Re
             return Ok(());
         }
         return Err(err);
+    }
+    Ok(())
+}
+
+/// kill(-1) signals every process we may signal, and pid 1 is init: no
+/// record, however forged, may lead us there.
+pub(super) fn refuse_init(pid: u32) -> io::Result<()> {
+    if pid <= 1 || pid > i32::MAX as u32 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal pid {pid} (never init, never every process)"),
+        ));
     }
     Ok(())
 }

@@ -2,6 +2,11 @@
 //! Every pid we store travels with the process's start time, and a process
 //! counts as alive only while both still match. Nothing is ever signalled
 //! unless its identity matches the record.
+//!
+//! Death needs proof: no such process (ENOENT, ESRCH), a zombie, or another
+//! start time. Any other failure to look (descriptors exhausted, no memory)
+//! answers "unknown", which every caller treats as alive: dropping a live
+//! client would stop a server someone still uses.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +20,7 @@ mod other;
 use other as os;
 
 pub use os::PidFd;
+use os::Probe;
 
 mod cache;
 
@@ -38,25 +44,107 @@ impl ProcessId {
         cache::current()
     }
 
-    /// Alive means: the pid exists, is not a zombie, and started when we
-    /// recorded it. A recycled pid is a different process and is dead to us.
+    /// True unless the process is proven dead: the pid is gone, a zombie,
+    /// or belongs to a process that started at another time (a recycled pid
+    /// is a different process and is dead to us). "Cannot tell" counts as
+    /// alive (see the module comment).
     pub fn is_alive(&self) -> bool {
         cache::is_alive(self)
     }
 
-    /// The same check, always from /proc (no cached descriptor).
-    fn is_alive_uncached(&self) -> bool {
-        os::start_time(self.pid) == Some(self.start_time)
+    /// What /proc says now, without any cached descriptor.
+    pub fn liveness(&self) -> Liveness {
+        match os::probe(self.pid) {
+            Probe::Alive(t) if t == self.start_time => Liveness::Alive,
+            Probe::Alive(_) | Probe::Dead => Liveness::Dead,
+            Probe::Unknown => Liveness::Unknown,
+        }
+    }
+
+    /// The same check as [`is_alive`](Self::is_alive), always from /proc.
+    pub fn is_alive_uncached(&self) -> bool {
+        self.liveness() != Liveness::Dead
     }
 
     /// Open a descriptor that will always refer to this exact process, or
-    /// `None` if the process is gone or the pid now belongs to another one.
+    /// `None` if the process is gone, the pid now belongs to another one, or
+    /// its identity cannot be confirmed. Never for pid 1 or below: nothing
+    /// we start is init.
     pub fn open(&self) -> Option<PidFd> {
+        if self.pid <= 1 {
+            return None;
+        }
         let fd = PidFd::open(self.pid).ok()?;
         // The fd pins the process; checking identity after opening closes the
         // race where the pid is recycled between our check and our open.
-        self.is_alive_uncached().then_some(fd)
+        (self.liveness() == Liveness::Alive).then_some(fd)
     }
+}
+
+/// The three answers to "is this process alive?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Alive,
+    /// Proven: no such pid, a zombie, or another start time.
+    Dead,
+    /// The check itself failed (e.g. EMFILE): keep the process, look later.
+    Unknown,
+}
+
+/// The identity of a client process given by pid (`--pid`, or the caller),
+/// refusing what can never leave: init, and threads (a thread id is not a
+/// process, and its exit is never reported). `explicit` says whether the
+/// user named the pid or we took the caller's parent.
+pub fn client(pid: u32, explicit: bool) -> crate::Result<ProcessId> {
+    use crate::Error;
+    if pid <= 1 {
+        return Err(Error::Other(if explicit {
+            format!("--pid {pid}: init never exits, so the server would never stop; pass the pid of the process whose life should keep the server running")
+        } else {
+            "the calling process's parent is init (pid 1), as under `setsid -f` or a daemon, so it never exits and the server would never stop; pass --pid with the process whose life should keep the server running".to_string()
+        }));
+    }
+    let flag = if explicit { "--pid " } else { "pid " };
+    let Some(id) = ProcessId::of(pid) else {
+        return Err(Error::Other(format!(
+            "{flag}{pid}: no such running process"
+        )));
+    };
+    match os::thread_group(pid) {
+        Ok(tgid) if tgid == pid => Ok(id),
+        Ok(tgid) => Err(Error::Other(format!(
+            "{flag}{pid} is a thread of process {tgid}, not a process (a thread's exit is never reported); pass --pid {tgid}"
+        ))),
+        Err(e) => Err(Error::Other(format!(
+            "{flag}{pid}: cannot tell whether it is a process ({e})"
+        ))),
+    }
+}
+
+/// True when `pid` leads its own process group and carries the tag every
+/// server we start carries: `SHAREDSERVER_NAME=name` and
+/// `SHAREDSERVER_LOCKDIR=dir` in its environment. A record can be forged or
+/// stale; the tag is what proves a process is this name's server before we
+/// signal a group we do not hold as our child.
+pub fn is_tagged_leader(pid: u32, name: &str, dir: &std::path::Path) -> bool {
+    let leads = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)))
+        .is_ok_and(|g| g.as_raw() as u32 == pid);
+    leads && has_tag(pid, name, dir)
+}
+
+/// True when the environment of `pid` carries `name`'s tag in `dir`.
+pub fn has_tag(pid: u32, name: &str, dir: &std::path::Path) -> bool {
+    let Some(environ) = os::environ(pid) else {
+        return false;
+    };
+    let want_name = format!("{}={name}", crate::spawn::NAME_VAR);
+    let want_dir = format!("{}={}", crate::lockdir::ENV_VAR, dir.display());
+    let mut found = (false, false);
+    for var in environ.split(|&b| b == 0) {
+        found.0 |= var == want_name.as_bytes();
+        found.1 |= var == want_dir.as_bytes();
+    }
+    found == (true, true)
 }
 
 /// The caller of the CLI: our parent process.

@@ -6,9 +6,50 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 pub fn start_time(pid: u32) -> Option<u64> {
+    match probe(pid) {
+        Probe::Alive(t) => Some(t),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Alive(u64),
+    Dead,
+    Unknown,
+}
+
+/// Only ESRCH proves death; EPERM means it exists but is not ours.
+pub fn probe(pid: u32) -> Probe {
     // SAFETY: signal 0 only checks existence.
     let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    (rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)).then_some(0)
+    match io::Error::last_os_error().raw_os_error() {
+        _ if rc == 0 => Probe::Alive(0),
+        Some(libc::EPERM) => Probe::Alive(0),
+        Some(libc::ESRCH) => Probe::Dead,
+        _ => Probe::Unknown,
+    }
+}
+
+/// Without /proc there is no portable way to read it: nothing is tagged,
+/// so nothing outside our own children is ever signalled.
+pub fn environ(_pid: u32) -> Option<Vec<u8>> {
+    None
+}
+
+/// Without /proc, threads cannot be named by a pid here anyway.
+pub fn thread_group(pid: u32) -> io::Result<u32> {
+    Ok(pid)
+}
+
+pub(super) fn refuse_init(pid: u32) -> io::Result<()> {
+    if pid <= 1 || pid > i32::MAX as u32 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal pid {pid} (never init, never every process)"),
+        ));
+    }
+    Ok(())
 }
 
 /// Without /proc the tree cannot be inspected: never idle, so a start-up
@@ -46,6 +87,7 @@ impl AsFd for PidFd {
 }
 
 pub fn signal_group(_leader: &PidFd, leader_pid: u32, sig: libc::c_int) -> io::Result<()> {
+    refuse_init(leader_pid)?;
     // SAFETY: plain syscall.
     if unsafe { libc::kill(-(leader_pid as libc::pid_t), sig) } < 0 {
         return Err(io::Error::last_os_error());

@@ -55,6 +55,17 @@ pub(super) fn begin(
         let pidfd = id.open().ok_or_else(|| Hello::SpawnFailed {
             message: format!("server pid {} exited before supervision resumed", id.pid),
         })?;
+        // Adopting means we will signal its group one day: only a process
+        // that carries this name's tag is ours (a record can be forged).
+        if !crate::process::is_tagged_leader(id.pid, name.as_str(), store.dir()) {
+            return Err(Hello::SpawnFailed {
+                message: format!(
+                    "pid {} is not this server (it lacks the {}={name} tag or does not lead its process group); refusing to supervise it",
+                    id.pid,
+                    spawn::NAME_VAR
+                ),
+            });
+        }
         return Ok(Server {
             id,
             pidfd,

@@ -22,6 +22,12 @@ const POKE_QUIET: Duration = Duration::from_millis(2);
 const POKE_MAX: Duration = Duration::from_millis(20);
 /// How soon to retry a record write that failed.
 const WRITE_RETRY: Duration = Duration::from_secs(1);
+/// How often clients without a pidfd (over the descriptor budget, or one
+/// that could not be opened) are checked by polling instead.
+const POLL_UNWATCHED: Duration = Duration::from_secs(1);
+/// Descriptors kept free for everything but client pidfds: the record, the
+/// lock, /proc reads, probes, log rotation.
+const FD_RESERVE: u64 = 32;
 
 pub(super) struct Watcher<'a> {
     store: &'a Store,
@@ -34,6 +40,10 @@ pub(super) struct Watcher<'a> {
     wake: File,
     pump: Pump,
     clients: HashMap<ProcessId, PidFd>,
+    /// Most client pidfds we hold (from RLIMIT_NOFILE); the rest are polled.
+    fd_budget: usize,
+    /// Recorded clients we hold no pidfd for, checked every POLL_UNWATCHED.
+    unwatched: usize,
     /// The last record we saw and wrote: used to restore a damaged record.
     known: Record,
     probe_at: Option<Instant>,
@@ -74,6 +84,8 @@ impl<'a> Watcher<'a> {
             wake,
             pump,
             clients: HashMap::new(),
+            fd_budget: fd_budget(),
+            unwatched: 0,
             known,
             probe_at: None,
             probe_interval: None,
@@ -155,7 +167,13 @@ impl<'a> Watcher<'a> {
         }
         dirty |= self.check_ready(&mut rec, now);
         let as_read = rec.clients.clone();
-        dirty |= rec.settle(now, |id| id.is_alive());
+        // A client we hold a pidfd for is judged by it (exact, even if its
+        // pid was reused); any other only when /proc proves it dead.
+        let held = &self.clients;
+        dirty |= rec.settle(now, |id| match held.get(id) {
+            Some(fd) => !fd.has_exited(),
+            None => id.is_alive_uncached(),
+        });
         self.journal_clients(&as_read, &rec);
         // A write that fails (disk full, read-only) must not end supervision:
         // keep the settled record in memory and try again shortly.
@@ -186,6 +204,7 @@ impl<'a> Watcher<'a> {
             self.probe_at
                 .map(|t| t.saturating_duration_since(Instant::now())),
             retry,
+            (self.unwatched > 0).then_some(POLL_UNWATCHED),
         ];
         Ok(Next::Sleep(deadlines.into_iter().flatten().min()))
     }
@@ -354,15 +373,21 @@ impl<'a> Watcher<'a> {
         self.clients
             .retain(|id, _| rec.clients.iter().any(|c| c.id == *id));
         let mut died = false;
+        self.unwatched = 0;
         for c in &rec.clients {
             if self.clients.contains_key(&c.id) {
                 continue;
             }
-            match c.id.open() {
+            let fd = (self.clients.len() < self.fd_budget)
+                .then(|| c.id.open())
+                .flatten();
+            match fd {
                 Some(fd) => {
                     self.clients.insert(c.id, fd);
                 }
-                None => died |= !c.id.is_alive(),
+                None if !c.id.is_alive_uncached() => died = true,
+                // Alive, or not provably dead (EMFILE): keep it and poll.
+                None => self.unwatched += 1,
             }
         }
         died
@@ -494,4 +519,12 @@ impl<'a> Watcher<'a> {
         }
         urgent
     }
+}
+
+/// How many client pidfds fit under the soft descriptor limit (raised to the
+/// hard one at watcher start), keeping FD_RESERVE free.
+fn fd_budget() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    soft.saturating_sub(FD_RESERVE).min(usize::MAX as u64) as usize
 }

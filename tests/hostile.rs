@@ -1,0 +1,207 @@
+//! A hostile or broken environment: forged records, exhausted descriptors,
+//! pids that are not clients, planted files. Each test reproduces the attack
+//! with real processes (and, where a mistake could hurt the machine, inside
+//! a pid namespace), and checks that nothing we did not start is signalled
+//! and no live client is dropped.
+//!
+//! The namespace tests need root (CI runs as root); without it they fail and
+//! say so, rather than skip silently.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const SOON: Duration = Duration::from_secs(10);
+
+fn record(w: &World, name: &str) -> Value {
+    serde_json::from_str(&read(&w.record_path(name))).expect("record is JSON")
+}
+
+fn id(pid: u32) -> Value {
+    json!({ "pid": pid, "start_time": start_time(pid) })
+}
+
+/// A process that is no client and no server of ours: it must survive.
+struct Bystander(std::process::Child);
+
+impl Bystander {
+    fn new() -> Bystander {
+        Bystander(
+            Command::new("sleep")
+                .arg("1000")
+                .process_group(0)
+                .spawn()
+                .unwrap(),
+        )
+    }
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Run `script` as pid 1 of a new pid namespace (with its own /proc), with
+/// the binary in $BIN and the lock dir in $SHAREDSERVER_LOCKDIR.
+fn in_pid_namespace(w: &World, script: &str) -> Run {
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", script])
+        .env("BIN", BIN)
+        .env("SHAREDSERVER_LOCKDIR", &w.lockdir)
+        .current_dir(w.tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run unshare");
+    let run = Run(out);
+    assert!(
+        !run.stderr().contains("unshare failed"),
+        "this test needs root for a pid namespace: {}",
+        run.stderr()
+    );
+    run
+}
+
+#[test]
+fn a_record_naming_pid_1_never_makes_kill_signal_every_process() {
+    // kill(-1, SIGKILL) inside the namespace would take the bystander with it.
+    let w = World::new();
+    let run = in_pid_namespace(
+        &w,
+        r#"
+        sleep 1000 & by=$!
+        "$BIN" use real --pid $by -- sleep 1000 >/dev/null || exit 3
+        st=$(cut -d' ' -f22 /proc/1/stat)
+        rec="$SHAREDSERVER_LOCKDIR/real.json"
+        sed -e '/"server"/,/}/ s/"pid": [0-9]*/"pid": 1/' \
+            -e "/\"server\"/,/}/ s/\"start_time\": [0-9]*/\"start_time\": $st/" "$rec" > "$rec.new"
+        mv "$rec.new" "$rec"
+        grep -q '"pid": 1,' "$rec" || exit 4
+        "$BIN" admin kill real
+        kill -0 $by && echo bystander-alive
+        "#,
+    );
+    assert!(
+        run.stdout().contains("bystander-alive"),
+        "stdout: {}\nstderr: {}",
+        run.stdout(),
+        run.stderr()
+    );
+}
+
+#[test]
+fn kill_and_recovery_never_signal_a_group_that_lacks_the_servers_tag() {
+    let mut w = World::new();
+    let c = w.client();
+    w.ok(&[
+        "use",
+        "real",
+        "--pid",
+        &c.to_string(),
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    let template = record(&w, "real");
+    let victim = Bystander::new();
+    let unrelated_live = Bystander::new();
+    // A: the record's watcher is dead, so the next command adopts the
+    // "server". B: its watcher looks alive, so kill signals at once.
+    let dead_watcher = json!({ "pid": 999_999_999u32 / 4, "start_time": 1 });
+    for (name, watcher) in [("a", dead_watcher), ("b", id(unrelated_live.pid()))] {
+        let mut forged = template.clone();
+        forged["name"] = json!(name);
+        forged["server"] = id(victim.pid());
+        forged["watcher"] = watcher;
+        forged["watcher_is_parent"] = json!(false);
+        std::fs::write(w.record_path(name), forged.to_string()).unwrap();
+        let r = w.run(&["admin", "kill", name]);
+        assert!(
+            alive(victim.pid()),
+            "{name}: admin kill signalled a group it never started: {}",
+            r.stderr()
+        );
+        assert!(alive(unrelated_live.pid()));
+    }
+}
+
+#[test]
+fn a_thread_id_is_refused_as_a_client() {
+    let w = World::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        // SAFETY: plain syscall.
+        tx.send(unsafe { libc::gettid() } as u32).unwrap();
+        let _ = stop_rx.recv();
+    });
+    let tid = rx.recv().unwrap().to_string();
+    let r = w.run(&["use", "t", "--pid", &tid, "--", "sleep", "1000"]);
+    stop_tx.send(()).unwrap();
+    thread.join().unwrap();
+    assert_ne!(r.code(), 0, "a thread was accepted as a client");
+    assert!(
+        r.stderr().contains("thread") && r.stderr().contains(&std::process::id().to_string()),
+        "{}",
+        r.stderr()
+    );
+    assert!(!w.record_path("t").exists());
+}
+
+#[test]
+fn init_is_refused_as_a_client_given_or_implied_and_the_message_names_pid() {
+    let w = World::new();
+    let r = w.run(&["use", "i", "--pid", "1", "--", "sleep", "1000"]);
+    assert_ne!(r.code(), 0);
+    assert!(r.stderr().contains("--pid"), "{}", r.stderr());
+    assert!(!w.record_path("i").exists());
+    // The caller's parent is init: as under `setsid -f`. In a namespace the
+    // shell is init, so the CLI it runs has init as its parent.
+    let run = in_pid_namespace(&w, r#""$BIN" use j -- sleep 1000; echo "rc=$?""#);
+    assert!(!run.stdout().contains("rc=0"), "{}", run.stdout());
+    assert!(run.stderr().contains("--pid"), "{}", run.stderr());
+    assert!(!w.record_path("j").exists());
+}
+
+#[test]
+fn running_out_of_descriptors_never_drops_a_live_client() {
+    let mut w = World::new();
+    let first = w.client();
+    // The watcher inherits a hard limit of 20 descriptors.
+    let script = format!("ulimit -n 20 && exec '{BIN}' use lost --pid {first} -- sleep 1000");
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .env("SHAREDSERVER_LOCKDIR", &w.lockdir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut clients = vec![first];
+    for _ in 0..10 {
+        let c = w.client();
+        w.ok(&["use", "lost", "--pid", &c.to_string()]);
+        clients.push(c);
+    }
+    let last = *clients.last().unwrap();
+    let journal = w.lockdir.join("lost.journal");
+    eventually(SOON, "the watcher has seen the last attach", || {
+        read(&journal).contains(&format!("client {last} attached"))
+    });
+    let count = |w: &World| record(w, "lost")["clients"].as_array().unwrap().len();
+    assert_eq!(count(&w), 11, "journal:\n{}", read(&journal));
+    assert!(!read(&journal).contains("died"), "{}", read(&journal));
+    // Clients over the budget are polled: a death is still noticed.
+    w.kill_client(clients[5]);
+    eventually(SOON, "the dead client is dropped", || count(&w) == 10);
+    assert_eq!(w.state("lost"), "active");
+}
