@@ -163,6 +163,7 @@ fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Res
                     let last = crate::record::LastExit::unrecorded(
                         name.as_str(),
                         id.pid,
+                        crate::record::ExitKind::Orphaned,
                         "stopped by doctor: its record was unreadable and its watcher gone",
                     );
                     store.write_last(&guard, name, &last)?;

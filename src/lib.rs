@@ -21,6 +21,7 @@ pub mod config;
 pub mod doctor;
 pub mod duration;
 pub mod error;
+pub mod exit;
 pub mod lifecycle;
 pub mod lockdir;
 pub mod logs;

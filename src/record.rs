@@ -5,6 +5,7 @@
 //! derived, never stored twice: a pending stop request means `stopping`,
 //! no live clients means `grace`, otherwise `active`.
 
+pub use crate::exit::{ExitKind, Termination};
 use crate::process::ProcessId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -104,9 +105,32 @@ pub struct Client {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StopRequest {
+    /// What asked for the stop: decisions match on this, never on `reason`.
+    /// (Records written before kinds existed read as a plain stop.)
+    #[serde(default = "stopped_kind")]
+    pub kind: ExitKind,
     pub reason: String,
     pub timeout_ms: u64,
     pub requested_at_ms: u64,
+}
+
+fn stopped_kind() -> ExitKind {
+    ExitKind::Stopped
+}
+
+fn exited_kind() -> ExitKind {
+    ExitKind::Exited
+}
+
+impl StopRequest {
+    pub fn new(kind: ExitKind, reason: impl Into<String>, timeout: Duration, now_ms: u64) -> Self {
+        StopRequest {
+            kind,
+            reason: reason.into(),
+            timeout_ms: timeout.as_millis() as u64,
+            requested_at_ms: now_ms,
+        }
+    }
 }
 
 /// What happened to the last server under a name; kept after its record goes.
@@ -117,44 +141,65 @@ pub struct LastExit {
     pub name: String,
     pub pid: u32,
     pub command: Vec<String>,
-    /// Exit code, when the server exited normally and we could see it.
-    pub code: Option<i32>,
-    /// Terminating signal, when it was killed by one.
-    pub signal: Option<i32>,
+    /// Exit code or signal (`code`, `signal` in JSON), when we could see it.
+    #[serde(flatten)]
+    pub how: Termination,
+    /// Why it ended: decisions match on this, never on `reason`.
+    #[serde(default = "exited_kind")]
+    pub kind: ExitKind,
     pub reason: String,
     pub at_ms: u64,
     /// Where its output went, so the log can be found after it stopped.
     #[serde(default)]
     pub log_file: Option<String>,
+    /// The log's last lines, kept for a failure (the next start may
+    /// overwrite the log).
+    #[serde(default)]
+    pub log_tail: Option<String>,
 }
 
 impl LastExit {
-    /// How the server of `rec` ended.
-    pub fn of(rec: &Record, code: Option<i32>, signal: Option<i32>, reason: &str) -> LastExit {
+    /// How the server of `rec` ended. A failure keeps its log's last lines.
+    pub fn of(rec: &Record, how: Termination, kind: ExitKind, reason: &str) -> LastExit {
+        let log_tail = rec
+            .log_file
+            .as_deref()
+            .filter(|_| kind.is_failure())
+            .and_then(|log| crate::logs::tail(std::path::Path::new(log), 10));
         LastExit {
             command: rec.command.clone(),
-            code,
-            signal,
+            how,
             log_file: rec.log_file.clone(),
-            ..LastExit::unrecorded(&rec.name, rec.server.pid, reason)
+            log_tail,
+            ..LastExit::unrecorded(&rec.name, rec.server.pid, kind, reason)
         }
     }
 
     /// An end known only by name and pid (its record was lost).
-    pub fn unrecorded(name: &str, pid: u32, reason: &str) -> LastExit {
+    pub fn unrecorded(name: &str, pid: u32, kind: ExitKind, reason: &str) -> LastExit {
         LastExit {
             format: FORMAT.into(),
             version: VERSION,
             name: name.to_string(),
             pid,
             command: vec![],
-            code: None,
-            signal: None,
+            how: Termination::Unknown,
+            kind,
             reason: reason.to_string(),
             at_ms: now_ms(),
             log_file: None,
+            log_tail: None,
         }
     }
+}
+
+/// What [`Record::on_exit`] decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AfterExit {
+    /// Supervision ends: record the exit as `kind` and remove the record.
+    Finish { kind: ExitKind, reason: String },
+    /// Restart after `backoff`; `last` is the exit to record meanwhile.
+    Restart { last: LastExit, backoff: Duration },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,19 +260,125 @@ impl Record {
                     .grace_until_ms
                     .get_or_insert(now_ms.saturating_add(self.grace_period_ms));
                 if now_ms >= until {
-                    self.stop = Some(StopRequest {
-                        reason: if self.grace_period_ms == 0 {
-                            "last client left".to_string()
-                        } else {
-                            "grace period expired".to_string()
-                        },
-                        timeout_ms: DEFAULT_STOP_TIMEOUT.as_millis() as u64,
-                        requested_at_ms: now_ms,
-                    });
+                    let reason = if self.grace_period_ms == 0 {
+                        "last client left"
+                    } else {
+                        "grace period expired"
+                    };
+                    self.stop = Some(StopRequest::new(
+                        ExitKind::GraceExpired,
+                        reason,
+                        DEFAULT_STOP_TIMEOUT,
+                        now_ms,
+                    ));
                 }
             }
         }
         *self != before
+    }
+
+    /// The server exited with `how` at `now_ms`: decide whether it is
+    /// restarted (on request, or by its restart policy after a failure) or
+    /// its supervision ends. A restart is applied to the record at once (the
+    /// exit recorded in `last_exit`, the restart scheduled); the caller only
+    /// spawns the process when `restart_at_ms` comes (see [`Record::restarted`]).
+    pub fn on_exit(&mut self, how: Termination, now_ms: u64) -> AfterExit {
+        if let Some(stop) = &self.stop {
+            if stop.kind != ExitKind::Restarted {
+                return AfterExit::Finish {
+                    kind: stop.kind,
+                    reason: stop.reason.clone(),
+                };
+            }
+            // A restart on request: not a crash, so not counted against
+            // the policy, and at once.
+            let last = LastExit::of(self, how, ExitKind::Restarted, &stop.reason);
+            self.stop = None;
+            return self.schedule_restart(last, now_ms, Duration::ZERO);
+        }
+        let before_ready = self.ready.is_some() && self.ready_at_ms.is_none();
+        let policy = self.restart.filter(|_| how.failed());
+        let Some(policy) = policy else {
+            return if before_ready && self.restart.is_none() {
+                AfterExit::Finish {
+                    kind: ExitKind::ExitedBeforeReady,
+                    reason: "exited before it was ready".into(),
+                }
+            } else {
+                AfterExit::Finish {
+                    kind: ExitKind::Exited,
+                    reason: "exited on its own".into(),
+                }
+            };
+        };
+        self.restarts_ms
+            .retain(|t| now_ms.saturating_sub(*t) < policy.window_ms);
+        if self.restarts_ms.len() >= policy.max as usize {
+            return AfterExit::Finish {
+                kind: ExitKind::GaveUp,
+                reason: format!(
+                    "gave up after {} restarts within {}",
+                    self.restarts_ms.len(),
+                    crate::duration::format(Duration::from_millis(policy.window_ms))
+                ),
+            };
+        }
+        let backoff = RestartPolicy::backoff(self.restarts_ms.len());
+        self.restarts_ms.push(now_ms);
+        let last = LastExit::of(
+            self,
+            how,
+            ExitKind::CrashedRestarting,
+            "crashed; restarting",
+        );
+        self.schedule_restart(last, now_ms, backoff)
+    }
+
+    fn schedule_restart(&mut self, last: LastExit, now_ms: u64, backoff: Duration) -> AfterExit {
+        self.last_exit = Some(last.clone());
+        self.restart_at_ms = Some(now_ms.saturating_add(backoff.as_millis() as u64));
+        AfterExit::Restart { last, backoff }
+    }
+
+    /// A scheduled restart is due, and nothing stands in its way.
+    pub fn restart_due(&self, now_ms: u64) -> bool {
+        self.stop.is_none() && self.restart_at_ms.is_some_and(|at| now_ms >= at)
+    }
+
+    /// The restart ran: `server` is the new process, started at `now_ms`.
+    pub fn restarted(&mut self, server: ProcessId, now_ms: u64) {
+        self.server = server;
+        self.started_at_ms = now_ms;
+        self.restart_at_ms = None;
+        self.ready_at_ms = None;
+    }
+
+    /// The readiness deadline: when it passes before the server is ready,
+    /// the server is stopped. Returns true if that stop was requested now.
+    pub fn check_ready_deadline(&mut self, now_ms: u64) -> bool {
+        let waiting = self.ready.is_some()
+            && self.ready_at_ms.is_none()
+            && self.restart_at_ms.is_none()
+            && self.stop.is_none();
+        if !waiting || now_ms < self.ready_deadline_ms() {
+            return false;
+        }
+        self.stop = Some(StopRequest::new(
+            ExitKind::NotReady,
+            format!(
+                "not ready within {}: waiting for {}",
+                crate::duration::format(Duration::from_millis(self.ready_timeout_ms)),
+                self.ready.as_deref().unwrap_or("?")
+            ),
+            DEFAULT_STOP_TIMEOUT,
+            now_ms,
+        ));
+        true
+    }
+
+    /// When the current process must have passed its readiness check.
+    pub fn ready_deadline_ms(&self) -> u64 {
+        self.started_at_ms.saturating_add(self.ready_timeout_ms)
     }
 
     /// Add a client; attaching the same process twice counts once.
@@ -330,6 +481,124 @@ mod tests {
         assert!(r.attach(A, None, 5));
         assert!(!r.attach(A, None, 6));
         assert_eq!((r.clients.len(), r.grace_until_ms), (1, None));
+    }
+
+    fn finish_kind(a: AfterExit) -> ExitKind {
+        match a {
+            AfterExit::Finish { kind, .. } => kind,
+            other => panic!("expected a finish, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_exit_without_a_policy_finishes_and_says_why() {
+        let mut r = rec(0);
+        assert_eq!(
+            finish_kind(r.on_exit(Termination::Code(3), 5)),
+            ExitKind::Exited
+        );
+        r.ready = Some("tcp://127.0.0.1:1".into());
+        assert_eq!(
+            finish_kind(r.on_exit(Termination::Code(0), 5)),
+            ExitKind::ExitedBeforeReady
+        );
+        r.stop = Some(StopRequest::new(ExitKind::Killed, "k", Duration::ZERO, 1));
+        assert_eq!(
+            finish_kind(r.on_exit(Termination::Signal(9), 5)),
+            ExitKind::Killed
+        );
+    }
+
+    #[test]
+    fn failures_restart_with_backoff_until_the_policy_gives_up() {
+        let mut r = rec(0);
+        r.restart = Some(RestartPolicy {
+            max: 2,
+            window_ms: 1000,
+        });
+        assert_eq!(
+            finish_kind(r.on_exit(Termination::Code(0), 0)),
+            ExitKind::Exited,
+            "a clean exit is not a failure"
+        );
+        let AfterExit::Restart { last, backoff } = r.on_exit(Termination::Code(1), 10) else {
+            panic!("first failure restarts");
+        };
+        assert_eq!(
+            (last.kind, backoff),
+            (ExitKind::CrashedRestarting, RestartPolicy::backoff(0))
+        );
+        assert_eq!(r.state(), State::Starting);
+        assert!(!r.restart_due(10 + 99) && r.restart_due(10 + 100));
+        r.restarted(
+            ProcessId {
+                pid: 11,
+                start_time: 2,
+            },
+            110,
+        );
+        assert_eq!((r.restart_at_ms, r.server.pid), (None, 11));
+        assert!(matches!(
+            r.on_exit(Termination::Signal(9), 120),
+            AfterExit::Restart { .. }
+        ));
+        r.restarted(
+            ProcessId {
+                pid: 12,
+                start_time: 3,
+            },
+            400,
+        );
+        assert_eq!(
+            finish_kind(r.on_exit(Termination::Code(1), 500)),
+            ExitKind::GaveUp
+        );
+        // Outside the window the old restarts no longer count.
+        assert!(matches!(
+            r.on_exit(Termination::Code(1), 5000),
+            AfterExit::Restart { .. }
+        ));
+    }
+
+    #[test]
+    fn a_restart_on_request_keeps_the_clients_and_is_not_a_crash() {
+        let mut r = rec(0);
+        r.restart = Some(RestartPolicy {
+            max: 1,
+            window_ms: 1000,
+        });
+        r.attach(A, Some("x".into()), 0);
+        r.stop = Some(StopRequest::new(
+            ExitKind::Restarted,
+            "restarted on request",
+            Duration::ZERO,
+            1,
+        ));
+        let AfterExit::Restart { last, backoff } = r.on_exit(Termination::Signal(15), 2) else {
+            panic!("a requested restart restarts");
+        };
+        assert_eq!((last.kind, backoff), (ExitKind::Restarted, Duration::ZERO));
+        assert_eq!(
+            (r.stop.as_ref(), r.restarts_ms.len(), r.clients.len()),
+            (None, 0, 1)
+        );
+        assert!(r.restart_due(2));
+    }
+
+    #[test]
+    fn the_ready_deadline_requests_a_stop_once() {
+        let mut r = rec(0);
+        r.attach(A, None, 0);
+        assert!(
+            !r.check_ready_deadline(1_000_000),
+            "no ready check, no deadline"
+        );
+        r.ready = Some("log:up".into());
+        r.ready_timeout_ms = 100;
+        assert!(!r.check_ready_deadline(99));
+        assert!(r.check_ready_deadline(100));
+        assert_eq!(r.stop.as_ref().map(|s| s.kind), Some(ExitKind::NotReady));
+        assert!(!r.check_ready_deadline(200), "already stopping");
     }
 
     #[test]

@@ -49,8 +49,10 @@ pub enum Hello {
         message: String,
     },
     DiedAtStart {
-        code: Option<i32>,
-        signal: Option<i32>,
+        /// The server's pid, for its exit record.
+        pid: u32,
+        #[serde(flatten)]
+        how: crate::exit::Termination,
     },
 }
 

@@ -2,7 +2,7 @@
 //! the native module's `status()`. Documented in doc/ARCHITECTURE.md.
 
 use crate::duration;
-use crate::record::{rfc3339, LastExit, Record, State};
+use crate::record::{rfc3339, ExitKind, LastExit, Record, State, Termination};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -39,20 +39,26 @@ pub struct ClientStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct ExitStatus {
     pub pid: u32,
-    pub code: Option<i32>,
-    pub signal: Option<i32>,
+    /// `code` or `signal` (the other is null; both when unknown).
+    #[serde(flatten)]
+    pub how: Termination,
+    /// Why it ended, for decisions (see doc/ARCHITECTURE.md); `reason` is for people.
+    pub kind: ExitKind,
     pub reason: String,
     pub at: String,
+    /// The log's last lines, kept when the end was a failure.
+    pub log_tail: Option<String>,
 }
 
 impl From<&LastExit> for ExitStatus {
     fn from(l: &LastExit) -> Self {
         ExitStatus {
             pid: l.pid,
-            code: l.code,
-            signal: l.signal,
+            how: l.how,
+            kind: l.kind,
             reason: l.reason.clone(),
             at: rfc3339(l.at_ms),
+            log_tail: l.log_tail.clone(),
         }
     }
 }

@@ -213,6 +213,7 @@ fn server_crash_is_cleaned_up_with_its_exit_code() {
     let info = w.info("x");
     assert_eq!(info["last_exit"]["code"], 3);
     assert_eq!(info["last_exit"]["reason"], "exited on its own");
+    assert_eq!(info["last_exit"]["kind"], "exited");
 }
 
 #[test]

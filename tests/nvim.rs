@@ -535,7 +535,7 @@ fn on_start_and_on_exit_fire_with_the_right_arguments() {
         a.wait_for("crashy's on_exit", "_G.crashy_code ~= nil");
         assert_eq!(a.lua("return _G.crashy_code"), json!(3));
         let last = sb.status("crashy").last_exit.unwrap();
-        assert_eq!(last.code, Some(3));
+        assert_eq!(last.how.code(), Some(3));
         assert_eq!(a.lua("return _G.crashy_started"), json!(last.pid));
         let notes = a.notes();
         let crash = notes
@@ -1175,7 +1175,7 @@ fn a_server_that_never_becomes_ready_is_reported_with_its_log_tail() {
             .unwrap();
         assert!(
             err.contains(&format!(
-                "'deaf' did not become ready: not ready within 1s (waiting for tcp://127.0.0.1:{port})"
+                "'deaf' did not become ready: not ready within 1s: waiting for tcp://127.0.0.1:{port}"
             )),
             "{err}"
         );
@@ -1262,7 +1262,7 @@ fn a_crash_under_a_restart_policy_is_notified_once_per_crash_from_lock_dir_event
         a.wait_for(
             "the crash notification",
             "vim.tbl_contains(vim.tbl_map(function(n) return n.msg end, _G.notes), \
-             'sharedserver: flaky crashed (exit 1); restarting, attempt 1')",
+             'sharedserver: \\'flaky\\' crashed (exit 1); restarting, attempt 1')",
         );
         a.wait_for(
             "Neovim to follow the new process",
@@ -1282,14 +1282,14 @@ fn a_crash_under_a_restart_policy_is_notified_once_per_crash_from_lock_dir_event
             doomed
                 .iter()
                 .any(|m| m.as_str()
-                    == "sharedserver: doomed crashed (exit 7); restarting, attempt 1"),
+                    == "sharedserver: 'doomed' crashed (exit 7); restarting, attempt 1"),
             "{doomed:#?}"
         );
         assert!(
             doomed
                 .iter()
                 .any(|m| m.as_str()
-                    == "sharedserver: doomed crashed (exit 7); restarting, attempt 2"),
+                    == "sharedserver: 'doomed' crashed (exit 7); restarting, attempt 2"),
             "{doomed:#?}"
         );
         let gave_up = doomed.iter().find(|m| m.contains("gave up")).unwrap();
@@ -1314,7 +1314,7 @@ fn a_crash_under_a_restart_policy_is_notified_once_per_crash_from_lock_dir_event
         // :checkhealth (which runs the binary) tells how doomed ended and how to read its log.
         let text = health(&mut a);
         assert!(
-            text.contains("'doomed' stopped; it last exited with code 7 (gave up after 2 restarts")
+            text.contains("'doomed' stopped after exit 7: gave up after 2 restarts")
                 && text.contains(":ServerLog doomed"),
             "{text}"
         );

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use sharedserver::config;
 use sharedserver::duration;
 use sharedserver::process::ProcessId;
-use sharedserver::record::{Client, Record, StopRequest, FORMAT, VERSION};
+use sharedserver::record::{Client, ExitKind, Record, StopRequest, FORMAT, VERSION};
 use sharedserver::store::parse_record;
 use sharedserver::ServerName;
 use std::collections::BTreeMap;
@@ -35,13 +35,21 @@ fn client() -> impl Strategy<Value = Client> {
 }
 
 fn stop_request() -> impl Strategy<Value = StopRequest> {
-    (".{0,30}", any::<u64>(), any::<u64>()).prop_map(|(reason, timeout_ms, requested_at_ms)| {
-        StopRequest {
+    let kind = proptest::sample::select(vec![
+        ExitKind::Stopped,
+        ExitKind::Killed,
+        ExitKind::GraceExpired,
+        ExitKind::NotReady,
+        ExitKind::Restarted,
+    ]);
+    (kind, ".{0,30}", any::<u64>(), any::<u64>()).prop_map(
+        |(kind, reason, timeout_ms, requested_at_ms)| StopRequest {
+            kind,
             reason,
             timeout_ms,
             requested_at_ms,
-        }
-    })
+        },
+    )
 }
 
 prop_compose! {

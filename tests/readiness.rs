@@ -275,6 +275,8 @@ fn crash_loop_restarts_with_backoff_then_gives_up() {
     let info = w.info("loop");
     let reason = info["last_exit"]["reason"].as_str().unwrap();
     assert!(reason.starts_with("gave up after 3 restarts"), "{reason}");
+    assert_eq!(info["last_exit"]["kind"], "gave-up");
+    assert_eq!(w.check("loop"), 4, "check says it gave up");
     assert_eq!(info["last_exit"]["code"], 1);
 }
 

@@ -422,6 +422,30 @@ fn server_that_exits_at_once_fails_use_with_its_log() {
     );
     assert!(r.stderr().contains("cannot bind port"), "{}", r.stderr());
     assert!(!w.record_path("boom").exists());
+    // The failed start leaves a trace for `info`, health and the float.
+    let info = w.info("boom");
+    assert_eq!(info["state"], "stopped");
+    let last = &info["last_exit"];
+    assert_eq!(
+        (&last["kind"], &last["code"], &last["signal"]),
+        (
+            &"exited-at-start".into(),
+            &7.into(),
+            &serde_json::Value::Null
+        ),
+        "{info}"
+    );
+    assert!(
+        last["log_tail"]
+            .as_str()
+            .is_some_and(|t| t.contains("cannot bind port")),
+        "{info}"
+    );
+    let text = w.ok(&["info", "boom"]).stdout();
+    assert!(
+        text.contains("exit 7") && text.contains("cannot bind port"),
+        "{text}"
+    );
 }
 
 #[test]

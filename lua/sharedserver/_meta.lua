@@ -11,8 +11,25 @@
 ---@field pid integer
 ---@field code integer|nil exit code; nil when killed by a signal
 ---@field signal integer|nil
----@field reason string
+---@field kind sharedserver.ExitKind why it ended: decide on this, never on `reason`
+---@field reason string for people
 ---@field at string RFC 3339
+---@field log_tail string|nil the log's last lines, kept for a failure
+
+---@alias sharedserver.ExitKind
+---| "exited"
+---| "exited-before-ready"
+---| "exited-at-start"
+---| "crashed-restarting"
+---| "gave-up"
+---| "restart-failed"
+---| "not-ready"
+---| "stopped"
+---| "killed"
+---| "grace-expired"
+---| "restarted"
+---| "unsupervised"
+---| "orphaned"
 
 ---@class sharedserver.Status
 ---@field name string

@@ -15,8 +15,6 @@ local M = {}
 --- How long after this instance started a server its death counts as a
 --- failed start (and is reported with the log's last lines).
 local CRASH_WINDOW_NS = 3e9
---- `last_exit.reason` of a crash the watcher is restarting from.
-local RESTARTING = "crashed; restarting"
 --- How long to wait for a stopped server's exit record (`<name>.last`).
 M.RECORD_WAIT_MS = 1000
 
@@ -36,10 +34,10 @@ local function exit_code(exit)
   return nil
 end
 
---- "exit 1", "signal 9", or nil when neither is known.
+--- "exit 1", "signal 9", or nil when neither is known (the CLI's words).
 ---@param exit sharedserver.LastExit|nil
 ---@return string|nil
-local function exit_words(exit)
+function M.words(exit)
   if exit and exit.code then
     return "exit " .. exit.code
   end
@@ -69,17 +67,19 @@ function M.gone(e, pid, exit)
   end
   local code = exit_code(exit)
   local reason = exit and exit.reason or "ended"
-  local crashed_early = reason == "exited on its own"
+  local kind = exit and exit.kind
+  local on_its_own = kind == "exited" or kind == "exited-before-ready"
+  local crashed_early = on_its_own
     and e.started_pid == pid
     and e.started_ns ~= nil
     and compat.uv.hrtime() - e.started_ns < CRASH_WINDOW_NS
-  local words = exit_words(exit)
-  if reason:find("^gave up") then
+  local words = M.words(exit)
+  if kind == "gave-up" then
     local msg = string.format("'%s' crashed (%s); %s", e.name, words or "no exit code", reason)
     notify.send("on_error", log.with_tail(e, msg), vim.log.levels.ERROR)
   elseif e.waiting then
     local msg = string.format("'%s' did not become ready: %s", e.name, reason)
-    if words and not reason:find("^not ready") then
+    if words and kind ~= "not-ready" then
       msg = msg .. " (" .. words .. ")"
     end
     notify.send("on_error", log.with_tail(e, msg), vim.log.levels.ERROR)
@@ -88,13 +88,13 @@ function M.gone(e, pid, exit)
       "'%s' died unexpectedly right after it started (pid %d, %s)",
       e.name,
       pid,
-      code and ("exit code " .. code) or reason
+      words or reason
     )
     notify.send("on_error", log.with_tail(e, msg), vim.log.levels.ERROR)
-  elseif reason == "exited on its own" and code ~= 0 then
+  elseif on_its_own and code ~= 0 then
     notify.send(
       "on_error",
-      string.format("'%s' (pid %d) exited with code %s", e.name, pid, tostring(code)),
+      string.format("'%s' (pid %d) exited on its own (%s)", e.name, pid, words or "unknown status"),
       vim.log.levels.ERROR
     )
   else
@@ -112,7 +112,7 @@ end
 ---@param st sharedserver.Status
 function M.check_crash(e, st)
   local exit = st.last_exit
-  if not (e.pid and exit and exit.reason == RESTARTING and st.state ~= "stopped") then
+  if not (e.pid and exit and exit.kind == "crashed-restarting" and st.state ~= "stopped") then
     return
   end
   if exit.pid ~= e.pid and (st.restarts or 0) <= e.restarts then
@@ -124,9 +124,9 @@ function M.check_crash(e, st)
     notify.send(
       "on_error",
       string.format(
-        "%s crashed (%s); restarting, attempt %d",
+        "'%s' crashed (%s); restarting, attempt %d",
         e.name,
-        exit_words(exit) or "no exit code",
+        M.words(exit) or "no exit code",
         math.max(st.restarts or 0, 1)
       ),
       vim.log.levels.ERROR

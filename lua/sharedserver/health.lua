@@ -126,6 +126,16 @@ local function check_lockdir(h, n)
   end
 end
 
+--- `last_exit.kind`s that health reports as a failure (see ExitKind in
+--- doc/ARCHITECTURE.md); a plain `exited` is one only with a non-zero code.
+local FAILURES = {
+  ["exited-before-ready"] = true,
+  ["exited-at-start"] = true,
+  ["gave-up"] = true,
+  ["restart-failed"] = true,
+  ["not-ready"] = true,
+}
+
 ---@param h sharedserver.Health
 local function check_servers(h)
   local ss = require("sharedserver")
@@ -163,22 +173,22 @@ local function check_servers(h)
         cfg.lazy and " (lazy)" or ""
       )
       local e = st.last_exit
-      local failed = e
-        and (
-          (e.reason == "exited on its own" and e.code ~= 0)
-          or e.reason:find("^gave up")
-          or e.reason:find("ready")
-        )
+      local failed = e and (e.kind == "exited" and e.code ~= 0 or FAILURES[e.kind])
       if failed then
+        local advice = { string.format("read its log: :ServerLog %s", name) }
+        for line in vim.gsplit(e.log_tail or "", "\n", true) do
+          if line ~= "" then
+            advice[#advice + 1] = "| " .. line
+          end
+        end
         h.warn(
           msg
             .. string.format(
-              "; it last exited with %s (%s)",
-              e.code and ("code " .. e.code)
-                or (e.signal and ("signal " .. e.signal) or "no known code"),
+              " after %s: %s",
+              require("sharedserver.exits").words(e) or "an unknown status",
               e.reason
             ),
-          { string.format("read its log: :ServerLog %s", name) }
+          advice
         )
       else
         h.ok(msg)

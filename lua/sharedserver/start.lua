@@ -79,14 +79,12 @@ function M.start(name)
     local bin, why = binary_for(e)
     n.set_binary(bin)
     local spec = config.native_spec(name, e.config, bin)
-    local started, st = pcall(n.start, name, spec)
-    if not started then
-      if not bin and tostring(st):find("binary", 1, true) then
-        error(string.format("cannot start '%s': %s", name, why), 0)
-      end
-      error(st, 0)
+    -- Without the binary only a running server can be joined: say why a
+    -- stopped one cannot start, rather than the library's generic words.
+    if not bin and n.status(name).state == "stopped" then
+      error(string.format("cannot start '%s': %s", name, why), 0)
     end
-    return st
+    return n.start(name, spec)
   end)
   if not ok then
     return notify.failed(res)

@@ -3,6 +3,7 @@
 use super::attach::shell_words;
 use super::{lifecycle, parse_name, EXIT_ERROR};
 use clap::Args;
+use sharedserver::exit::ExitKind;
 use sharedserver::{ServerName, State, Status};
 
 #[derive(Args)]
@@ -90,7 +91,7 @@ pub fn check(args: CheckArgs) -> sharedserver::Result<i32> {
         State::Stopped
             if s.last_exit
                 .as_ref()
-                .is_some_and(|l| l.reason.starts_with("gave up")) =>
+                .is_some_and(|l| l.kind == ExitKind::GaveUp) =>
         {
             4
         }
@@ -144,15 +145,19 @@ fn print_info(s: &Status) {
         );
     }
     if let Some(last) = &s.last_exit {
-        let how = match (last.code, last.signal) {
-            (Some(c), _) => format!("code {c}"),
-            (_, Some(sig)) => format!("signal {sig}"),
-            _ => "unknown status".into(),
-        };
         row(
             "last exit",
-            format!("pid {} {how} ({}) at {}", last.pid, last.reason, last.at),
+            format!(
+                "pid {} {} ({}) at {}",
+                last.pid, last.how, last.reason, last.at
+            ),
         );
+        if let Some(tail) = &last.log_tail {
+            row("last output", String::new());
+            for line in tail.lines() {
+                println!("  {line}");
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use crate::name::ServerName;
 use crate::process::{signal_group, ProcessId};
-use crate::record::{now_ms, Record, State, StopRequest};
+use crate::record::{now_ms, ExitKind, Record, State, StopRequest};
 use crate::status::Status;
 use crate::store::{Guard, Store};
 use crate::watcher::{poke, poke_now};
@@ -209,7 +209,7 @@ impl Lifecycle {
             if !force && !rec.clients.is_empty() {
                 return Err(Error::InUse(name.to_string(), rec.clients.len()));
             }
-            Ok("stopped on request".to_string())
+            Ok((ExitKind::Stopped, "stopped on request"))
         });
         self.logged(name, "stop", result)
     }
@@ -231,7 +231,7 @@ impl Lifecycle {
                 signal_group(&fd, rec.server.pid, libc::SIGKILL)
                     .map_err(|e| Error::Other(format!("server '{name}': SIGKILL failed: {e}")))?;
             }
-            Ok("killed on request".to_string())
+            Ok((ExitKind::Killed, "killed on request"))
         });
         self.logged(name, "kill", result)
     }
@@ -244,7 +244,7 @@ impl Lifecycle {
         name: &ServerName,
         timeout: Duration,
         always: bool,
-        act: impl FnOnce(&Record) -> Result<String>,
+        act: impl FnOnce(&Record) -> Result<(ExitKind, &'static str)>,
     ) -> Result<Status> {
         let guard = self.store.lock(name)?;
         let Some(mut rec) = self.supervised(&guard, name)? else {
@@ -253,12 +253,8 @@ impl Lifecycle {
         if always && rec.stop.is_some() {
             act(&rec)?;
         } else if rec.stop.is_none() {
-            let reason = act(&rec)?;
-            rec.stop = Some(StopRequest {
-                reason,
-                timeout_ms: timeout.as_millis() as u64,
-                requested_at_ms: now_ms(),
-            });
+            let (kind, reason) = act(&rec)?;
+            rec.stop = Some(StopRequest::new(kind, reason, timeout, now_ms()));
             self.store.write(&guard, name, &rec)?;
             self.store.journal(name, "stop", "stop requested");
         }
@@ -285,15 +281,14 @@ impl Lifecycle {
                 drop(guard);
                 Ok(match rec {
                     Some(mut view) => {
-                        if dying(&view) && view.stop.is_none() {
-                            view.stop = Some(StopRequest {
-                                reason: "exited".into(),
-                                timeout_ms: 0,
-                                requested_at_ms: now,
-                            });
-                        }
                         view.settle(now, |id| id.is_alive());
-                        Status::of(&view, now_ms())
+                        let mut status = Status::of(&view, now_ms());
+                        // The server exited and its watcher is cleaning up:
+                        // on its way out, though nobody asked it to stop.
+                        if dying(&view) {
+                            status.state = State::Stopping;
+                        }
+                        status
                     }
                     None => self.stopped(name),
                 })

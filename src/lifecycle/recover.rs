@@ -5,7 +5,7 @@ use super::Lifecycle;
 use crate::duration;
 use crate::error::{Error, Result};
 use crate::name::ServerName;
-use crate::record::{LastExit, Record};
+use crate::record::{ExitKind, LastExit, Record, Termination};
 use crate::spawn::{self, Hello, Launch};
 use crate::store::Guard;
 use std::time::{Duration, Instant};
@@ -74,8 +74,11 @@ impl Lifecycle {
         rec: &Record,
     ) -> Result<Option<Record>> {
         let reason = "exited while unsupervised (watcher was gone)";
-        self.store
-            .write_last(guard, name, &LastExit::of(rec, None, None, reason))?;
+        self.store.write_last(
+            guard,
+            name,
+            &LastExit::of(rec, Termination::Unknown, ExitKind::Unsupervised, reason),
+        )?;
         self.store.remove(guard, name)?;
         self.store.journal(
             name,

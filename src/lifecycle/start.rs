@@ -2,7 +2,9 @@
 
 use super::{AttachRequest, Lifecycle};
 use crate::error::{Error, Result};
-use crate::record::{now_ms, Record, RestartPolicy, FORMAT, VERSION};
+use crate::record::{
+    now_ms, ExitKind, LastExit, Record, RestartPolicy, Termination, FORMAT, VERSION,
+};
 use crate::spawn::{self, Hello, Launch};
 use crate::store::Guard;
 use std::collections::BTreeMap;
@@ -130,17 +132,31 @@ impl Lifecycle {
             Hello::SpawnFailed { message } => {
                 return Err(Error::Spawn(spec.command[0].clone(), message));
             }
-            Hello::DiedAtStart { code, signal } => {
-                let detail = match (code, signal) {
-                    (Some(0), _) => "exited at once with code 0 (a server that daemonizes must be told to stay in the foreground)".to_string(),
-                    (Some(c), _) => format!("exited at once with code {c}"),
-                    (_, Some(s)) => format!("was killed at once by signal {s}"),
-                    _ => "exited at once".to_string(),
+            Hello::DiedAtStart { pid, how } => {
+                let detail = match how {
+                    Termination::Code(0) => "exited at once with code 0 (a server that daemonizes must be told to stay in the foreground)".to_string(),
+                    Termination::Code(c) => format!("exited at once with code {c}"),
+                    Termination::Signal(s) => format!("was killed at once by signal {s}"),
+                    Termination::Unknown => "exited at once".to_string(),
                 };
+                let log_tail = crate::logs::tail(&log_file, 10);
+                // Leave a trace for `info`, health and the float: the
+                // server never had a record, so this is all that is left.
+                let last = LastExit {
+                    command: spec.command.clone(),
+                    how,
+                    log_file: Some(launch.log_file.clone()),
+                    log_tail: log_tail.clone(),
+                    ..LastExit::unrecorded(name.as_str(), pid, ExitKind::ExitedAtStart, &detail)
+                };
+                if let Err(e) = self.store.write_last(guard, name, &last) {
+                    self.store
+                        .journal(name, "start", &format!("cannot record the exit: {e}"));
+                }
                 return Err(Error::DiedAtStart {
                     name: name.to_string(),
                     detail,
-                    log_tail: crate::logs::tail(&log_file, 10),
+                    log_tail,
                 });
             }
         };

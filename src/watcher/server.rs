@@ -1,6 +1,7 @@
 //! The server process as the watcher sees it: started (or adopted), waited
 //! for, and stopped.
 
+use crate::exit::Termination;
 use crate::logs::Pump;
 use crate::name::ServerName;
 use crate::process::{signal_group, PidFd, ProcessId};
@@ -8,7 +9,6 @@ use crate::spawn::{self, Hello, Launch};
 use crate::store::Store;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::os::fd::AsFd;
-use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 /// After SIGKILL, how long to wait for the group leader to go.
@@ -32,14 +32,14 @@ impl Server {
     /// would hold its ports and write into the next server's log). This is
     /// safe only before the reap: the unreaped leader keeps the group id
     /// from being reused.
-    pub(super) fn reap(&mut self) -> (Option<i32>, Option<i32>) {
+    pub(super) fn reap(&mut self) -> Termination {
         if self.child.is_some() {
             // SAFETY: plain syscall on the group our unreaped child leads.
             unsafe { libc::kill(-(self.id.pid as libc::pid_t), libc::SIGKILL) };
         }
         match self.child.as_mut().map(|c| c.wait()) {
-            Some(Ok(status)) => (status.code(), status.signal()),
-            _ => (None, None),
+            Some(Ok(status)) => Termination::of(status),
+            _ => Termination::Unknown,
         }
     }
 }
@@ -77,9 +77,12 @@ pub(super) fn begin(
     let window = Duration::from_millis(launch.startup_check_ms);
     if !window.is_zero() && died_at_start(&server, pump, window, launch.startup_check_fixed) {
         let mut server = server;
-        let (code, signal) = server.reap();
+        let how = server.reap();
         pump.drain();
-        return Err(Hello::DiedAtStart { code, signal });
+        return Err(Hello::DiedAtStart {
+            pid: server.id.pid,
+            how,
+        });
     }
     Ok(server)
 }
@@ -142,11 +145,7 @@ pub(super) fn spawn_server(
 
 /// SIGTERM the group, then SIGKILL it after `timeout`; keep draining output
 /// meanwhile so a server that logs on its way out never blocks on the pipe.
-pub(super) fn terminate(
-    server: &mut Server,
-    pump: &mut Pump,
-    timeout: Duration,
-) -> (Option<i32>, Option<i32>) {
+pub(super) fn terminate(server: &mut Server, pump: &mut Pump, timeout: Duration) -> Termination {
     let _ = signal_group(&server.pidfd, server.id.pid, libc::SIGTERM);
     if !wait_exit(&server.pidfd, Some(pump), timeout) {
         let _ = signal_group(&server.pidfd, server.id.pid, libc::SIGKILL);

@@ -6,7 +6,9 @@ use crate::logs::Pump;
 use crate::name::ServerName;
 use crate::probe::{self, ReadySpec};
 use crate::process::{PidFd, ProcessId};
-use crate::record::{now_ms, LastExit, Record, RestartPolicy, DEFAULT_STOP_TIMEOUT};
+use crate::record::{
+    now_ms, AfterExit, ExitKind, LastExit, Record, StopRequest, Termination, DEFAULT_STOP_TIMEOUT,
+};
 use crate::spawn::Launch;
 use crate::store::{Guard, Store};
 use nix::poll::{poll, PollFd, PollFlags};
@@ -50,12 +52,14 @@ pub(super) struct Watcher<'a> {
     probe_interval: Option<Duration>,
     /// A readiness probe is due; it runs after the tick releases the lock.
     probe_due: bool,
+    /// How the server ended when we stopped it, for the next tick to record.
+    stopped: Option<Termination>,
 }
 
 /// What a tick decided to do after releasing the lock.
 enum Next {
     Sleep(Option<Duration>),
-    Stop(String, Duration),
+    Stop(StopRequest),
     Exit,
 }
 
@@ -90,6 +94,7 @@ impl<'a> Watcher<'a> {
             probe_at: None,
             probe_interval: None,
             probe_due: false,
+            stopped: None,
         }
     }
 
@@ -107,7 +112,7 @@ impl<'a> Watcher<'a> {
             };
             match next {
                 Next::Exit => return Ok(()),
-                Next::Stop(reason, timeout) => return self.stop(&reason, timeout),
+                Next::Stop(request) => self.carry_out(&request),
                 Next::Sleep(timeout) => {
                     if std::mem::take(&mut self.probe_due) && self.probe() {
                         continue;
@@ -128,26 +133,49 @@ impl<'a> Watcher<'a> {
             return Ok(Next::Exit);
         };
         let now = now_ms();
-        if let Some(server) = self.server.as_mut().filter(|s| s.exited()) {
-            let (code, signal) = server.reap();
+        // The server ended: by itself, or by the stop we just carried out.
+        // (A stop during a restart backoff has no process left to end.)
+        let ended = match self.server.as_mut() {
+            Some(server) if server.exited() => Some(server.reap()),
+            Some(_) => None,
+            None => self
+                .stopped
+                .take()
+                .or(rec.stop.is_some().then_some(Termination::Unknown)),
+        };
+        if let Some(how) = ended {
             self.server = None;
             self.pump.drain();
-            match self.after_exit(&guard, &mut rec, code, signal)? {
-                Some(next) => return Ok(next),
-                None => dirty = true,
+            match rec.on_exit(how, now) {
+                AfterExit::Finish { kind, reason } => {
+                    self.finish(&guard, &rec, how, kind, &reason)?;
+                    return Ok(Next::Exit);
+                }
+                AfterExit::Restart { last, backoff } => {
+                    // Record first, then the exit: a reader that sees the new
+                    // exit also sees the restart count that goes with it. (A
+                    // failed write is retried by the tick that follows.)
+                    let _ = self.store.write(&guard, self.name, &rec);
+                    self.write_last(&guard, &last);
+                    self.journal(&format!(
+                        "server pid {} ended ({}; {how}); restart {} in {}",
+                        last.pid,
+                        last.reason,
+                        rec.restarts_ms.len(),
+                        crate::duration::format(backoff)
+                    ));
+                    dirty = true;
+                }
             }
         }
-        if self.server.is_none()
-            && rec.restart_at_ms.is_some_and(|at| now >= at)
-            && rec.stop.is_none()
-        {
+        if self.server.is_none() && rec.restart_due(now) {
             match spawn_server(self.store, self.name, &self.launch) {
                 Ok(server) => {
                     self.journal(&format!("restarted server as pid {}", server.id.pid));
-                    rec.server = server.id;
-                    rec.started_at_ms = now;
-                    rec.restart_at_ms = None;
-                    rec.ready_at_ms = None;
+                    rec.restarted(server.id, now);
+                    // Readiness is the new process's own: forget the old
+                    // one's log match and probe schedule.
+                    self.pump.matched = false;
                     self.probe_interval = None;
                     self.probe_at = None;
                     self.server = Some(server);
@@ -157,8 +185,8 @@ impl<'a> Watcher<'a> {
                     self.finish(
                         &guard,
                         &rec,
-                        None,
-                        None,
+                        Termination::Unknown,
+                        ExitKind::RestartFailed,
                         &format!("restart failed: {message}"),
                     )?;
                     return Ok(Next::Exit);
@@ -186,10 +214,7 @@ impl<'a> Watcher<'a> {
         }
         self.known = rec.clone();
         if let Some(stop) = &rec.stop {
-            return Ok(Next::Stop(
-                stop.reason.clone(),
-                Duration::from_millis(stop.timeout_ms),
-            ));
+            return Ok(Next::Stop(stop.clone()));
         }
         let died = self.watch_clients(&rec);
         drop(guard);
@@ -241,58 +266,6 @@ impl<'a> Watcher<'a> {
         Ok(Some((self.known.clone(), true)))
     }
 
-    /// The server exited. Returns what to do next, or None to carry on
-    /// (a restart was scheduled).
-    fn after_exit(
-        &mut self,
-        guard: &Guard,
-        rec: &mut Record,
-        code: Option<i32>,
-        signal: Option<i32>,
-    ) -> Result<Option<Next>> {
-        let reason = if let Some(stop) = &rec.stop {
-            stop.reason.clone()
-        } else if rec.state() == crate::record::State::Starting && rec.restart.is_none() {
-            "exited before it was ready".to_string()
-        } else {
-            "exited on its own".to_string()
-        };
-        let failed = code != Some(0);
-        let policy = rec.restart.filter(|_| failed && rec.stop.is_none());
-        let Some(policy) = policy else {
-            self.finish(guard, rec, code, signal, &reason)?;
-            return Ok(Some(Next::Exit));
-        };
-        let now = now_ms();
-        rec.restarts_ms
-            .retain(|t| now.saturating_sub(*t) < policy.window_ms);
-        if rec.restarts_ms.len() >= policy.max as usize {
-            let why = format!(
-                "gave up after {} restarts within {}",
-                rec.restarts_ms.len(),
-                crate::duration::format(Duration::from_millis(policy.window_ms))
-            );
-            self.finish(guard, rec, code, signal, &why)?;
-            return Ok(Some(Next::Exit));
-        }
-        let backoff = RestartPolicy::backoff(rec.restarts_ms.len());
-        rec.restarts_ms.push(now);
-        rec.restart_at_ms = Some(now + backoff.as_millis() as u64);
-        // Record first, then the crash: a reader that sees the new crash also
-        // sees the restart count that goes with it. (A failed write is
-        // retried by the tick that follows.)
-        rec.last_exit = Some(LastExit::of(rec, code, signal, "crashed; restarting"));
-        let _ = self.store.write(guard, self.name, rec);
-        self.write_last(guard, rec, code, signal, "crashed; restarting");
-        self.journal(&format!(
-            "server pid {} crashed (code={code:?} signal={signal:?}); restart {} in {}",
-            rec.server.pid,
-            rec.restarts_ms.len(),
-            crate::duration::format(backoff)
-        ));
-        Ok(None)
-    }
-
     /// Run a readiness probe if one is due. Returns true if the record changed.
     fn check_ready(&mut self, rec: &mut Record, now: u64) -> bool {
         if self.ready.is_none() {
@@ -308,16 +281,7 @@ impl<'a> Watcher<'a> {
             self.journal(&format!("ready ({})", rec.ready.as_deref().unwrap_or("")));
             return true;
         }
-        if now >= rec.started_at_ms.saturating_add(rec.ready_timeout_ms) {
-            rec.stop = Some(crate::record::StopRequest {
-                reason: format!(
-                    "not ready within {} (waiting for {})",
-                    crate::duration::format(Duration::from_millis(rec.ready_timeout_ms)),
-                    rec.ready.as_deref().unwrap_or("?")
-                ),
-                timeout_ms: DEFAULT_STOP_TIMEOUT.as_millis() as u64,
-                requested_at_ms: now,
-            });
+        if rec.check_ready_deadline(now) {
             return true;
         }
         // Probes run after the lock is released (see `probe`): a slow one
@@ -338,10 +302,7 @@ impl<'a> Watcher<'a> {
         let Some(spec) = &self.ready else {
             return false;
         };
-        let deadline = self
-            .known
-            .started_at_ms
-            .saturating_add(self.known.ready_timeout_ms);
+        let deadline = self.known.ready_deadline_ms();
         let left = Duration::from_millis(deadline.saturating_sub(now_ms()));
         if !spec.check(left) {
             return false;
@@ -393,51 +354,40 @@ impl<'a> Watcher<'a> {
         died
     }
 
-    fn stop(mut self, reason: &str, timeout: Duration) -> Result<()> {
-        let (mut code, mut signal) = (None, None);
+    /// Stop the server as `request` asks (SIGTERM, then SIGKILL), outside
+    /// the lock; the next tick records the end and decides what follows
+    /// (see `Record::on_exit`).
+    fn carry_out(&mut self, request: &StopRequest) {
         if let Some(server) = &mut self.server {
-            let line = format!("stopping pid {}: {reason}", server.id.pid);
+            let line = format!("stopping pid {}: {}", server.id.pid, request.reason);
             self.store.journal(self.name, "watcher", &line);
-            (code, signal) = terminate(server, &mut self.pump, timeout);
+            let timeout = Duration::from_millis(request.timeout_ms);
+            self.stopped = Some(terminate(server, &mut self.pump, timeout));
+            self.server = None;
         }
-        let guard = self.store.lock(self.name)?;
-        let rec = self.known.clone();
-        // Clean only if the record is still about this server.
-        let current = self.store.read(self.name).ok().flatten();
-        if current.as_ref().is_none_or(|r| r.server == rec.server) {
-            self.finish(&guard, &rec, code, signal, reason)?;
-        }
-        Ok(())
     }
 
     fn finish(
         &self,
         guard: &Guard,
         rec: &Record,
-        code: Option<i32>,
-        signal: Option<i32>,
+        how: Termination,
+        kind: ExitKind,
         reason: &str,
     ) -> Result<()> {
-        // The exit first: a reader that sees the record gone must find it.
-        self.write_last(guard, rec, code, signal, reason);
-        self.store.remove(guard, self.name)?;
+        // The exit and the journal first: a reader that sees the record
+        // gone must find both.
+        self.write_last(guard, &LastExit::of(rec, how, kind, reason));
         self.journal(&format!(
-            "server pid {} ended ({reason}); code={code:?} signal={signal:?}",
+            "server pid {} ended ({reason}); {how}",
             rec.server.pid
         ));
+        self.store.remove(guard, self.name)?;
         Ok(())
     }
 
-    fn write_last(
-        &self,
-        guard: &Guard,
-        rec: &Record,
-        code: Option<i32>,
-        signal: Option<i32>,
-        reason: &str,
-    ) {
-        let last = LastExit::of(rec, code, signal, reason);
-        if let Err(e) = self.store.write_last(guard, self.name, &last) {
+    fn write_last(&self, guard: &Guard, last: &LastExit) {
+        if let Err(e) = self.store.write_last(guard, self.name, last) {
             self.journal(&format!("cannot record the exit: {e}"));
         }
     }

@@ -227,10 +227,14 @@ function M.detail(st)
   end
   local e = st.last_exit
   if e then
-    local how = e.code and ("code " .. e.code)
-      or (e.signal and ("signal " .. e.signal))
-      or "unknown status"
+    local how = require("sharedserver.exits").words(e) or "unknown status"
     row("last exit", string.format("pid %d, %s, %s (%s)", e.pid, how, e.reason, e.at))
+    if e.log_tail then
+      lines[#lines + 1] = "  last output"
+      for line in vim.gsplit(e.log_tail, "\n", true) do
+        lines[#lines + 1] = "    " .. line
+      end
+    end
   end
   lines[#lines + 1] = ""
   lines[#lines + 1] = M.footer
