@@ -7,6 +7,7 @@
 //! - [`store`] and [`record`]: the records, their locking and state machine
 //! - [`process`]: process identity (pid + start time), pidfds
 //! - [`lifecycle`]: attach, detach, stop, status: the API both faces use
+//! - [`project`]: a whole project at once (`use --all`, `unuse --all`)
 //! - [`watcher`] and [`spawn`]: the per-server supervisor process
 //! - [`doctor`]: validation and repair
 
@@ -30,6 +31,7 @@ pub mod name;
 pub mod pipe;
 pub mod probe;
 pub mod process;
+pub mod project;
 pub mod record;
 pub mod spawn;
 pub mod status;

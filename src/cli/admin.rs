@@ -1,7 +1,7 @@
 //! `admin ...`: manual control and repair. Here `--pid` defaults to this
 //! process itself, as in the original tool (use `--pid` to name a client).
 
-use super::attach::{self, StartOptions};
+use super::attach::{self, ServerCommand, StartOptions};
 use super::{client, lifecycle, parse_duration, parse_name};
 use clap::Subcommand;
 use sharedserver::process::ProcessId;
@@ -19,6 +19,8 @@ pub enum AdminCommand {
         pid: Option<u32>,
         #[command(flatten)]
         start: StartOptions,
+        #[command(flatten)]
+        server: ServerCommand,
     },
     /// Stop a server: SIGTERM to its process group, SIGKILL after --timeout
     Stop {
@@ -70,9 +72,14 @@ pub enum AdminCommand {
 pub fn run(cmd: AdminCommand) -> sharedserver::Result<i32> {
     let me = || ProcessId::current().pid;
     match cmd {
-        AdminCommand::Start { name, pid, start } => {
+        AdminCommand::Start {
+            name,
+            pid,
+            start,
+            server,
+        } => {
             let client = client(pid, me)?;
-            let Some(spec) = start.spec(&name)? else {
+            let Some(spec) = start.spec(&name, server.command)? else {
                 return Err(sharedserver::Error::Other(
                     "admin start needs a command: `sharedserver admin start NAME -- CMD ARGS...`"
                         .into(),

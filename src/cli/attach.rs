@@ -39,6 +39,11 @@ pub struct StartOptions {
     /// timer before they fail. 0s returns on spawn
     #[arg(long, value_parser = parse_startup_check, value_name = "D|fixed:D", default_value = "50ms")]
     pub startup_check: StartupCheck,
+}
+
+/// The trailing `-- CMD ARGS...` of `use` and `admin start`.
+#[derive(Args)]
+pub struct ServerCommand {
     /// The server command and its arguments, passed verbatim (no shell).
     /// Without it, NAME is looked up in .sharedserver.json (see `config`).
     #[arg(last = true, value_name = "CMD")]
@@ -56,7 +61,7 @@ fn parse_ready(raw: &str) -> Result<String, String> {
 
 /// A parsed `--restart` (a newtype, because clap reads `Option<Option<_>>`
 /// as "flag with optional value").
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RestartArg(Option<RestartPolicy>);
 
 fn parse_restart(raw: &str) -> Result<RestartArg, String> {
@@ -64,47 +69,84 @@ fn parse_restart(raw: &str) -> Result<RestartArg, String> {
 }
 
 impl StartOptions {
-    /// The start spec: from the command line, else from the nearest config
+    /// The start spec: `command` if given, else NAME from the nearest config
     /// file (command-line options override the file's).
-    pub fn spec(self, name: &ServerName) -> sharedserver::Result<Option<StartSpec>> {
-        let here = std::env::current_dir()
-            .map_err(|e| sharedserver::Error::io(".", "reading the current directory", e))?;
-        let absolute = |p: PathBuf| if p.is_absolute() { p } else { here.join(p) };
-        let mut spec = if !self.command.is_empty() {
-            StartSpec::new(self.command, here.clone())
+    pub fn spec(
+        &self,
+        name: &ServerName,
+        command: Vec<String>,
+    ) -> sharedserver::Result<Option<StartSpec>> {
+        let here = current_dir()?;
+        let mut spec = if !command.is_empty() {
+            StartSpec::new(command, here.clone())
         } else if let Some(def) = config::lookup(name, &here)? {
             def.start_spec()?
         } else {
             return Ok(None);
         };
-        spec.env.extend(self.env);
+        self.overlay(&mut spec, &here);
+        Ok(Some(spec))
+    }
+
+    /// Options that only make sense for one server, named for an error when
+    /// they are given with `--all`.
+    pub fn single_server_only(&self) -> Option<&'static str> {
+        if self.log_file.is_some() {
+            Some("--log-file")
+        } else if self.cwd.is_some() {
+            Some("--cwd")
+        } else if self.ready.is_some() {
+            Some("--ready")
+        } else {
+            None
+        }
+    }
+
+    /// Lay the command-line options over a spec (relative paths from `here`).
+    pub fn overlay(&self, spec: &mut StartSpec, here: &std::path::Path) {
+        let absolute = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                here.join(p)
+            }
+        };
+        spec.env.extend(self.env.iter().cloned());
         spec.startup_check = self.startup_check;
-        if let Some(cwd) = self.cwd {
+        if let Some(cwd) = &self.cwd {
             spec.cwd = absolute(cwd);
         }
-        if let Some(log) = self.log_file {
+        if let Some(log) = &self.log_file {
             spec.log_file = Some(absolute(log));
         }
         if let Some(g) = self.grace_period {
             spec.grace_period = g;
         }
         if self.ready.is_some() {
-            spec.ready = self.ready;
+            spec.ready = self.ready.clone();
         }
         if let Some(t) = self.ready_timeout {
             spec.ready_timeout = t;
         }
-        if let Some(RestartArg(r)) = self.restart {
-            spec.restart = r;
+        if let Some(RestartArg(r)) = &self.restart {
+            spec.restart = *r;
         }
-        Ok(Some(spec))
     }
+}
+
+pub fn current_dir() -> sharedserver::Result<PathBuf> {
+    std::env::current_dir()
+        .map_err(|e| sharedserver::Error::io(".", "reading the current directory", e))
 }
 
 #[derive(Args)]
 pub struct UseArgs {
-    #[arg(value_parser = parse_name)]
-    pub name: ServerName,
+    #[arg(value_parser = parse_name, required_unless_present = "all")]
+    pub name: Option<ServerName>,
+    /// Every server of the project's config: non-lazy ones are started if
+    /// needed, lazy ones joined only if running
+    #[arg(long, conflicts_with = "name")]
+    pub all: bool,
     /// Client process to attach (default: the caller, i.e. our parent process)
     #[arg(long)]
     pub pid: Option<u32>,
@@ -113,12 +155,17 @@ pub struct UseArgs {
     pub metadata: Option<String>,
     #[command(flatten)]
     pub start: StartOptions,
+    #[command(flatten)]
+    pub server: ServerCommand,
 }
 
 #[derive(Args)]
 pub struct UnuseArgs {
-    #[arg(value_parser = parse_name)]
-    pub name: ServerName,
+    #[arg(value_parser = parse_name, required_unless_present = "all")]
+    pub name: Option<ServerName>,
+    /// Every server the client holds, whatever the current config says
+    #[arg(long, conflicts_with = "name")]
+    pub all: bool,
     /// Client process to detach (default: the caller, i.e. our parent process)
     #[arg(long)]
     pub pid: Option<u32>,
@@ -126,8 +173,17 @@ pub struct UnuseArgs {
 
 pub fn use_(args: UseArgs) -> sharedserver::Result<i32> {
     let client = client(args.pid, || nix::unistd::getppid().as_raw() as u32)?;
-    let spec = args.start.spec(&args.name)?;
-    attach(args.name, client, args.metadata, spec, IfRunning::Attach)
+    let Some(name) = args.name else {
+        if !args.server.command.is_empty() {
+            return Err(sharedserver::Error::Other(
+                "`use --all` takes its commands from the config; drop `-- CMD`, or name one server"
+                    .into(),
+            ));
+        }
+        return super::project::use_all(&args.start, client, args.metadata.as_deref());
+    };
+    let spec = args.start.spec(&name, args.server.command)?;
+    attach(name, client, args.metadata, spec, IfRunning::Attach)
 }
 
 pub fn attach(
@@ -203,7 +259,10 @@ pub fn unuse(args: UnuseArgs) -> sharedserver::Result<i32> {
     let pid = args
         .pid
         .unwrap_or_else(|| nix::unistd::getppid().as_raw() as u32);
-    detach(&args.name, pid)
+    match &args.name {
+        Some(name) => detach(name, pid),
+        None => super::project::unuse_all(pid),
+    }
 }
 
 pub fn detach(name: &ServerName, pid: u32) -> sharedserver::Result<i32> {

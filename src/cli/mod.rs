@@ -4,6 +4,7 @@
 mod admin;
 mod attach;
 mod files;
+mod project;
 mod show;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,8 @@ enum Command {
     Use(attach::UseArgs),
     /// Detach from a server; the last detach starts its grace period
     Unuse(attach::UnuseArgs),
+    /// Hold servers while a command runs: attach, then become the command
+    Exec(project::ExecArgs),
     /// Show every running server
     List(show::ListArgs),
     /// Show one server in detail
@@ -81,6 +84,7 @@ pub fn main() -> i32 {
         }
         Command::Use(args) => attach::use_(args),
         Command::Unuse(args) => attach::unuse(args),
+        Command::Exec(args) => project::exec(args),
         Command::List(args) => show::list(args),
         Command::Info(args) => show::info(args),
         Command::Check(args) => show::check(args),

@@ -1,0 +1,226 @@
+//! A whole project at once (`use --all`, `unuse --all`) and `exec`, through
+//! the real binary.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+const SOON: Duration = Duration::from_secs(5);
+
+/// Three servers: two eager, one lazy, all `sleep` with distinct arguments.
+fn project(w: &World, extra: &str) {
+    std::fs::write(
+        w.path(".sharedserver.json"),
+        format!(
+            r#"{{"servers": {{
+                "a": {{"command": "sleep", "args": ["1000"]}},
+                "b": {{"command": "sleep", "args": ["1001"], "grace_period": "1h"}},
+                "lazy": {{"command": "sleep", "args": ["1002"], "lazy": true}}{extra}
+            }}}}"#
+        ),
+    )
+    .unwrap();
+}
+
+fn clients(w: &World, name: &str) -> Vec<u64> {
+    w.info(name)["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["pid"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn use_all_starts_eager_servers_and_joins_lazy_ones_only_when_running() {
+    let mut w = World::new();
+    project(&w, "");
+    let p = w.client();
+    let out = w.ok(&["use", "--all", "--pid", &p.to_string()]).stdout();
+    assert!(out.contains("started a (pid"), "{out}");
+    assert!(out.contains("started b (pid"), "{out}");
+    assert!(out.contains("skipped lazy (lazy, not running)"), "{out}");
+    assert_eq!(out.lines().count(), 3, "one line per server: {out}");
+    assert_eq!(clients(&w, "a"), [p as u64]);
+    assert_eq!(w.state("lazy"), "stopped");
+
+    // Once the lazy one runs, the next project client joins it too.
+    let q = w.client();
+    w.ok(&["use", "lazy", "--pid", &q.to_string()]);
+    let r = w.client();
+    let out = w.ok(&["use", "--all", "--pid", &r.to_string()]).stdout();
+    assert!(out.contains("attached to a (pid"), "{out}");
+    assert!(out.contains("attached to lazy (pid"), "{out}");
+    assert_eq!(w.info("b")["refcount"], 2);
+    assert_eq!(w.info("lazy")["refcount"], 2);
+}
+
+#[test]
+fn use_all_names_the_servers_that_failed_and_keeps_the_others() {
+    let mut w = World::new();
+    project(&w, r#", "broken": {"command": "false"}"#);
+    let p = w.client();
+    let r = w.run(&["use", "--all", "--pid", &p.to_string()]);
+    assert_eq!(r.code(), 10, "{}", r.stderr());
+    assert!(
+        r.stderr()
+            .contains("broken: server 'broken' exited at once"),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        r.stderr().contains("1 of 4 servers failed: broken"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(clients(&w, "a"), [p as u64], "the others are attached");
+    assert_eq!(clients(&w, "b"), [p as u64]);
+}
+
+#[test]
+fn use_all_refuses_a_command_and_single_server_options() {
+    let w = World::new();
+    project(&w, "");
+    let r = w.run(&["use", "--all", "--", "sleep", "1"]);
+    assert_eq!(r.code(), 10);
+    assert!(r.stderr().contains("drop `-- CMD`"), "{}", r.stderr());
+    let r = w.run(&["use", "--all", "--log-file", "x.log"]);
+    assert_eq!(r.code(), 10);
+    assert!(
+        r.stderr().contains("--log-file applies to one server"),
+        "{}",
+        r.stderr()
+    );
+    let r = w.run(&["use", "a", "--all"]);
+    assert_eq!(r.code(), 64, "NAME and --all conflict");
+    let empty = World::new();
+    let r = empty.run(&["use", "--all"]);
+    assert_eq!(r.code(), 10);
+    assert!(r.stderr().contains("no servers defined"), "{}", r.stderr());
+}
+
+#[test]
+fn unuse_all_detaches_from_every_server_the_client_holds_whatever_the_config() {
+    let mut w = World::new();
+    project(&w, "");
+    let p = w.client();
+    let other = w.client();
+    let (ps, others) = (p.to_string(), other.to_string());
+    w.ok(&["use", "--all", "--pid", &ps]);
+    w.ok(&["use", "--all", "--pid", &others]);
+    // Not in the config at all.
+    w.ok(&[
+        "use",
+        "adhoc",
+        "--pid",
+        &ps,
+        "--grace-period",
+        "1h",
+        "--",
+        "sleep",
+        "1003",
+    ]);
+    std::fs::remove_file(w.path(".sharedserver.json")).unwrap();
+
+    let out = w.ok(&["unuse", "--all", "--pid", &ps]).stdout();
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "detached from a (refcount 1)",
+            "detached from adhoc (refcount 0)",
+            "detached from b (refcount 1)"
+        ]
+    );
+    assert_eq!(clients(&w, "a"), [other as u64]);
+    assert_eq!(w.state("adhoc"), "grace");
+    let out = w.ok(&["unuse", "--all", "--pid", &ps]).stdout();
+    assert_eq!(out.trim(), format!("pid {p} holds no server"));
+}
+
+#[test]
+fn exec_holds_the_server_exactly_while_the_command_runs() {
+    let w = World::new();
+    project(&w, "");
+    let seen = w.path("seen");
+    let go = w.path("go");
+    // The command records its own pid and the server's clients, then waits
+    // for the test, so the test can look while it runs.
+    let script = format!(
+        "echo $$ > '{seen}.pid'; '{BIN}' info b --json > '{seen}'; while [ ! -e '{go}' ]; do sleep 0.01; done; exit 3",
+        seen = seen.display(),
+        go = go.display(),
+    );
+    let mut child = w
+        .cmd(&["exec", "b", "--", "sh", "-c", &script])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(SOON, "the command ran", || !read(&seen).is_empty());
+    let pid = read(&w.path("seen.pid")).trim().parse::<u32>().unwrap();
+    assert_eq!(pid, child.id(), "exec kept the pid: no wrapper left");
+    let info: serde_json::Value = serde_json::from_str(&read(&seen)).unwrap();
+    assert_eq!(
+        info["clients"][0]["pid"],
+        child.id(),
+        "the command is the client"
+    );
+    assert_eq!(w.info("b")["refcount"], 1);
+
+    std::fs::write(&go, "").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "the command's exit code is ours");
+    eventually(SOON, "the client dropped when the command exited", || {
+        w.info("b")["refcount"] == 0
+    });
+}
+
+#[test]
+fn exec_all_holds_every_eager_server() {
+    let w = World::new();
+    project(&w, "");
+    let r = w.ok(&[
+        "exec",
+        "--all",
+        "--",
+        "sh",
+        "-c",
+        &format!("'{BIN}' info a --json; '{BIN}' info b --json"),
+    ]);
+    // The command's stdout is its own; what exec says goes to stderr.
+    let infos: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&r.stdout())
+        .into_iter()
+        .map(|v| v.unwrap())
+        .collect();
+    assert_eq!(infos.len(), 2, "stdout: {}", r.stdout());
+    for info in &infos {
+        assert_eq!(info["refcount"], 1, "{info}");
+    }
+    assert!(r.stderr().contains("started a"), "{}", r.stderr());
+    // b has a grace period: it is still there, with no client.
+    eventually(SOON, "the command's exit is noticed", || {
+        w.info("b")["refcount"] == 0
+    });
+}
+
+#[test]
+fn exec_of_a_missing_command_lets_go_and_exits_127() {
+    let w = World::new();
+    project(&w, "");
+    let r = w.run(&["exec", "b", "--", "/no/such/command"]);
+    assert_eq!(r.code(), 127, "{}", r.stderr());
+    assert!(
+        r.stderr().contains("cannot run /no/such/command"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(w.info("b")["refcount"], 0, "released before exiting");
+    let r = w.run(&["exec", "nothere", "--", "true"]);
+    assert_eq!(r.code(), 10);
+    assert!(
+        r.stderr().contains("no definition of 'nothere'"),
+        "{}",
+        r.stderr()
+    );
+}
