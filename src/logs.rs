@@ -5,6 +5,14 @@
 //! The server's end of the FIFO is opened read-write, so it always has a
 //! reader: if the watcher dies, the server is never killed by SIGPIPE; its
 //! writes wait in the pipe until the replacement watcher drains them.
+//!
+//! The log path is the user's, possibly in a shared directory, and the
+//! watcher may run as root. So it is never followed through a symlink, never
+//! created over something that exists, and only a regular file is ever
+//! rotated: `--log-file /dev/null` stays a device. A FIFO or socket is
+//! refused (the watcher would block on it). If rotation fails, the file is
+//! truncated in place, and if even that fails copying stops: either way the
+//! journal says why, and the log never grows past the cap.
 
 use crate::error::{Error, Result};
 use crate::name::ServerName;
@@ -26,7 +34,11 @@ pub struct Pump {
     fifo: File,
     path: PathBuf,
     out: Option<File>,
+    /// Only a regular file is rotated (or truncated).
+    regular: bool,
     size: u64,
+    store: Store,
+    name: ServerName,
     /// Bytes of an unfinished line, kept for `log:` readiness matching.
     partial: Vec<u8>,
     matcher: Option<regex::Regex>,
@@ -48,18 +60,21 @@ impl Pump {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(Error::io(&fifo_path, "creating output fifo", e.into())),
         }
+        let (out, regular) = open_log(log)?;
+        let size = out.metadata().map_or(0, |m| m.len());
         let fifo = open_fifo(&fifo_path, true)?;
-        let mut pump = Pump {
+        Ok(Pump {
             fifo,
             path: log.to_path_buf(),
-            out: None,
-            size: 0,
+            out: Some(out),
+            regular,
+            size,
+            store: store.clone(),
+            name: name.clone(),
             partial: Vec::new(),
             matcher,
             matched: false,
-        };
-        pump.reopen();
-        Ok(pump)
+        })
     }
 
     /// A descriptor for the server's stdout and stderr.
@@ -83,11 +98,8 @@ impl Pump {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        if self.size + bytes.len() as u64 > LOG_CAP {
-            let mut rotated = self.path.clone().into_os_string();
-            rotated.push(".1");
-            let _ = std::fs::rename(&self.path, rotated);
-            self.reopen();
+        if self.regular && self.size + bytes.len() as u64 > LOG_CAP {
+            self.rotate();
         }
         if let Some(out) = &mut self.out {
             if out.write_all(bytes).is_ok() {
@@ -110,20 +122,140 @@ impl Pump {
         }
     }
 
-    fn reopen(&mut self) {
-        self.out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&self.path)
-            .ok();
-        self.size = self
+    /// Move the full log to `FILE.1` and start a new one. If that fails
+    /// (a read-only or full directory, a file replaced by something else),
+    /// truncate the open file in place; if even that fails, stop copying.
+    /// The journal says which, once per failure.
+    fn rotate(&mut self) {
+        let mut rotated = self.path.clone().into_os_string();
+        rotated.push(".1");
+        let why = match std::fs::rename(&self.path, &rotated) {
+            Ok(()) => match open_log(&self.path) {
+                Ok((out, regular)) => {
+                    self.out = Some(out);
+                    self.regular = regular;
+                    self.size = 0;
+                    return;
+                }
+                Err(e) => e.to_string(),
+            },
+            Err(e) => format!("renaming it to {}: {e}", Path::new(&rotated).display()),
+        };
+        let truncated = self
             .out
             .as_ref()
-            .and_then(|f| f.metadata().ok())
-            .map_or(0, |m| m.len());
+            .map(|f| f.set_len(0))
+            .unwrap_or_else(|| Err(std::io::ErrorKind::NotFound.into()));
+        let line = match truncated {
+            Ok(()) => {
+                self.size = 0;
+                format!(
+                    "cannot rotate the log {} ({why}); truncated it in place instead",
+                    self.path.display()
+                )
+            }
+            Err(e) => {
+                self.out = None;
+                format!(
+                    "cannot rotate the log {} ({why}) nor truncate it ({e}); no longer copying the server's output",
+                    self.path.display()
+                )
+            }
+        };
+        self.store.journal(&self.name, "watcher", &line);
     }
+}
+
+/// Open (or create) a log file for appending without following a symlink,
+/// creating nothing over an existing file, and never blocking: a FIFO
+/// without a reader fails at once. Returns the file and whether it is a
+/// regular file (only those are rotated).
+pub fn open_log(path: &Path) -> Result<(File, bool)> {
+    let base = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    let open = |extra: libc::c_int| {
+        let mut o = OpenOptions::new();
+        o.append(true).custom_flags(base | extra);
+        if extra & libc::O_CREAT != 0 {
+            o.create_new(true).mode(0o600);
+        }
+        o.open(path)
+    };
+    // Existing target first, without O_CREAT; create only if it is absent.
+    let file = match open(0) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match open(libc::O_CREAT) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => open(0),
+            other => other,
+        },
+        other => other,
+    };
+    let file = file.map_err(|e| log_error(path, e))?;
+    let kind = file
+        .metadata()
+        .map_err(|e| Error::io(path, "inspecting log file", e))?
+        .file_type();
+    use std::os::unix::fs::FileTypeExt;
+    if !(kind.is_file() || kind.is_char_device()) {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file or device"
+        };
+        return Err(Error::Other(format!(
+            "log file {} is {what}; the watcher would block on it (give a regular file, or /dev/null)",
+            path.display()
+        )));
+    }
+    // Blocking writes from here on (a terminal or device may be slow).
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+    Ok((file, kind.is_file()))
+}
+
+fn log_error(path: &Path, e: std::io::Error) -> Error {
+    let shown = path.display();
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => Error::Other(format!(
+            "log file {shown} is a symlink; logs are never written through one (give the real path{})",
+            if ["/dev/std", "/dev/fd/", "/proc/self/fd/"]
+                .iter()
+                .any(|p| path.to_string_lossy().starts_with(p))
+            {
+                ": the server outlives this command, so its output cannot go to this terminal; read it with `sharedserver logs -f NAME`"
+            } else {
+                ""
+            }
+        )),
+        Some(libc::ENXIO) => Error::Other(format!(
+            "log file {shown} is a FIFO; the watcher would block on it (give a regular file, or /dev/null)"
+        )),
+        _ => Error::io(path, "opening log file", e),
+    }
+}
+
+/// Make sure a log file can be opened before anything starts: its
+/// directory is created (0700) when missing, and the file itself must be
+/// something `open_log` accepts. The error names the path and the reason.
+pub fn prepare(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| Error::io(dir, "creating the log file's directory", e))?;
+        }
+    }
+    open_log(path).map(|_| ())
 }
 
 fn open_fifo(path: &Path, nonblocking: bool) -> Result<File> {

@@ -108,10 +108,17 @@ pub fn watcher(exe: &Path, lockdir: &Path, name: &str, launch: &Launch) -> Resul
         });
     }
     let mut child = cmd.spawn().map_err(|e| {
-        Error::Spawn(
-            exe.display().to_string(),
-            format!("{e} (the sharedserver binary runs the watcher; reinstall it or fix the path)"),
-        )
+        let hint = match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE) => format!(
+                "out of file descriptors (the limit is {}); raise it with `ulimit -n 1024`",
+                fd_limit()
+            ),
+            Some(libc::ENOENT | libc::EACCES | libc::ENOEXEC) => {
+                "the sharedserver binary runs the watcher; reinstall it or fix the path".into()
+            }
+            _ => "starting the watcher".into(),
+        };
+        Error::Spawn(exe.display().to_string(), format!("{e} ({hint})"))
     })?;
     let mut stdin = child.stdin.take().expect("piped");
     let stdout = child.stdout.take().expect("piped");
@@ -133,6 +140,12 @@ pub fn watcher(exe: &Path, lockdir: &Path, name: &str, launch: &Launch) -> Resul
         )
     })?;
     Ok(Handshake { hello, stdin })
+}
+
+/// The soft descriptor limit, for messages.
+fn fd_limit() -> String {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or_else(|_| "unknown".into(), |(soft, _)| soft.to_string())
 }
 
 /// Mark every descriptor above stderr close-on-exec, so the child inherits

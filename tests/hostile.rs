@@ -11,6 +11,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -204,4 +205,215 @@ fn running_out_of_descriptors_never_drops_a_live_client() {
     w.kill_client(clients[5]);
     eventually(SOON, "the dead client is dropped", || count(&w) == 10);
     assert_eq!(w.state("lost"), "active");
+}
+
+/// Start `use` and wait for it with a deadline: a start that hangs fails
+/// the test instead of hanging it.
+fn run_bounded(w: &World, args: &[&str]) -> Run {
+    let mut child = w
+        .cmd(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + SOON;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sharedserver {args:?} hung");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Run(child.wait_with_output().unwrap())
+}
+
+/// A server that writes `bytes` bytes of output at once, then waits.
+fn writes(bytes: u64) -> String {
+    format!("head -c {bytes} /dev/zero | tr '\\0' a; exec sleep 1000")
+}
+
+#[test]
+fn a_device_as_log_file_is_written_but_never_rotated_or_replaced() {
+    // A private null device, so a regression cannot destroy /dev/null.
+    let mut w = World::new();
+    let null = w.path("null");
+    let made = Command::new("mknod")
+        .args([null.to_str().unwrap(), "c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(made.success(), "mknod needs root");
+    let c = w.client().to_string();
+    let script = writes(5 * 1024 * 1024);
+    let log = null.to_str().unwrap();
+    w.ok(&[
+        "use",
+        "n",
+        "--pid",
+        &c,
+        "--log-file",
+        log,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let rotated = w.path("null.1");
+    // The server writes 5 MiB; wait until the watcher has drained it all.
+    let server = pid_of(&w.info("n"));
+    eventually(SOON, "the server has written everything", || {
+        read(Path::new(&format!("/proc/{server}/wchan"))) != "pipe_write"
+            && read(Path::new(&format!("/proc/{server}/cmdline"))).starts_with("sleep")
+    });
+    w.ok(&["admin", "kill", "n"]);
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::symlink_metadata(&null).unwrap().file_type();
+    assert!(kind.is_char_device(), "the device was replaced: {kind:?}");
+    assert!(!rotated.exists(), "the device was rotated away");
+}
+
+#[test]
+fn a_symlink_or_fifo_as_log_file_is_refused_at_once_and_the_target_untouched() {
+    let mut w = World::new();
+    let victim = w.path("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let link = w.path("link.log");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let fifo = w.path("fifo.log");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let c = w.client().to_string();
+    for (log, why) in [(&link, "symlink"), (&fifo, "FIFO")] {
+        let log = log.to_str().unwrap();
+        let r = run_bounded(
+            &w,
+            &[
+                "use",
+                "x",
+                "--pid",
+                &c,
+                "--log-file",
+                log,
+                "--",
+                "echo",
+                "hi",
+            ],
+        );
+        assert_ne!(r.code(), 0, "{log} accepted");
+        assert!(
+            r.stderr().contains(why) && r.stderr().contains(log),
+            "{}",
+            r.stderr()
+        );
+        assert!(!w.record_path("x").exists());
+    }
+    assert_eq!(read(&victim), "precious");
+    // /dev/stdout is a symlink too; the message says what to do instead.
+    let r = run_bounded(
+        &w,
+        &[
+            "use",
+            "x",
+            "--pid",
+            &c,
+            "--log-file",
+            "/dev/stdout",
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    assert!(r.stderr().contains("sharedserver logs"), "{}", r.stderr());
+    assert!(!r.stderr().contains("version"), "{}", r.stderr());
+}
+
+#[test]
+fn a_log_file_in_a_missing_directory_gets_a_private_directory() {
+    let mut w = World::new();
+    let c = w.client().to_string();
+    let log = w.path("new/deeper/x.log");
+    let log_s = log.to_str().unwrap();
+    w.ok(&[
+        "use",
+        "m",
+        "--pid",
+        &c,
+        "--log-file",
+        log_s,
+        "--",
+        "sh",
+        "-c",
+        "echo hello; exec sleep 1000",
+    ]);
+    eventually(SOON, "the output reaches the log", || {
+        read(&log).contains("hello")
+    });
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(log.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    assert!(w.ok(&["logs", "m"]).stdout().contains("hello"));
+}
+
+#[test]
+fn a_log_that_cannot_be_rotated_is_truncated_in_place_and_says_why() {
+    let mut w = World::new();
+    let c = w.client().to_string();
+    let log = w.path("big.log");
+    std::fs::write(&log, "").unwrap();
+    // A mount point cannot be renamed (EBUSY): rotation fails as it does in
+    // a read-only directory. The mount lives in the watcher's own mount
+    // namespace and goes away with it.
+    let script = format!(
+        r#"mount --bind "$LOG" "$LOG" && exec "$BIN" use big --pid {c} --log-file "$LOG" -- sh -c "{}""#,
+        writes(6_000_000).replace('"', "\\\"")
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("BIN", BIN)
+        .env("LOG", &log)
+        .env("SHAREDSERVER_LOCKDIR", &w.lockdir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let journal = w.lockdir.join("big.journal");
+    eventually(SOON, "the journal says why the log was truncated", || {
+        read(&journal).contains("truncated it in place")
+    });
+    let server = pid_of(&w.info("big"));
+    eventually(SOON, "the server has written everything", || {
+        read(Path::new(&format!("/proc/{server}/cmdline"))).starts_with("sleep")
+    });
+    w.ok(&["admin", "kill", "big"]);
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert!(size <= 4 * 1024 * 1024, "the log grew to {size} bytes");
+    assert!(size > 0, "output after the truncation is kept");
+}
+
+#[test]
+fn too_few_descriptors_to_start_a_watcher_says_so() {
+    let mut w = World::new();
+    let c = w.client();
+    for limit in [5, 8, 11] {
+        let script = format!("ulimit -n {limit} && exec '{BIN}' use few --pid {c} -- sleep 1000");
+        let out = Command::new("sh")
+            .args(["-c", &script])
+            .env("SHAREDSERVER_LOCKDIR", &w.lockdir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            w.ok(&["admin", "kill", "few"]);
+            continue; // enough after all on this system
+        }
+        assert!(
+            err.contains("ulimit -n") && !err.contains("reinstall"),
+            "limit {limit}: {err}"
+        );
+    }
 }

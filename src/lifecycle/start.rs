@@ -111,6 +111,9 @@ impl Lifecycle {
             .log_file
             .clone()
             .unwrap_or_else(|| crate::logs::default_path(&self.store, name));
+        // A log that cannot be written fails the start here, with the path
+        // and the reason, instead of losing the output in silence.
+        crate::logs::prepare(&log_file)?;
         let launch = Launch {
             command: spec.command.clone(),
             env: spec.env.clone(),

@@ -59,7 +59,20 @@ fn watch(raw_name: &str) -> Result<()> {
         .map_err(|e| Error::Other(format!("watcher: bad launch spec: {e}")))?;
     let ready = launch.ready.as_deref().map(ReadySpec::parse).transpose()?;
     let matcher = ready.as_ref().and_then(|r| r.log_regex().cloned());
-    let mut pump = Pump::open(&store, &name, launch.log_file.as_ref(), matcher)?;
+    let mut out = std::io::stdout();
+    let mut pump = match Pump::open(&store, &name, launch.log_file.as_ref(), matcher) {
+        Ok(pump) => pump,
+        Err(e) => {
+            // Answer with the reason: a caller left without an answer can
+            // only guess (and used to guess "another version").
+            let hello = Hello::SpawnFailed {
+                message: e.to_string(),
+            };
+            let line = serde_json::to_string(&hello).expect("hello serializes");
+            let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+            return Err(e);
+        }
+    };
 
     let started = begin(&store, &name, &launch, &mut pump);
     let hello = match &started {
@@ -70,7 +83,6 @@ fn watch(raw_name: &str) -> Result<()> {
         },
         Err(hello) => hello.clone(),
     };
-    let mut out = std::io::stdout();
     let line = serde_json::to_string(&hello).expect("hello serializes");
     let _ = writeln!(out, "{line}").and_then(|_| out.flush());
     let Ok(mut server) = started else {
