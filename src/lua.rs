@@ -203,6 +203,43 @@ fn spec_from(name: &str, t: &LuaTable) -> LuaResult<Spec> {
     })
 }
 
+/// `restart(name, { timeout = "5s" })`: restart the server in place; every
+/// client stays attached to the new process (see `Lifecycle::restart`).
+fn restart(lua: &Lua, (raw, opts): (String, Option<LuaTable>)) -> LuaResult<LuaValue> {
+    let bad = |key: &str, want: &str| {
+        LuaError::RuntimeError(format!(
+            "sharedserver: restart '{raw}': option `{key}` must be {want}"
+        ))
+    };
+    let timeout = match &opts {
+        Some(t) => duration_opt(t, "timeout", &bad)?,
+        None => None,
+    }
+    .unwrap_or(crate::record::DEFAULT_STOP_TIMEOUT);
+    let status = lifecycle()?
+        .restart(&name(&raw)?, timeout)
+        .map_err(lua_err)?;
+    to_lua(lua, &status)
+}
+
+/// `lockdir_check()`: `{ dir, exists, problem }` for `:checkhealth`, by the
+/// library's own rule (`lockdir::verify`); never creates anything.
+fn lockdir_check(lua: &Lua, (): ()) -> LuaResult<LuaTable> {
+    let dir = crate::lockdir::resolve();
+    let t = lua.create_table()?;
+    t.set("dir", dir.to_string_lossy().into_owned())?;
+    let exists = std::fs::symlink_metadata(&dir).is_ok();
+    t.set("exists", exists)?;
+    if exists {
+        match crate::lockdir::verify(&dir) {
+            Ok(()) => {}
+            Err(Error::UnsafeLockDir(_, why)) => t.set("problem", why)?,
+            Err(e) => t.set("problem", e.to_string())?,
+        }
+    }
+    Ok(t)
+}
+
 // skip_memory_check: mlua then creates strings and tables without a
 // protected call each (the bulk of a status() call's cost). The only thing
 // lost is a clean Lua error on out-of-memory, which Neovim cannot survive
@@ -341,6 +378,8 @@ fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
             to_lua(lua, &status)
         })?,
     )?;
+    m.set("restart", lua.create_function(restart)?)?;
+    m.set("lockdir_check", lua.create_function(lockdir_check)?)?;
     m.set(
         "config",
         lua.create_function(|lua, cwd: Option<String>| {

@@ -348,6 +348,7 @@ impl Record {
     /// The restart ran: `server` is the new process, started at `now_ms`.
     pub fn restarted(&mut self, server: ProcessId, now_ms: u64) {
         self.server = server;
+        self.watcher_is_parent = true; // the watcher spawned it
         self.started_at_ms = now_ms;
         self.restart_at_ms = None;
         self.ready_at_ms = None;

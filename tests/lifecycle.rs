@@ -357,3 +357,30 @@ fn list_json_has_the_documented_keys() {
     assert_eq!(list[0]["command"], serde_json::json!(["sleep", "1000"]));
     assert!(humantime::parse_rfc3339(list[0]["started_at"].as_str().unwrap()).is_ok());
 }
+
+#[test]
+fn admin_restart_keeps_every_client_as_it_was_and_records_a_restart() {
+    let mut w = World::new();
+    let (a, b) = (w.client().to_string(), w.client().to_string());
+    w.ok(&["use", "r", "--pid", &a, "--", "sleep", "1000"]);
+    w.ok(&["use", "r", "--pid", &b, "--metadata", "deploy script"]);
+    let before = w.info("r");
+    let old = before["pid"].as_u64().unwrap();
+    let out = w.ok(&["admin", "restart", "r"]).stdout();
+    let after = w.info("r");
+    let new = after["pid"].as_u64().unwrap();
+    assert_ne!(new, old, "{out}");
+    assert!(out.contains(&format!("restarted r (pid {new})")), "{out}");
+    // Same clients, unlabelled or not, with their original attach times.
+    assert_eq!(after["clients"], before["clients"]);
+    assert_eq!(after["state"], "active");
+    assert_eq!(after["last_exit"]["kind"], "restarted");
+    assert_eq!(after["last_exit"]["pid"], old);
+    assert_eq!(after["restarts"], 0, "a requested restart is not a crash");
+    let gone = !std::path::Path::new(&format!("/proc/{old}")).exists();
+    assert!(gone, "the old process is gone");
+    // A server that is not running cannot be restarted.
+    let r = w.run(&["admin", "restart", "nosuch"]);
+    assert_eq!(r.code(), 10);
+    assert!(r.stderr().contains("is not running"), "{}", r.stderr());
+}

@@ -347,7 +347,7 @@ fn checkhealth_reports_no_error_on_a_good_install() {
         for want in [
             format!("loaded {} (version 0.1.0)", native.display()),
             format!("{BIN} (from $PATH), version 0.1.0"),
-            format!("{} is owned by you with mode 0700", sb.lockdir.display()),
+            format!("{} is owned by you and closed to group and others", sb.lockdir.display()),
             "'web' running".to_string(),
         ] {
             assert!(text.contains(&want), "missing {want:?} in\n{text}");
@@ -446,7 +446,9 @@ fn checkhealth_reports_an_unsafe_lock_dir_and_how_to_fix_it() {
         std::fs::set_permissions(&sb.lockdir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let dir = sb.lockdir.display();
         assert!(
-            text.contains(&format!("{dir} has mode 755; it must be 0700")),
+            text.contains(&format!(
+                "{dir} is unsafe: its mode is 755, open to group or others"
+            )),
             "{text}"
         );
         assert!(text.contains(&format!("chmod 700 {dir}")), "{text}");
@@ -594,17 +596,34 @@ fn restart_replaces_the_process_and_keeps_every_client() {
         eventually("both attached", || {
             (sb.status("web").refcount == 2).then_some(())
         });
-        let old = sb.status("web").pid.unwrap();
+        let before = sb.status("web");
+        let old = before.pid.unwrap();
         a.cmd("ServerRestart web");
         let st = sb.status("web");
         let new = st.pid.unwrap();
-        assert_ne!(new, old);
+        assert_ne!(new, old, "{:#?}", a.notes());
         assert!(!alive(old));
         assert_eq!(sb.clients("web"), sorted(vec![a.pid(), b.pid()]));
+        let attached_at = |s: &sharedserver::Status| {
+            s.clients
+                .iter()
+                .map(|c| c.attached_at.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(attached_at(&st), attached_at(&before), "attach times kept");
         b.wait_for(
             "b to follow the new process",
             &format!("require('sharedserver').status('web').pid == {new} and require('sharedserver').status('web').attached"),
         );
+        // The other Neovim saw a restart, not a stop.
+        let notes = b.notes();
+        assert!(
+            notes
+                .iter()
+                .any(|m| m.contains(&format!("'web' restarted (pid {new})"))),
+            "{notes:#?}"
+        );
+        assert!(!notes.iter().any(|m| m.contains("stopped")), "{notes:#?}");
         assert_eq!(
             a.lua("return require('sharedserver').status('web').attached"),
             json!(true)

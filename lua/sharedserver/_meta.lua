@@ -82,6 +82,8 @@
 ---@field version fun(): string
 ---@field lockdir fun(): string
 ---@field set_binary fun(path: string|nil)
+---@field restart fun(name: string, opts: { timeout?: string }|nil): sharedserver.Status
+---@field lockdir_check fun(): { dir: string, exists: boolean, problem: string|nil }
 ---@field status fun(name: string): sharedserver.Status
 ---@field list fun(): sharedserver.Status[]
 ---@field incref fun(name: string, pid?: integer, metadata?: string): sharedserver.Status

@@ -107,12 +107,24 @@ function M.gone(e, pid, exit)
   notify.callback("on_exit", e.config.on_exit, code, exit)
 end
 
---- A crash the watcher restarts from: report each one once.
+--- A restart by the watcher (after a crash, or on request): report each
+--- one once, and follow the new process.
 ---@param e sharedserver.Entry
 ---@param st sharedserver.Status
 function M.check_crash(e, st)
   local exit = st.last_exit
-  if not (e.pid and exit and exit.kind == "crashed-restarting" and st.state ~= "stopped") then
+  if not (e.pid and exit and st.state ~= "stopped") then
+    return
+  end
+  if exit.kind == "restarted" then
+    if exit.pid == e.pid and st.pid ~= e.pid then
+      e.crash_key = M.crash_key(exit)
+      notify.send("on_start", string.format("'%s' restarted (pid %d)", e.name, st.pid))
+      e.pid = st.pid
+    end
+    return
+  end
+  if exit.kind ~= "crashed-restarting" then
     return
   end
   if exit.pid ~= e.pid and (st.restarts or 0) <= e.restarts then

@@ -93,36 +93,16 @@ end
 ---@param n sharedserver.Native
 local function check_lockdir(h, n)
   h.start("sharedserver: lock directory")
-  local dir = n.lockdir()
-  local stat = compat.uv.fs_lstat(dir)
-  if not stat then
-    h.info(dir .. " does not exist yet; it is created (mode 0700) on first use")
-    return
-  end
-  local fix_env = "or set $SHAREDSERVER_LOCKDIR to a directory you own with mode 0700"
-  if stat.type ~= "directory" then
-    h.error(dir .. " is not a directory", { "remove it: `rm " .. dir .. "`", fix_env })
-    return
-  end
-  local ok = true
-  local uid = compat.uv.getuid and compat.uv.getuid() or nil
-  if uid and stat.uid ~= uid then
-    ok = false
-    h.error(
-      string.format("%s is owned by uid %d, not by you (uid %d)", dir, stat.uid, uid),
-      { fix_env }
-    )
-  end
-  local mode = stat.mode % 512
-  if mode ~= 448 then
-    ok = false
-    h.error(
-      string.format("%s has mode %o; it must be 0700", dir, mode),
-      { "run `chmod 700 " .. dir .. "`" }
-    )
-  end
-  if ok then
-    h.ok(dir .. " is owned by you with mode 0700")
+  -- The library's own rule, so health and every command agree.
+  local c = n.lockdir_check()
+  if not c.exists then
+    h.info(c.dir .. " does not exist yet; it is created (mode 0700) on first use")
+  elseif c.problem then
+    h.error(string.format("%s is unsafe: %s", c.dir, c.problem), {
+      "or set $SHAREDSERVER_LOCKDIR to a directory you own, closed to group and others",
+    })
+  else
+    h.ok(c.dir .. " is owned by you and closed to group and others")
   end
 end
 

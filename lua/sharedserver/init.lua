@@ -45,12 +45,12 @@ function M.stop(name, opts)
   return stop.stop(name, opts)
 end
 
---- Stop the running server process and start a new one (a new pid). Other
---- clients stay attached to the new process, with their metadata.
+--- Restart the server in place (a new pid); every client stays attached.
 ---@param name string
+---@param opts? { timeout?: string }
 ---@return boolean ok, sharedserver.Status|string status_or_error
-function M.restart(name)
-  return stop.restart(name)
+function M.restart(name, opts)
+  return stop.restart(name, opts)
 end
 
 --- Detach from every configured server (with `force`, stop them all).

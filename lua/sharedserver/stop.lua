@@ -2,9 +2,8 @@
 ---
 --- Detaching drops this instance's reference, and the server lives on for
 --- other clients or its grace period; a forced stop ends it for everyone and
---- waits for its exit record so on_exit has run on return. A restart is a
---- forced stop and a start that re-attaches the other clients. Errors are
---- notified and returned.
+--- waits for its exit record so on_exit has run on return. A restart is the
+--- core's own operation (`native.restart`). Errors are notified and returned.
 
 local exits = require("sharedserver.exits")
 local notify = require("sharedserver.notify")
@@ -107,42 +106,31 @@ function M.stop(name, opts)
   return true, nil
 end
 
---- Stop the running server process and start a new one (a new pid). Other
---- clients stay attached to the new process, with their metadata.
+--- Restart the server in place: one operation of the core, under the
+--- name's lock. Every client stays attached to the new process (same pid,
+--- metadata and attach time), and other instances see a restart, not a
+--- stop. A server that is not running is started (and this instance
+--- attached), as :ServerStart would.
 ---@param name string
+---@param opts? { timeout?: string } how long to wait after SIGTERM before SIGKILL
 ---@return boolean ok, sharedserver.Status|string status_or_error
-function M.restart(name)
+function M.restart(name, opts)
   local ok, res = pcall(function()
     state.entry(name)
     local n = native()
-    local st = n.status(name)
-    local others = {}
-    if st.state ~= "stopped" then
-      local me = vim.fn.getpid()
-      for _, c in ipairs(st.clients or {}) do
-        if c.pid ~= me then
-          others[#others + 1] = c
-        end
-      end
-      stop_now(name)
+    if n.status(name).state == "stopped" then
+      return nil
     end
-    return others
+    return n.restart(name, { timeout = opts and opts.timeout })
   end)
   if not ok then
     return notify.failed(res)
   end
-  local started, st = start.start(name)
-  if not started then
-    return false, st
+  if res == nil then
+    return start.start(name)
   end
-  local n = native()
-  for _, c in ipairs(res) do
-    local joined, now = pcall(n.incref, name, c.pid, c.metadata)
-    if joined then
-      st = now
-    end
-  end
-  return true, st
+  refresh.refresh(name)
+  return true, res
 end
 
 --- Detach from every configured server (with `force`, stop them all).

@@ -33,6 +33,15 @@ pub enum AdminCommand {
         #[arg(long, value_parser = parse_duration, default_value = "5s")]
         timeout: Duration,
     },
+    /// Restart a running server in place: its clients stay attached
+    /// (same pids, metadata and attach times) to the new process
+    Restart {
+        #[arg(value_parser = parse_name)]
+        name: ServerName,
+        /// How long to wait after SIGTERM before SIGKILL
+        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        timeout: Duration,
+    },
     /// Attach --pid to a running server (never starts one)
     Incref {
         #[arg(value_parser = parse_name)]
@@ -100,6 +109,11 @@ pub fn run(cmd: AdminCommand) -> sharedserver::Result<i32> {
         } => {
             let s = lifecycle()?.stop(&name, force, timeout)?;
             println!("stopped {}", s.name);
+            Ok(0)
+        }
+        AdminCommand::Restart { name, timeout } => {
+            let s = lifecycle()?.restart(&name, timeout)?;
+            println!("restarted {} (pid {})", s.name, s.pid.unwrap_or(0));
             Ok(0)
         }
         AdminCommand::Kill { name } => {

@@ -214,6 +214,60 @@ impl Lifecycle {
         self.logged(name, "stop", result)
     }
 
+    /// Restart the server in place: under the name's lock, ask its watcher
+    /// to stop the process (SIGTERM, then SIGKILL after `timeout`) and run
+    /// the command again. The record stays, so every client keeps its pid,
+    /// start time, metadata and attach time, and other clients see a
+    /// restart (`last_exit.kind` is `restarted`), never a stop. Returns the
+    /// new process's status (`starting` while it has a ready check to pass).
+    pub fn restart(&self, name: &ServerName, timeout: Duration) -> Result<Status> {
+        self.logged(name, "restart", self.restart_inner(name, timeout))
+    }
+
+    fn restart_inner(&self, name: &ServerName, timeout: Duration) -> Result<Status> {
+        let guard = self.store.lock(name)?;
+        let Some(mut rec) = self.supervised(&guard, name)? else {
+            return Err(Error::NotRunning(name.to_string()));
+        };
+        if dying(&rec) {
+            return Err(Error::Other(format!(
+                "server '{name}' is stopping; start it again once it has stopped (`sharedserver use {name} -- CMD...`)"
+            )));
+        }
+        // (Not `listening`: a watcher that has not opened its wake FIFO yet
+        // still reads the request at its first tick.)
+        if !rec.watcher.is_some_and(|w| w.is_alive()) {
+            return Err(Error::Other(format!(
+                "server '{name}' has no watcher to restart it (run `sharedserver admin doctor {name}`)"
+            )));
+        }
+        rec.stop = Some(StopRequest::new(
+            ExitKind::Restarted,
+            "restarted on request",
+            timeout,
+            now_ms(),
+        ));
+        self.store.write(&guard, name, &rec)?;
+        self.store.journal(name, "restart", "restart requested");
+        drop(guard);
+        poke_now(&self.store, name);
+        // The stop ends when the record names another process (restarted)
+        // or none (the command could not run again).
+        self.wait_gone(name, &rec)?;
+        match self.store.read(name)? {
+            Some(now) if now.server != rec.server => Ok(Status::of(&now, now_ms())),
+            _ => {
+                let last = self.store.read_last(name);
+                let why = last.as_ref().map_or("it stopped", |l| l.reason.as_str());
+                Err(Error::DiedAtStart {
+                    name: name.to_string(),
+                    detail: format!("did not come back from its restart: {why}"),
+                    log_tail: last.and_then(|l| l.log_tail),
+                })
+            }
+        }
+    }
+
     /// SIGKILL the server's process group now, then clean up.
     pub fn kill(&self, name: &ServerName) -> Result<Status> {
         let result = self.request_stop(name, Duration::ZERO, true, |rec| {
