@@ -347,7 +347,10 @@ fn checkhealth_reports_no_error_on_a_good_install() {
         for want in [
             format!("loaded {} (version 0.1.0)", native.display()),
             format!("{BIN} (from $PATH), version 0.1.0"),
-            format!("{} is owned by you and closed to group and others", sb.lockdir.display()),
+            format!(
+                "{} is owned by you and closed to group and others",
+                sb.lockdir.display()
+            ),
             "'web' running".to_string(),
         ] {
             assert!(text.contains(&want), "missing {want:?} in\n{text}");
