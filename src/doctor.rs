@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::lifecycle::{poll_until, Lifecycle};
 use crate::name::ServerName;
-use crate::process::{signal_group, ProcessId};
+use crate::process::ProcessId;
 use crate::record::now_ms;
 use crate::store::Store;
 use crate::watcher::poke_now;
@@ -103,24 +103,11 @@ fn find_orphan(store: &Store, name: &ServerName) -> Option<ProcessId> {
     None
 }
 
-/// SIGTERM the orphan's group, SIGKILL it after the stop timeout.
+/// Stop the orphan as its watcher would have (`process::terminate`).
 fn stop_orphan(id: &ProcessId) {
     let Some(fd) = id.open() else { return };
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
-    let _ = signal_group(&fd, id.pid, libc::SIGTERM);
-    let timeout = crate::record::DEFAULT_STOP_TIMEOUT.as_millis() as u16;
-    let _ = poll(
-        &mut [PollFd::new(fd.as_fd(), PollFlags::POLLIN)],
-        PollTimeout::from(timeout),
-    );
-    if !fd.has_exited() {
-        let _ = signal_group(&fd, id.pid, libc::SIGKILL);
-        let _ = poll(
-            &mut [PollFd::new(fd.as_fd(), PollFlags::POLLIN)],
-            PollTimeout::from(timeout),
-        );
-    }
+    let timeout = crate::record::DEFAULT_STOP_TIMEOUT;
+    crate::process::terminate(&fd, id.pid, timeout, |t| crate::process::wait_exit(&fd, t));
 }
 
 fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Result<()> {
@@ -185,34 +172,10 @@ fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Res
         }
         Err(e) => return Err(e),
     };
-    let Some(before) = before else {
-        return Ok(());
-    };
-    let watcher_was_alive = before.watcher.is_some_and(|w| w.is_alive());
-    let after = lc.supervised(&guard, name)?;
-    match &after {
-        None => report.push(format!(
-            "{name}: server pid {} was gone; cleared its record",
-            before.server.pid
-        )),
-        Some(rec) if !watcher_was_alive && rec.watcher != before.watcher => report.push(format!(
-            "{name}: watcher was gone; restored supervision of pid {} (new watcher {})",
-            rec.server.pid,
-            rec.watcher.map_or(0, |w| w.pid)
-        )),
-        _ => {}
-    }
-    if let Some(mut rec) = after {
-        let clients = rec.clients.len();
-        if rec.settle(now_ms(), |id| id.is_alive()) {
-            store.write(&guard, name, &rec)?;
-            let dropped = clients - rec.clients.len();
-            if dropped > 0 {
-                report.push(format!("{name}: dropped {dropped} dead client(s)"));
-            }
-        }
-        drop(guard);
-        poke_now(store, name);
+    drop(guard);
+    if before.is_some() {
+        let repairs = lc.repair(name)?;
+        report.extend(repairs.iter().map(|r| format!("{name}: {r}")));
     }
     Ok(())
 }

@@ -384,3 +384,37 @@ fn admin_restart_keeps_every_client_as_it_was_and_records_a_restart() {
     assert_eq!(r.code(), 10);
     assert!(r.stderr().contains("is not running"), "{}", r.stderr());
 }
+
+/// A server that moves into its watcher's process group (as some launchers
+/// do) is out of reach of a group signal: it is signalled by pid as well.
+#[test]
+fn a_server_that_leaves_its_process_group_can_be_stopped_and_killed() {
+    let mut w = World::new();
+    let leave = "use POSIX; POSIX::setpgid(0, getpgrp(getppid())) or die; sleep 1000";
+    for (how, verb) in [("stop", "stopped"), ("kill", "killed")] {
+        let c = w.client().to_string();
+        w.ok(&["use", "p", "--pid", &c, "--", "perl", "-e", leave]);
+        let pid = w.info("p")["pid"].as_u64().unwrap();
+        let watcher = w.info("p")["watcher_pid"].as_u64().unwrap();
+        eventually(SOON, "the server left its group", || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let pgid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|f| f.split_whitespace().nth(2));
+            pgid == Some(&watcher.to_string())
+        });
+        let args: Vec<&str> = match how {
+            "stop" => vec!["admin", "stop", "p", "--force", "--timeout", "10s"],
+            _ => vec!["admin", "kill", "p"],
+        };
+        let out = w.ok(&args).stdout();
+        assert!(out.contains(verb), "{out}");
+        assert_eq!(w.state("p"), "stopped");
+        let kind = &w.info("p")["last_exit"]["kind"];
+        assert_eq!(kind, verb, "{how}");
+        let gone = !std::path::Path::new(&format!("/proc/{pid}")).exists();
+        assert!(gone, "{how}: server pid {pid} still runs");
+        w.kill_client(c.parse().unwrap());
+    }
+}

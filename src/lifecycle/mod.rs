@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 mod recover;
 mod start;
 
+pub use recover::Repair;
 pub use start::{StartSpec, StartupCheck, DEFAULT_READY_TIMEOUT};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,17 +274,24 @@ impl Lifecycle {
         let result = self.request_stop(name, Duration::ZERO, true, |rec| {
             if let Some(fd) = rec.server.open() {
                 // We hold no child here: a record can be forged or stale, so
-                // only a group whose leader carries this name's tag is ours.
-                if !crate::process::is_tagged_leader(rec.server.pid, name.as_str(), self.store.dir())
-                {
+                // only a process that carries this name's tag is ours, and
+                // its group only while it leads it.
+                let (pid, dir) = (rec.server.pid, self.store.dir());
+                if !crate::process::has_tag(pid, name.as_str(), dir) {
                     return Err(Error::Other(format!(
-                        "server '{name}': pid {} does not carry this server's tag ({}={name} in its environment, leading its own process group), so it was not started by sharedserver for this lock directory; not signalling it (run `sharedserver admin doctor {name}`)",
-                        rec.server.pid,
+                        "server '{name}': pid {pid} does not carry this server's tag ({}={name} in its environment), so it was not started by sharedserver for this lock directory; not signalling it (run `sharedserver admin doctor {name}`)",
                         crate::spawn::NAME_VAR
                     )));
                 }
-                signal_group(&fd, rec.server.pid, libc::SIGKILL)
-                    .map_err(|e| Error::Other(format!("server '{name}': SIGKILL failed: {e}")))?;
+                if crate::process::is_tagged_leader(pid, name.as_str(), dir) {
+                    signal_group(&fd, pid, libc::SIGKILL).map_err(|e| {
+                        Error::Other(format!("server '{name}': SIGKILL failed: {e}"))
+                    })?;
+                }
+                // A server that moved out of its group is reached by pid.
+                fd.signal(libc::SIGKILL).map_err(|e| {
+                    Error::Other(format!("server '{name}': SIGKILL failed: {e}"))
+                })?;
             }
             Ok((ExitKind::Killed, "killed on request"))
         });

@@ -67,6 +67,44 @@ impl Lifecycle {
         }
     }
 
+    /// Repair what crashes left behind for `name`, under its lock: a dead
+    /// server's record is cleared, a live server whose watcher died gets a
+    /// new one, dead clients are dropped. Returns each repair made.
+    pub fn repair(&self, name: &ServerName) -> Result<Vec<Repair>> {
+        let guard = self.store.lock(name)?;
+        let Some(before) = self.store.read(name)? else {
+            return Ok(vec![]);
+        };
+        let mut repairs = Vec::new();
+        let watcher_was_alive = before.watcher.is_some_and(|w| w.is_alive());
+        let after = self.supervised(&guard, name)?;
+        match &after {
+            None => repairs.push(Repair::ClearedDeadServer {
+                pid: before.server.pid,
+            }),
+            Some(rec) if !watcher_was_alive && rec.watcher != before.watcher => {
+                repairs.push(Repair::RestoredWatcher {
+                    pid: rec.server.pid,
+                    watcher: rec.watcher.map_or(0, |w| w.pid),
+                })
+            }
+            _ => {}
+        }
+        if let Some(mut rec) = after {
+            let clients = rec.clients.len();
+            if rec.settle(crate::record::now_ms(), |id| id.is_alive()) {
+                self.store.write(&guard, name, &rec)?;
+                let dropped = clients - rec.clients.len();
+                if dropped > 0 {
+                    repairs.push(Repair::DroppedClients(dropped));
+                }
+            }
+            drop(guard);
+            crate::watcher::poke_now(&self.store, name);
+        }
+        Ok(repairs)
+    }
+
     pub(super) fn clear_unsupervised(
         &self,
         guard: &Guard,
@@ -130,5 +168,32 @@ impl Lifecycle {
                 duration::format(budget)
             ),
         ))
+    }
+}
+
+/// One repair made by [`Lifecycle::repair`]; displayed as `admin doctor`
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repair {
+    /// The server was dead: its record was cleared.
+    ClearedDeadServer { pid: u32 },
+    /// The watcher was dead: a new one supervises the live server.
+    RestoredWatcher { pid: u32, watcher: u32 },
+    /// Clients that had died were dropped.
+    DroppedClients(usize),
+}
+
+impl std::fmt::Display for Repair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Repair::ClearedDeadServer { pid } => {
+                write!(f, "server pid {pid} was gone; cleared its record")
+            }
+            Repair::RestoredWatcher { pid, watcher } => write!(
+                f,
+                "watcher was gone; restored supervision of pid {pid} (new watcher {watcher})"
+            ),
+            Repair::DroppedClients(n) => write!(f, "dropped {n} dead client(s)"),
+        }
     }
 }

@@ -153,3 +153,50 @@ pub fn parent() -> Option<ProcessId> {
 }
 
 pub use os::{signal_group, tree_idle};
+
+/// After SIGKILL, how long to wait for a stopped server's leader to go.
+pub const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The one way a server is stopped (by its watcher, and by `admin doctor`
+/// for an orphan): SIGTERM to its process group and to the leader itself (a
+/// server that moved into another group is still reached), SIGKILL to both
+/// if it is still there after `timeout`, then `KILL_WAIT` at most. `wait`
+/// waits up to the given time for the leader's exit and says whether it
+/// came (the watcher copies the server's output meanwhile; see
+/// [`wait_exit`] for a plain wait). Returns true if the leader exited.
+pub fn terminate(
+    leader: &PidFd,
+    pid: u32,
+    timeout: std::time::Duration,
+    mut wait: impl FnMut(std::time::Duration) -> bool,
+) -> bool {
+    let signal = |sig| {
+        let _ = signal_group(leader, pid, sig);
+        let _ = leader.signal(sig);
+    };
+    signal(libc::SIGTERM);
+    if wait(timeout) {
+        return true;
+    }
+    signal(libc::SIGKILL);
+    wait(KILL_WAIT)
+}
+
+/// Wait up to `timeout` for the process behind `fd` to exit.
+pub fn wait_exit(fd: &PidFd, timeout: std::time::Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, ms) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) => return fd.has_exited(),
+            Err(nix::errno::Errno::EINTR) if !left.is_zero() => {}
+            Err(_) => return fd.has_exited(),
+        }
+    }
+}

@@ -4,15 +4,12 @@
 use crate::exit::Termination;
 use crate::logs::Pump;
 use crate::name::ServerName;
-use crate::process::{signal_group, PidFd, ProcessId};
+use crate::process::{PidFd, ProcessId};
 use crate::spawn::{self, Hello, Launch};
 use crate::store::Store;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
-
-/// After SIGKILL, how long to wait for the group leader to go.
-const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// The supervised server: a pidfd always, the Child too when we spawned it.
 pub(super) struct Server {
@@ -36,6 +33,12 @@ impl Server {
         if self.child.is_some() {
             // SAFETY: plain syscall on the group our unreaped child leads.
             unsafe { libc::kill(-(self.id.pid as libc::pid_t), libc::SIGKILL) };
+        }
+        // Never block in waitpid on a leader that has not exited (one stuck
+        // in the kernel, or that SIGKILL has not reached yet): its status is
+        // then unknown, and the zombie is reaped when the watcher exits.
+        if !self.pidfd.has_exited() {
+            return Termination::Unknown;
         }
         match self.child.as_mut().map(|c| c.wait()) {
             Some(Ok(status)) => Termination::of(status),
@@ -146,11 +149,8 @@ pub(super) fn spawn_server(
 /// SIGTERM the group, then SIGKILL it after `timeout`; keep draining output
 /// meanwhile so a server that logs on its way out never blocks on the pipe.
 pub(super) fn terminate(server: &mut Server, pump: &mut Pump, timeout: Duration) -> Termination {
-    let _ = signal_group(&server.pidfd, server.id.pid, libc::SIGTERM);
-    if !wait_exit(&server.pidfd, Some(pump), timeout) {
-        let _ = signal_group(&server.pidfd, server.id.pid, libc::SIGKILL);
-        wait_exit(&server.pidfd, Some(pump), KILL_WAIT);
-    }
+    let fd = &server.pidfd;
+    crate::process::terminate(fd, server.id.pid, timeout, |t| wait_exit(fd, Some(pump), t));
     pump.drain();
     server.reap()
 }
