@@ -25,8 +25,11 @@ use std::path::{Path, PathBuf};
 /// Size at which the log is rotated (one previous file is kept).
 pub const LOG_CAP: u64 = 4 * 1024 * 1024;
 
-pub fn default_path(store: &Store, name: &ServerName) -> PathBuf {
-    store.path(name, "log")
+/// Where `name`'s output goes: the log file chosen for it (`--log-file`,
+/// `log_file`, or as its record or last exit says), else `NAME.log` in the
+/// lock directory. The one place that decides it.
+pub fn path_for(store: &Store, name: &ServerName, chosen: Option<&Path>) -> PathBuf {
+    chosen.map_or_else(|| store.path(name, "log"), Path::to_path_buf)
 }
 
 /// The watcher's side of the output FIFO, copying into the log file.
@@ -53,13 +56,7 @@ impl Pump {
         matcher: Option<regex::Regex>,
     ) -> Result<Pump> {
         let fifo_path = store.path(name, "out");
-        match nix::unistd::mkfifo(
-            &fifo_path,
-            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
-        ) {
-            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-            Err(e) => return Err(Error::io(&fifo_path, "creating output fifo", e.into())),
-        }
+        crate::pipe::make_fifo(&fifo_path, "creating output fifo")?;
         let (out, regular) = open_log(log)?;
         let size = out.metadata().map_or(0, |m| m.len());
         let fifo = open_fifo(&fifo_path, true)?;

@@ -395,15 +395,8 @@ fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
     m.set(
         "log_path",
         lua.create_function(|_, raw: String| {
-            // A running server's record names its log; otherwise the default.
-            let lifecycle = lifecycle()?;
-            let name = name(&raw)?;
-            let status = lifecycle.status(&name).map_err(lua_err)?;
-            Ok(status.log_file.unwrap_or_else(|| {
-                crate::logs::default_path(&lifecycle.store, &name)
-                    .to_string_lossy()
-                    .into_owned()
-            }))
+            let path = lifecycle()?.log_path(&name(&raw)?).map_err(lua_err)?;
+            Ok(path.to_string_lossy().into_owned())
         })?,
     )?;
     Ok(m)

@@ -36,6 +36,16 @@ pub fn write_all(w: &mut impl Write, buf: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Create a FIFO at `path` (mode 0600), or accept the one already there.
+/// One place for both FIFOs the watcher reads (`NAME.wake`, `NAME.out`).
+pub fn make_fifo(path: &std::path::Path, doing: &'static str) -> crate::Result<()> {
+    use nix::sys::stat::Mode;
+    match nix::unistd::mkfifo(path, Mode::S_IRUSR | Mode::S_IWUSR) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Err(e) => Err(crate::Error::io(path, doing, e.into())),
+    }
+}
+
 fn sigpipe_pending() -> bool {
     // SAFETY: sigpending fills a set this frame owns; sigismember reads it.
     unsafe {

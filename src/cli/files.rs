@@ -4,7 +4,6 @@ use super::{lifecycle, parse_name};
 use clap::Args;
 use sharedserver::{config, ServerName};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Args)]
@@ -28,11 +27,7 @@ pub struct ConfigArgs {
 
 pub fn logs(args: LogsArgs) -> sharedserver::Result<i32> {
     let lc = lifecycle()?;
-    let status = lc.status(&args.name)?;
-    let path = status
-        .log_file
-        .map(PathBuf::from)
-        .unwrap_or_else(|| sharedserver::logs::default_path(&lc.store, &args.name));
+    let path = lc.log_path(&args.name)?;
     if let Some(tail) = sharedserver::logs::tail(&path, args.lines) {
         println!("{tail}");
     } else if !args.follow {

@@ -289,9 +289,8 @@ impl Lifecycle {
                     })?;
                 }
                 // A server that moved out of its group is reached by pid.
-                fd.signal(libc::SIGKILL).map_err(|e| {
-                    Error::Other(format!("server '{name}': SIGKILL failed: {e}"))
-                })?;
+                // (It may be gone by now: the group signal reached it.)
+                let _ = fd.signal(libc::SIGKILL);
             }
             Ok((ExitKind::Killed, "killed on request"))
         });
@@ -361,11 +360,18 @@ impl Lifecycle {
     /// The status of a stopped server: its last exit, and where its log is.
     fn stopped(&self, name: &ServerName) -> Status {
         let mut s = Status::stopped(name.as_str(), self.store.read_last(name).as_ref());
-        if s.log_file.is_none() {
-            let default = crate::logs::default_path(&self.store, name);
-            s.log_file = Some(default.to_string_lossy().into_owned());
-        }
+        let chosen = s.log_file.as_deref().map(std::path::Path::new);
+        let path = crate::logs::path_for(&self.store, name, chosen);
+        s.log_file = Some(path.to_string_lossy().into_owned());
         s
+    }
+
+    /// Where `name`'s output is: its record's log, else its last exit's,
+    /// else the default (see `logs::path_for`).
+    pub fn log_path(&self, name: &ServerName) -> Result<PathBuf> {
+        let status = self.status(name)?;
+        let chosen = status.log_file.as_deref().map(std::path::Path::new);
+        Ok(crate::logs::path_for(&self.store, name, chosen))
     }
 
     /// Every server with a record. A record that cannot be read is reported

@@ -35,11 +35,13 @@ impl Lifecycle {
             command: rec.command.clone(),
             env: rec.env.clone(),
             cwd: rec.cwd.clone(),
-            log_file: rec.log_file.clone().unwrap_or_else(|| {
-                crate::logs::default_path(&self.store, name)
-                    .to_string_lossy()
-                    .into_owned()
-            }),
+            log_file: crate::logs::path_for(
+                &self.store,
+                name,
+                rec.log_file.as_deref().map(std::path::Path::new),
+            )
+            .to_string_lossy()
+            .into_owned(),
             ready: rec.ready.clone(),
             startup_check_ms: 0,
             startup_check_fixed: false,

@@ -107,10 +107,7 @@ impl Lifecycle {
         if let Some(ready) = &spec.ready {
             crate::probe::ReadySpec::parse(ready)?;
         }
-        let log_file = spec
-            .log_file
-            .clone()
-            .unwrap_or_else(|| crate::logs::default_path(&self.store, name));
+        let log_file = crate::logs::path_for(&self.store, name, spec.log_file.as_deref());
         // A log that cannot be written fails the start here, with the path
         // and the reason, instead of losing the output in silence.
         crate::logs::prepare(&log_file)?;

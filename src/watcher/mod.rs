@@ -9,15 +9,20 @@
 //! Each wake-up runs one tick under the name's lock: read the record, settle
 //! it (see `Record::settle`), write it only if it changed, and act.
 //!
-//! Files: this one starts a watcher (the handshake) and wakes it; `server`
-//! starts, waits for and stops the server process; `supervise` is the loop;
-//! `resident` keeps an idle watcher small.
+//! Files: this one starts a watcher (the handshake); `wake` is the wake
+//! FIFO's protocol (callers poke, the watcher sleeps on it); `server`
+//! starts, waits for and stops the server process; `readiness` runs the
+//! ready check; `supervise` is the loop; `resident` keeps an idle watcher
+//! small.
 
+mod readiness;
 mod resident;
 mod server;
 mod supervise;
+mod wake;
 
 pub use resident::trim_resident_code;
+pub use wake::{listening, poke, poke_now};
 
 use crate::error::{Error, Result};
 use crate::logs::Pump;
@@ -28,10 +33,9 @@ use crate::record::{now_ms, Record, DEFAULT_STOP_TIMEOUT};
 use crate::spawn::{Hello, Launch};
 use crate::store::Store;
 use server::{begin, terminate};
-use std::fs::File;
 use std::io::{BufRead, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use supervise::Watcher;
+use wake::Wake;
 
 /// Entry point of `sharedserver __watch NAME`. Returns the exit code.
 pub fn main(raw_name: &str) -> i32 {
@@ -109,7 +113,7 @@ fn watch(raw_name: &str) -> Result<()> {
     };
     // Only a committed watcher listens on the wake FIFO: callers take a
     // reader there as proof that a watcher owns the name.
-    let wake = match open_wake_fifo(&store, &name) {
+    let wake = match Wake::open(&store, &name) {
         Ok(wake) => wake,
         Err(e) => {
             store.journal(
@@ -136,66 +140,6 @@ fn raise_fd_limit() {
         if soft < hard {
             let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
-    }
-}
-
-fn open_wake_fifo(store: &Store, name: &ServerName) -> Result<File> {
-    let path = store.path(name, "wake");
-    match nix::unistd::mkfifo(
-        &path,
-        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
-    ) {
-        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-        Err(e) => return Err(Error::io(&path, "creating wake fifo", e.into())),
-    }
-    // Read-write so the FIFO never reports EOF when pokers come and go.
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| Error::io(&path, "opening wake fifo", e))
-}
-
-/// True if a watcher runs for `name`: it holds the wake FIFO open for
-/// reading, and opening a FIFO to write without blocking fails (ENXIO)
-/// exactly when nobody reads it. Needs no record and cannot be fooled by a
-/// recycled pid.
-pub fn listening(store: &Store, name: &ServerName) -> bool {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(store.path(name, "wake"))
-        .is_ok()
-}
-
-/// Wake the watcher of `name`, if any. Never blocks, never fails loudly: a
-/// full FIFO already holds a pending wake-up, and a missing one has no reader.
-pub fn poke(store: &Store, name: &ServerName) {
-    wake(store, name, ROUTINE);
-}
-
-/// Wake the watcher for something that must not wait for a burst of pokes
-/// to end (a stop request, a repair).
-pub fn poke_now(store: &Store, name: &ServerName) {
-    wake(store, name, URGENT);
-}
-
-/// The byte a poke writes: routine changes may be coalesced, urgent not.
-pub(crate) const ROUTINE: u8 = b'!';
-pub(crate) const URGENT: u8 = b'S';
-
-fn wake(store: &Store, name: &ServerName, byte: u8) {
-    let path = store.path(name, "wake");
-    // Write-only, so that `listening` stays exact: a poker holding a read
-    // end would look like a watcher. The watcher may exit between our open
-    // and our write, hence pipe::write_all.
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
-    {
-        let _ = crate::pipe::write_all(&mut f, &[byte]);
     }
 }
 

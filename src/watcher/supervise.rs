@@ -1,10 +1,11 @@
 //! The supervision loop: one tick under the lock per wake-up.
 
+use super::readiness::{Check, Readiness};
 use super::server::{poll_timeout, spawn_server, terminate, Server};
+use super::wake::Wake;
 use crate::error::Result;
 use crate::logs::Pump;
 use crate::name::ServerName;
-use crate::probe::{self, ReadySpec};
 use crate::process::{PidFd, ProcessId};
 use crate::record::{
     now_ms, AfterExit, ExitKind, LastExit, Record, StopRequest, Termination, DEFAULT_STOP_TIMEOUT,
@@ -13,15 +14,9 @@ use crate::spawn::Launch;
 use crate::store::{Guard, Store};
 use nix::poll::{poll, PollFd, PollFlags};
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::Read;
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A burst of pokes ends after this much quiet...
-const POKE_QUIET: Duration = Duration::from_millis(2);
-/// ...or after this long in all, whichever comes first.
-const POKE_MAX: Duration = Duration::from_millis(20);
 /// How soon to retry a record write that failed.
 const WRITE_RETRY: Duration = Duration::from_secs(1);
 /// How often clients without a pidfd (over the descriptor budget, or one
@@ -36,10 +31,10 @@ pub(super) struct Watcher<'a> {
     name: &'a ServerName,
     me: ProcessId,
     launch: Launch,
-    ready: Option<ReadySpec>,
+    ready: Readiness,
     /// None while waiting out a restart backoff.
     server: Option<Server>,
-    wake: File,
+    wake: Wake,
     pump: Pump,
     clients: HashMap<ProcessId, PidFd>,
     /// Most client pidfds we hold (from RLIMIT_NOFILE); the rest are polled.
@@ -48,10 +43,6 @@ pub(super) struct Watcher<'a> {
     unwatched: usize,
     /// The last record we saw and wrote: used to restore a damaged record.
     known: Record,
-    probe_at: Option<Instant>,
-    probe_interval: Option<Duration>,
-    /// A readiness probe is due; it runs after the tick releases the lock.
-    probe_due: bool,
     /// How the server ended when we stopped it, for the next tick to record.
     stopped: Option<Termination>,
 }
@@ -69,15 +60,11 @@ impl<'a> Watcher<'a> {
         name: &'a ServerName,
         launch: Launch,
         server: Server,
-        wake: File,
+        wake: Wake,
         pump: Pump,
         known: Record,
     ) -> Self {
-        // Validated before the server was started, so parsing cannot fail here.
-        let ready = launch
-            .ready
-            .as_deref()
-            .and_then(|r| ReadySpec::parse(r).ok());
+        let ready = Readiness::new(launch.ready.as_deref());
         Watcher {
             store,
             name,
@@ -91,9 +78,6 @@ impl<'a> Watcher<'a> {
             fd_budget: fd_budget(),
             unwatched: 0,
             known,
-            probe_at: None,
-            probe_interval: None,
-            probe_due: false,
             stopped: None,
         }
     }
@@ -114,7 +98,7 @@ impl<'a> Watcher<'a> {
                 Next::Exit => return Ok(()),
                 Next::Stop(request) => self.carry_out(&request),
                 Next::Sleep(timeout) => {
-                    if std::mem::take(&mut self.probe_due) && self.probe() {
+                    if self.probe() {
                         continue;
                     }
                     self.sleep(timeout)
@@ -176,8 +160,7 @@ impl<'a> Watcher<'a> {
                     // Readiness is the new process's own: forget the old
                     // one's log match and probe schedule.
                     self.pump.matched = false;
-                    self.probe_interval = None;
-                    self.probe_at = None;
+                    self.ready.reset();
                     self.server = Some(server);
                     dirty = true;
                 }
@@ -226,8 +209,7 @@ impl<'a> Watcher<'a> {
                 .map(|u| Duration::from_millis(u.saturating_sub(now_ms()))),
             rec.restart_at_ms
                 .map(|u| Duration::from_millis(u.saturating_sub(now_ms()))),
-            self.probe_at
-                .map(|t| t.saturating_duration_since(Instant::now())),
+            self.ready.next_probe(),
             retry,
             (self.unwatched > 0).then_some(POLL_UNWATCHED),
         ];
@@ -266,45 +248,24 @@ impl<'a> Watcher<'a> {
         Ok(Some((self.known.clone(), true)))
     }
 
-    /// Run a readiness probe if one is due. Returns true if the record changed.
+    /// The ready check's part of a tick. Returns true if the record changed.
     fn check_ready(&mut self, rec: &mut Record, now: u64) -> bool {
-        if self.ready.is_none() {
-            return false;
+        let running = self.server.is_some();
+        match self.ready.check(rec, now, running, self.pump.matched) {
+            Check::Unchanged => false,
+            Check::Ready => {
+                self.journal(&format!("ready ({})", rec.ready.as_deref().unwrap_or("")));
+                true
+            }
+            Check::TimedOut => true,
         }
-        if rec.ready_at_ms.is_some() || self.server.is_none() || rec.stop.is_some() {
-            self.probe_at = None;
-            return false;
-        }
-        if self.pump.matched {
-            rec.ready_at_ms = Some(now);
-            self.probe_at = None;
-            self.journal(&format!("ready ({})", rec.ready.as_deref().unwrap_or("")));
-            return true;
-        }
-        if rec.check_ready_deadline(now) {
-            return true;
-        }
-        // Probes run after the lock is released (see `probe`): a slow one
-        // must never hold up other callers.
-        if self.probe_at.is_none_or(|t| Instant::now() >= t) {
-            self.probe_due = true;
-            let interval = probe::next_interval(self.probe_interval);
-            self.probe_interval = Some(interval);
-            self.probe_at = Some(Instant::now() + interval);
-        }
-        false
     }
 
     /// Run a due readiness probe outside the lock, bounded by the time left
     /// before the readiness deadline. Returns true if it passed (and the
     /// record now says so), so the caller ticks again at once.
     fn probe(&mut self) -> bool {
-        let Some(spec) = &self.ready else {
-            return false;
-        };
-        let deadline = self.known.ready_deadline_ms();
-        let left = Duration::from_millis(deadline.saturating_sub(now_ms()));
-        if !spec.check(left) {
+        if !self.ready.probe_if_due(&self.known) {
             return false;
         }
         let Ok(guard) = self.store.lock(self.name) else {
@@ -394,7 +355,7 @@ impl<'a> Watcher<'a> {
 
     fn sleep(&mut self, timeout: Option<Duration>) {
         let mut fds = vec![
-            PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.wake.fd(), PollFlags::POLLIN),
             PollFd::new(self.pump.fifo().as_fd(), PollFlags::POLLIN),
         ];
         if let Some(server) = &self.server {
@@ -406,30 +367,7 @@ impl<'a> Watcher<'a> {
                 .map(|c| PollFd::new(c.as_fd(), PollFlags::POLLIN)),
         );
         let _ = poll(&mut fds, poll_timeout(timeout));
-        // A poke means a client changed the record, and the record is
-        // already settled by that client. Callers often come in bursts (an
-        // attach and a detach, or many editors at once), and a tick per
-        // poke would only compete with them for the lock. So a poke alone
-        // waits for the burst to end: until no poke for POKE_QUIET, or
-        // POKE_MAX at most. A process exit or server output never waits.
-        let only_poked = |fds: &[PollFd]| {
-            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            ready(&fds[0]) && !fds[1..].iter().any(ready)
-        };
-        let burst_end = Instant::now() + POKE_MAX;
-        while only_poked(&fds) {
-            if self.drain_pokes() {
-                return; // an urgent poke: tick now
-            }
-            let left = burst_end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            if !matches!(poll(&mut fds, poll_timeout(Some(left.min(POKE_QUIET)))), Ok(n) if n > 0) {
-                break;
-            }
-        }
-        self.drain_pokes();
+        self.wake.coalesce(&mut fds);
     }
 
     /// Journal how the clients changed since the last tick: attached and
@@ -457,17 +395,6 @@ impl<'a> Watcher<'a> {
         for c in as_read.iter().filter(|c| !had(&now.clients, c)) {
             self.journal(&format!("client {} died (refcount {n})", c.id.pid));
         }
-    }
-
-    /// Many pokes between ticks collapse into one tick. Returns true if
-    /// one of them was urgent.
-    fn drain_pokes(&self) -> bool {
-        let mut buf = [0u8; 256];
-        let mut urgent = false;
-        while let Ok(n @ 1..) = (&self.wake).read(&mut buf) {
-            urgent |= buf[..n].contains(&super::URGENT);
-        }
-        urgent
     }
 }
 
