@@ -88,9 +88,9 @@ fn find_orphan(store: &Store, name: &ServerName) -> Option<ProcessId> {
         if pid == me || !tagged(pid) {
             continue;
         }
-        // The pid may have been reused since the first look. Hold a pidfd,
+        // The pid may have been reused since the first look. Hold a handle,
         // then look again: if the process is still alive afterwards, that
-        // second look was at the very process the pidfd (and the returned
+        // second look was at the very process the handle (and the returned
         // identity) refers to.
         let Some(id) = ProcessId::of(pid) else {
             continue;
@@ -105,9 +105,9 @@ fn find_orphan(store: &Store, name: &ServerName) -> Option<ProcessId> {
 
 /// Stop the orphan as its watcher would have (`process::terminate`).
 fn stop_orphan(id: &ProcessId) {
-    let Some(fd) = id.open() else { return };
+    let Some(handle) = id.open() else { return };
     let timeout = crate::record::DEFAULT_STOP_TIMEOUT;
-    crate::process::terminate(&fd, id.pid, timeout, |t| crate::process::wait_exit(&fd, t));
+    crate::process::terminate(&handle, timeout, |t| handle.wait_exit(t));
 }
 
 fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Result<()> {

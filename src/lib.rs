@@ -5,7 +5,8 @@
 //!
 //! - [`lockdir`]: where state lives and why it is safe to trust
 //! - [`store`] and [`record`]: the records, their locking and state machine
-//! - [`process`]: process identity (pid + start time), pidfds
+//! - [`process`]: process identity (pid + start time), exit events (pidfd or
+//!   the portable backend)
 //! - [`lifecycle`]: attach, detach, stop, status: the API both faces use
 //! - [`project`]: a whole project at once (`use --all`, `unuse --all`)
 //! - [`watcher`] and [`spawn`]: the per-server supervisor process
@@ -36,6 +37,8 @@ pub mod record;
 pub mod spawn;
 pub mod status;
 pub mod store;
+#[doc(hidden)]
+pub mod test_hooks;
 pub mod watcher;
 
 pub use error::{Error, Result};

@@ -249,6 +249,10 @@ fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
     let m = lua.create_table()?;
     m.set("version", lua.create_function(|_, ()| Ok(crate::VERSION))?)?;
     m.set(
+        "backend",
+        lua.create_function(|_, ()| Ok(crate::process::backend::current().as_str()))?,
+    )?;
+    m.set(
         "lockdir",
         lua.create_function(|_, ()| Ok(crate::lockdir::resolve().to_string_lossy().into_owned()))?,
     )?;

@@ -129,8 +129,6 @@ impl ReadySpec {
 /// Run `sh -c cmd` in its own process group; success if it exits 0 within
 /// `limit`, otherwise the whole group is killed.
 fn run_bounded(cmd: &str, limit: Duration) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
     use std::os::unix::process::CommandExt;
     let Ok(mut child) = std::process::Command::new("sh")
         .args(["-c", cmd])
@@ -142,17 +140,10 @@ fn run_bounded(cmd: &str, limit: Duration) -> bool {
     else {
         return false;
     };
-    let ms = limit.as_millis().min(i32::MAX as u128) as i32;
-    let finished = match crate::process::PidFd::open(child.id()) {
+    let finished = match crate::process::Handle::child(&child) {
         // Our unreaped child: the pid cannot be reused under us.
-        Ok(fd) => matches!(
-            poll(
-                &mut [PollFd::new(fd.as_fd(), PollFlags::POLLIN)],
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-            ),
-            Ok(n) if n > 0
-        ),
-        Err(_) => true, // no pidfd: wait without a bound
+        Ok(handle) => handle.wait_exit(limit),
+        Err(_) => true, // cannot watch it: wait without a bound
     };
     if !finished {
         // SAFETY: the group leader is our unreaped child.

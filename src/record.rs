@@ -56,6 +56,10 @@ pub struct Record {
     /// server's end), kept here so a status needs to read only one file.
     #[serde(default)]
     pub last_exit: Option<LastExit>,
+    /// How the watcher learns of exits (`pidfd` or `portable`); None in
+    /// records written before the field existed.
+    #[serde(default)]
+    pub backend: Option<crate::process::Backend>,
 }
 
 /// `--restart on-failure[:MAX]`: restart after a non-zero exit or a signal,
@@ -454,6 +458,7 @@ mod tests {
             restarts_ms: vec![],
             restart_at_ms: None,
             last_exit: None,
+            backend: None,
         }
     }
     const A: ProcessId = ProcessId {

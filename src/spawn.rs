@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::lockdir;
-use crate::process::ProcessId;
+use crate::process::{Backend, ProcessId};
 use crate::record::Record;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -44,6 +44,9 @@ pub enum Hello {
         watcher: ProcessId,
         server: ProcessId,
         started_at_ms: u64,
+        /// The watcher's process backend.
+        #[serde(default)]
+        backend: Option<Backend>,
     },
     SpawnFailed {
         message: String,

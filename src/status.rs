@@ -27,6 +27,8 @@ pub struct Status {
     pub ready: Option<String>,
     /// Automatic restarts within the current restart window.
     pub restarts: usize,
+    /// How the watcher learns of exits: `pidfd` or `portable`.
+    pub backend: Option<crate::process::Backend>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -82,6 +84,7 @@ impl Status {
             last_exit: last.map(ExitStatus::from),
             ready: None,
             restarts: 0,
+            backend: None,
         }
     }
 
@@ -116,6 +119,7 @@ impl Status {
             last_exit: last.map(ExitStatus::from),
             ready: rec.ready.clone(),
             restarts: rec.restarts_ms.len(),
+            backend: rec.backend,
         }
     }
 }

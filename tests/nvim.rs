@@ -352,6 +352,7 @@ fn checkhealth_reports_no_error_on_a_good_install() {
                 sb.lockdir.display()
             ),
             "'web' running".to_string(),
+            "process backend: ".to_string(),
         ] {
             assert!(text.contains(&want), "missing {want:?} in\n{text}");
         }

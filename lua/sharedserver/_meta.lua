@@ -48,6 +48,7 @@
 ---@field last_exit sharedserver.LastExit|nil
 ---@field ready string|nil readiness spec
 ---@field restarts integer automatic restarts within the current window
+---@field backend "pidfd"|"portable"|nil how the watcher learns of exits
 ---@field started boolean|nil only from start(): true when this call started it
 ---@field error string|nil only from list(): why the record could not be read
 
@@ -80,6 +81,7 @@
 
 ---@class sharedserver.Native
 ---@field version fun(): string
+---@field backend fun(): "pidfd"|"portable" this process's process backend
 ---@field lockdir fun(): string
 ---@field set_binary fun(path: string|nil)
 ---@field restart fun(name: string, opts: { timeout?: string }|nil): sharedserver.Status

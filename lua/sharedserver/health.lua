@@ -29,6 +29,11 @@ local function check_native(h)
   h.ok(
     string.format("loaded %s (version %s) with package.loadlib", loader.loaded_path, n.version())
   )
+  h.info(
+    "process backend: "
+      .. n.backend()
+      .. " (pidfd on Linux 5.3+, otherwise portable; SHAREDSERVER_BACKEND=portable forces it)"
+  )
   local other = package.searchpath and package.searchpath("sharedserver.native", package.cpath)
   if other and other ~= loader.loaded_path then
     h.info(

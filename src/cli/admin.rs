@@ -61,7 +61,8 @@ pub enum AdminCommand {
         #[arg(long)]
         pid: Option<u32>,
     },
-    /// Print the recent operations on a server, with results and errors
+    /// Print the process backend and the recent operations on a server, with
+    /// results and errors
     Debug {
         #[arg(value_parser = parse_name)]
         name: ServerName,
@@ -124,6 +125,16 @@ pub fn run(cmd: AdminCommand) -> sharedserver::Result<i32> {
         AdminCommand::Debug { name } => {
             let lc = lifecycle()?;
             let journal = lc.store.read_journal(&name)?;
+            let watcher = match lc.store.read(&name) {
+                Ok(Some(rec)) => rec
+                    .backend
+                    .map_or("not recorded".to_string(), |b| b.to_string()),
+                _ => "none running".to_string(),
+            };
+            println!(
+                "backend: {} (this process); {watcher} (the watcher)",
+                sharedserver::process::backend::current()
+            );
             if journal.is_empty() {
                 println!("no operations recorded for {name}");
             } else {

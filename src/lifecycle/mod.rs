@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::name::ServerName;
-use crate::process::{signal_group, ProcessId};
+use crate::process::ProcessId;
 use crate::record::{now_ms, ExitKind, Record, State, StopRequest};
 use crate::status::Status;
 use crate::store::{Guard, Store};
@@ -272,7 +272,7 @@ impl Lifecycle {
     /// SIGKILL the server's process group now, then clean up.
     pub fn kill(&self, name: &ServerName) -> Result<Status> {
         let result = self.request_stop(name, Duration::ZERO, true, |rec| {
-            if let Some(fd) = rec.server.open() {
+            if let Some(server) = rec.server.open() {
                 // We hold no child here: a record can be forged or stale, so
                 // only a process that carries this name's tag is ours, and
                 // its group only while it leads it.
@@ -284,13 +284,13 @@ impl Lifecycle {
                     )));
                 }
                 if crate::process::is_tagged_leader(pid, name.as_str(), dir) {
-                    signal_group(&fd, pid, libc::SIGKILL).map_err(|e| {
+                    server.signal_group(libc::SIGKILL).map_err(|e| {
                         Error::Other(format!("server '{name}': SIGKILL failed: {e}"))
                     })?;
                 }
                 // A server that moved out of its group is reached by pid.
                 // (It may be gone by now: the group signal reached it.)
-                let _ = fd.signal(libc::SIGKILL);
+                let _ = server.signal(libc::SIGKILL);
             }
             Ok((ExitKind::Killed, "killed on request"))
         });

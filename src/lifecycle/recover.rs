@@ -49,8 +49,11 @@ impl Lifecycle {
         };
         let handshake = spawn::watcher(&exe, self.store.dir(), name.as_str(), &launch)?;
         match handshake.hello.clone() {
-            Hello::Ready { watcher, .. } => {
+            Hello::Ready {
+                watcher, backend, ..
+            } => {
                 rec.watcher = Some(watcher);
+                rec.backend = backend;
                 rec.watcher_is_parent = false;
                 self.store.write(guard, name, &rec)?;
                 handshake.commit(&rec)?;
@@ -140,16 +143,8 @@ impl Lifecycle {
             + Duration::from_secs(10);
         let deadline = Instant::now() + budget;
         // Event-driven for the long part: the server's exit.
-        if let Some(fd) = seen.server.open() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut fds = [nix::poll::PollFd::new(
-                std::os::fd::AsFd::as_fd(&fd),
-                nix::poll::PollFlags::POLLIN,
-            )];
-            let ms =
-                nix::poll::PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
-                    .unwrap_or(nix::poll::PollTimeout::MAX);
-            let _ = nix::poll::poll(&mut fds, ms);
+        if let Some(server) = seen.server.open() {
+            server.wait_exit(deadline.saturating_duration_since(Instant::now()));
         }
         // Then the watcher's cleanup, which takes a moment after the exit.
         let gone = super::poll_until(Some(deadline), || {

@@ -123,12 +123,13 @@ impl Lifecycle {
         };
         let exe = self.exe()?;
         let handshake = spawn::watcher(&exe, self.store.dir(), name.as_str(), &launch)?;
-        let (watcher, server, started_at_ms) = match handshake.hello.clone() {
+        let (watcher, server, started_at_ms, backend) = match handshake.hello.clone() {
             Hello::Ready {
                 watcher,
                 server,
                 started_at_ms,
-            } => (watcher, server, started_at_ms),
+                backend,
+            } => (watcher, server, started_at_ms, backend),
             Hello::SpawnFailed { message } => {
                 return Err(Error::Spawn(spec.command[0].clone(), message));
             }
@@ -183,6 +184,7 @@ impl Lifecycle {
             restarts_ms: vec![],
             restart_at_ms: None,
             last_exit: self.store.read_last(name),
+            backend,
         };
         rec.attach(req.client, req.metadata.clone(), now_ms());
         self.store.write(guard, name, &rec)?;

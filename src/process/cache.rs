@@ -7,19 +7,25 @@
 //! costs about 1 µs. A pidfd refers to one process for good, so the answer
 //! is as exact as the /proc check, and a recycled pid cannot fool it.
 
-use super::{Liveness, PidFd, ProcessId};
+use super::backend::{self, Backend};
+use super::{Handle, ProcessId};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 /// Upper bound on cached descriptors; dead ones are dropped first.
 const CAPACITY: usize = 512;
 
-fn cache() -> &'static Mutex<HashMap<ProcessId, PidFd>> {
-    static CACHE: OnceLock<Mutex<HashMap<ProcessId, PidFd>>> = OnceLock::new();
+fn cache() -> &'static Mutex<HashMap<ProcessId, Handle>> {
+    static CACHE: OnceLock<Mutex<HashMap<ProcessId, Handle>>> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
 pub(super) fn is_alive(id: &ProcessId) -> bool {
+    // Only a pidfd answers faster than a fresh look; the portable handles
+    // would look anyway.
+    if backend::current() != Backend::Pidfd {
+        return id.is_alive_uncached();
+    }
     let Ok(mut cache) = cache().lock() else {
         return id.is_alive_uncached();
     };
@@ -30,16 +36,11 @@ pub(super) fn is_alive(id: &ProcessId) -> bool {
         cache.remove(id);
         return false;
     }
-    // Open first, then check identity: the descriptor then provably refers
-    // to the process that has the recorded start time.
-    let Ok(fd) = PidFd::open(id.pid) else {
-        return id.is_alive_uncached(); // no such pid, or no pidfd support
+    // Opening checks identity after the descriptor exists: it then provably
+    // refers to the process that has the recorded start time.
+    let Some(fd) = Handle::open(id) else {
+        return id.is_alive_uncached(); // gone, or no descriptor to spare
     };
-    match id.liveness() {
-        Liveness::Alive => {}
-        Liveness::Dead => return false,
-        Liveness::Unknown => return true, // not proven dead; look again later
-    }
     if cache.len() >= CAPACITY {
         cache.retain(|_, fd| !fd.has_exited());
         if cache.len() >= CAPACITY {

@@ -1,5 +1,6 @@
 //! Linux: identity from /proc/<pid>/stat, waiting and signalling via pidfd.
 
+use super::Probe;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
@@ -26,14 +27,6 @@ pub fn probe(pid: u32) -> Probe {
         Some(t) => Probe::Alive(t),
         None => Probe::Unknown,
     }
-}
-
-/// The answer of [`probe`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Probe {
-    Alive(u64),
-    Dead,
-    Unknown,
 }
 
 /// Field 22 of /proc/<pid>/stat (starttime), or None if the process does not
@@ -181,39 +174,6 @@ impl AsFd for PidFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
     }
-}
-
-/// Signal every process in the group led by `leader`. The caller holds a
-/// pidfd for the leader (or is its unreaping parent), so the group id cannot
-/// have been recycled: a group id stays taken while its leader exists.
-pub fn signal_group(leader: &PidFd, leader_pid: u32, sig: libc::c_int) -> io::Result<()> {
-    refuse_init(leader_pid)?;
-    if leader.has_exited() {
-        // Leader gone: signal only through the pidfd-safe path (a no-op now).
-        return leader.signal(sig).or(Ok(()));
-    }
-    // SAFETY: plain syscall.
-    let rc = unsafe { libc::kill(-(leader_pid as libc::pid_t), sig) };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ESRCH) {
-            return Ok(());
-        }
-        return Err(err);
-    }
-    Ok(())
-}
-
-/// kill(-1) signals every process we may signal, and pid 1 is init: no
-/// record, however forged, may lead us there.
-pub(super) fn refuse_init(pid: u32) -> io::Result<()> {
-    if pid <= 1 || pid > i32::MAX as u32 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("refusing to signal pid {pid} (never init, never every process)"),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -7,27 +7,38 @@
 //! start time. Any other failure to look (descriptors exhausted, no memory)
 //! answers "unknown", which every caller treats as alive: dropping a live
 //! client would stop a server someone still uses.
+//!
+//! Files: `backend` chooses how exits are learned (pidfd or portable);
+//! `handle` is the one handle type callers use on either; `linux` and
+//! `macos` read start times (and hold pidfds, kqueues); `portable` is the
+//! SIGCHLD self-pipe and the polling interval; `cache` keeps pidfds of
+//! processes asked about often.
 
 use serde::{Deserialize, Serialize};
 
+pub mod backend;
+mod cache;
+mod handle;
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(target_os = "macos")]
+mod macos;
+mod portable;
+
 #[cfg(target_os = "linux")]
 use linux as os;
-#[cfg(not(target_os = "linux"))]
-mod other;
-#[cfg(not(target_os = "linux"))]
-use other as os;
+#[cfg(target_os = "macos")]
+use macos as os;
 
-pub use os::PidFd;
-use os::Probe;
-
-mod cache;
+pub use backend::Backend;
+pub use handle::{poll_timeout, Handle};
+pub use portable::POLL_INTERVAL;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProcessId {
     pub pid: u32,
-    /// Opaque start-time token (clock ticks since boot on Linux).
+    /// Opaque start-time token (clock ticks since boot on Linux,
+    /// microseconds since the epoch on macOS).
     pub start_time: u64,
 }
 
@@ -66,19 +77,22 @@ impl ProcessId {
         self.liveness() != Liveness::Dead
     }
 
-    /// Open a descriptor that will always refer to this exact process, or
-    /// `None` if the process is gone, the pid now belongs to another one, or
-    /// its identity cannot be confirmed. Never for pid 1 or below: nothing
-    /// we start is init.
-    pub fn open(&self) -> Option<PidFd> {
-        if self.pid <= 1 {
-            return None;
-        }
-        let fd = PidFd::open(self.pid).ok()?;
-        // The fd pins the process; checking identity after opening closes the
-        // race where the pid is recycled between our check and our open.
-        (self.liveness() == Liveness::Alive).then_some(fd)
+    /// A handle that will always refer to this exact process, or `None` if
+    /// the process is gone, the pid now belongs to another one, or its
+    /// identity cannot be confirmed. Never for pid 1 or below: nothing we
+    /// start is init.
+    pub fn open(&self) -> Option<Handle> {
+        Handle::open(self)
     }
+}
+
+/// What the OS says about a pid: its start time, or that it is dead (no
+/// such process, or a zombie), or that we cannot tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    Alive(u64),
+    Dead,
+    Unknown,
 }
 
 /// The three answers to "is this process alive?".
@@ -152,7 +166,7 @@ pub fn parent() -> Option<ProcessId> {
     ProcessId::of(nix::unistd::getppid().as_raw() as u32)
 }
 
-pub use os::{signal_group, tree_idle};
+pub use os::tree_idle;
 
 /// After SIGKILL, how long to wait for a stopped server's leader to go.
 pub const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -163,15 +177,15 @@ pub const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// if it is still there after `timeout`, then `KILL_WAIT` at most. `wait`
 /// waits up to the given time for the leader's exit and says whether it
 /// came (the watcher copies the server's output meanwhile; see
-/// [`wait_exit`] for a plain wait). Returns true if the leader exited.
+/// [`Handle::wait_exit`] for a plain wait). Returns true if the leader
+/// exited.
 pub fn terminate(
-    leader: &PidFd,
-    pid: u32,
+    leader: &Handle,
     timeout: std::time::Duration,
     mut wait: impl FnMut(std::time::Duration) -> bool,
 ) -> bool {
     let signal = |sig| {
-        let _ = signal_group(leader, pid, sig);
+        let _ = leader.signal_group(sig);
         let _ = leader.signal(sig);
     };
     signal(libc::SIGTERM);
@@ -180,23 +194,4 @@ pub fn terminate(
     }
     signal(libc::SIGKILL);
     wait(KILL_WAIT)
-}
-
-/// Wait up to `timeout` for the process behind `fd` to exit.
-pub fn wait_exit(fd: &PidFd, timeout: std::time::Duration) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, ms) {
-            Ok(n) if n > 0 => return true,
-            Ok(_) => return fd.has_exited(),
-            Err(nix::errno::Errno::EINTR) if !left.is_zero() => {}
-            Err(_) => return fd.has_exited(),
-        }
-    }
 }

@@ -84,6 +84,7 @@ fn watch(raw_name: &str) -> Result<()> {
             watcher: ProcessId::current(),
             server: server.id,
             started_at_ms: now_ms(),
+            backend: Some(crate::process::backend::current()),
         },
         Err(hello) => hello.clone(),
     };

@@ -4,23 +4,24 @@
 use crate::exit::Termination;
 use crate::logs::Pump;
 use crate::name::ServerName;
-use crate::process::{PidFd, ProcessId};
+use crate::process::{poll_timeout, Handle, ProcessId, POLL_INTERVAL};
 use crate::spawn::{self, Hello, Launch};
 use crate::store::Store;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{poll, PollFd, PollFlags};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-/// The supervised server: a pidfd always, the Child too when we spawned it.
+/// The supervised server: a process handle always, the Child too when we
+/// spawned it.
 pub(super) struct Server {
     pub(super) id: ProcessId,
-    pub(super) pidfd: PidFd,
+    pub(super) handle: Handle,
     pub(super) child: Option<std::process::Child>,
 }
 
 impl Server {
     pub(super) fn exited(&self) -> bool {
-        self.pidfd.has_exited()
+        self.handle.has_exited()
     }
 
     /// Exit code and signal, when we are the parent and can see them.
@@ -37,7 +38,7 @@ impl Server {
         // Never block in waitpid on a leader that has not exited (one stuck
         // in the kernel, or that SIGKILL has not reached yet): its status is
         // then unknown, and the zombie is reaped when the watcher exits.
-        if !self.pidfd.has_exited() {
+        if !self.handle.has_exited() {
             return Termination::Unknown;
         }
         match self.child.as_mut().map(|c| c.wait()) {
@@ -55,7 +56,7 @@ pub(super) fn begin(
     pump: &mut Pump,
 ) -> std::result::Result<Server, Hello> {
     if let Some(id) = launch.adopt {
-        let pidfd = id.open().ok_or_else(|| Hello::SpawnFailed {
+        let handle = id.open().ok_or_else(|| Hello::SpawnFailed {
             message: format!("server pid {} exited before supervision resumed", id.pid),
         })?;
         // Adopting means we will signal its group one day: only a process
@@ -71,7 +72,7 @@ pub(super) fn begin(
         }
         return Ok(Server {
             id,
-            pidfd,
+            handle,
             child: None,
         });
     }
@@ -104,7 +105,7 @@ const IDLE_SAMPLE: Duration = Duration::from_millis(1);
 /// what `fixed:` is for.)
 fn died_at_start(server: &Server, pump: &mut Pump, window: Duration, fixed: bool) -> bool {
     if fixed {
-        return wait_exit(&server.pidfd, Some(pump), window);
+        return wait_exit(&server.handle, Some(pump), window);
     }
     let deadline = Instant::now() + window;
     let mut idle_samples = 0;
@@ -113,7 +114,7 @@ fn died_at_start(server: &Server, pump: &mut Pump, window: Duration, fixed: bool
         if left.is_zero() {
             return server.exited();
         }
-        if wait_exit(&server.pidfd, Some(pump), left.min(IDLE_SAMPLE)) {
+        if wait_exit(&server.handle, Some(pump), left.min(IDLE_SAMPLE)) {
             return true;
         }
         if crate::process::tree_idle(server.id.pid) {
@@ -133,63 +134,68 @@ pub(super) fn spawn_server(
     launch: &Launch,
 ) -> std::result::Result<Server, String> {
     let output = Pump::server_end(store, name).map_err(|e| e.to_string())?;
-    let child = spawn::server(launch, output, name.as_str()).map_err(|e| e.to_string())?;
-    let pid = child.id();
-    // The child is unreaped, so neither its pid nor its identity can change.
-    let id = ProcessId::of(pid).unwrap_or(ProcessId { pid, start_time: 0 });
-    let pidfd = PidFd::open(pid)
-        .map_err(|e| format!("pidfd_open({pid}) failed: {e} (Linux 5.3 or newer is required)"))?;
-    Ok(Server {
-        id,
-        pidfd,
-        child: Some(child),
-    })
+    let mut child = spawn::server(launch, output, name.as_str()).map_err(|e| e.to_string())?;
+    let handle = match crate::test_hooks::supervise_failure() {
+        Some(injected) => Err(injected),
+        None => Handle::child(&child),
+    };
+    match handle {
+        Ok(handle) => Ok(Server {
+            id: handle.id(),
+            handle,
+            child: Some(child),
+        }),
+        Err(e) => {
+            // A server we cannot supervise must not outlive this error:
+            // nobody would ever stop it. Its group id is safe to signal
+            // while the unreaped leader holds it.
+            let pid = child.id();
+            // SAFETY: plain syscall on the group our unreaped child leads.
+            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+            let _ = child.wait();
+            Err(format!(
+                "cannot supervise server pid {pid} ({e}); stopped it and its process group"
+            ))
+        }
+    }
 }
 
 /// SIGTERM the group, then SIGKILL it after `timeout`; keep draining output
 /// meanwhile so a server that logs on its way out never blocks on the pipe.
 pub(super) fn terminate(server: &mut Server, pump: &mut Pump, timeout: Duration) -> Termination {
-    let fd = &server.pidfd;
-    crate::process::terminate(fd, server.id.pid, timeout, |t| wait_exit(fd, Some(pump), t));
+    let handle = &server.handle;
+    crate::process::terminate(handle, timeout, |t| wait_exit(handle, Some(pump), t));
     pump.drain();
     server.reap()
 }
 
-pub(super) fn poll_timeout(timeout: Option<Duration>) -> PollTimeout {
-    match timeout {
-        None => PollTimeout::NONE,
-        // Round up, so we never wake just before a deadline and spin.
-        Some(t) => {
-            PollTimeout::try_from((t.as_micros().div_ceil(1000)).min(i32::MAX as u128) as i32)
-                .unwrap_or(PollTimeout::MAX)
-        }
-    }
-}
-
-/// Wait until the process exits (pidfd readable) or the timeout passes,
-/// copying its output to the log meanwhile.
-pub(super) fn wait_exit(fd: &PidFd, mut pump: Option<&mut Pump>, timeout: Duration) -> bool {
+/// Wait until the process exits or the timeout passes, copying its output
+/// to the log meanwhile. A process with no exit event is looked at every
+/// POLL_INTERVAL.
+pub(super) fn wait_exit(handle: &Handle, mut pump: Option<&mut Pump>, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
+        if handle.has_exited() {
+            return true;
+        }
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut fds = vec![PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        if left.is_zero() {
+            return false;
+        }
+        let mut fds = Vec::with_capacity(2);
         if let Some(p) = &pump {
             fds.push(PollFd::new(p.fifo().as_fd(), PollFlags::POLLIN));
         }
-        let result = poll(&mut fds, poll_timeout(Some(left)));
-        let exited = fds[0].revents().is_some_and(|r| !r.is_empty());
+        let step = match handle.exit_fd() {
+            Some(fd) => {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                left
+            }
+            None => left.min(POLL_INTERVAL),
+        };
+        let _ = poll(&mut fds, poll_timeout(Some(step)));
         if let Some(p) = pump.as_deref_mut() {
             p.drain();
-        }
-        match result {
-            _ if exited => return true,
-            Ok(0) => return false,
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {
-                if Instant::now() >= deadline {
-                    return false;
-                }
-            }
-            Err(_) => return fd.has_exited(),
         }
     }
 }

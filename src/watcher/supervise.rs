@@ -1,12 +1,12 @@
 //! The supervision loop: one tick under the lock per wake-up.
 
 use super::readiness::{Check, Readiness};
-use super::server::{poll_timeout, spawn_server, terminate, Server};
+use super::server::{spawn_server, terminate, Server};
 use super::wake::Wake;
 use crate::error::Result;
 use crate::logs::Pump;
 use crate::name::ServerName;
-use crate::process::{PidFd, ProcessId};
+use crate::process::{poll_timeout, Handle, ProcessId, POLL_INTERVAL};
 use crate::record::{
     now_ms, AfterExit, ExitKind, LastExit, Record, StopRequest, Termination, DEFAULT_STOP_TIMEOUT,
 };
@@ -15,7 +15,7 @@ use crate::store::{Guard, Store};
 use nix::poll::{poll, PollFd, PollFlags};
 use std::collections::HashMap;
 use std::os::fd::AsFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How soon to retry a record write that failed.
 const WRITE_RETRY: Duration = Duration::from_secs(1);
@@ -36,10 +36,11 @@ pub(super) struct Watcher<'a> {
     server: Option<Server>,
     wake: Wake,
     pump: Pump,
-    clients: HashMap<ProcessId, PidFd>,
-    /// Most client pidfds we hold (from RLIMIT_NOFILE); the rest are polled.
+    clients: HashMap<ProcessId, Handle>,
+    /// Most client descriptors (pidfds, kqueues) we hold (from
+    /// RLIMIT_NOFILE); the rest are polled.
     fd_budget: usize,
-    /// Recorded clients we hold no pidfd for, checked every POLL_UNWATCHED.
+    /// Recorded clients we hold no handle for, checked every POLL_UNWATCHED.
     unwatched: usize,
     /// The last record we saw and wrote: used to restore a damaged record.
     known: Record,
@@ -178,11 +179,12 @@ impl<'a> Watcher<'a> {
         }
         dirty |= self.check_ready(&mut rec, now);
         let as_read = rec.clients.clone();
-        // A client we hold a pidfd for is judged by it (exact, even if its
-        // pid was reused); any other only when /proc proves it dead.
+        // A client we hold a handle for is judged by it (a pidfd is exact,
+        // even if its pid was reused); any other only when /proc proves it
+        // dead.
         let held = &self.clients;
         dirty |= rec.settle(now, |id| match held.get(id) {
-            Some(fd) => !fd.has_exited(),
+            Some(handle) => !handle.has_exited(),
             None => id.is_alive_uncached(),
         });
         self.journal_clients(&as_read, &rec);
@@ -289,7 +291,7 @@ impl<'a> Watcher<'a> {
         }
     }
 
-    /// Keep exactly one pidfd per recorded client. Returns true if one of
+    /// Keep exactly one handle per recorded client. Returns true if one of
     /// them is already dead (the caller should tick again at once).
     fn watch_clients(&mut self, rec: &Record) -> bool {
         self.clients
@@ -300,12 +302,13 @@ impl<'a> Watcher<'a> {
             if self.clients.contains_key(&c.id) {
                 continue;
             }
-            let fd = (self.clients.len() < self.fd_budget)
+            let held = self.clients.values().filter(|h| h.exit_fd().is_some());
+            let handle = (held.count() < self.fd_budget)
                 .then(|| c.id.open())
                 .flatten();
-            match fd {
-                Some(fd) => {
-                    self.clients.insert(c.id, fd);
+            match handle {
+                Some(handle) => {
+                    self.clients.insert(c.id, handle);
                 }
                 None if !c.id.is_alive_uncached() => died = true,
                 // Alive, or not provably dead (EMFILE): keep it and poll.
@@ -354,19 +357,38 @@ impl<'a> Watcher<'a> {
     }
 
     fn sleep(&mut self, timeout: Option<Duration>) {
+        let handles = || (self.server.iter().map(|s| &s.handle)).chain(self.clients.values());
         let mut fds = vec![
             PollFd::new(self.wake.fd(), PollFlags::POLLIN),
             PollFd::new(self.pump.fifo().as_fd(), PollFlags::POLLIN),
         ];
-        if let Some(server) = &self.server {
-            fds.push(PollFd::new(server.pidfd.as_fd(), PollFlags::POLLIN));
-        }
         fds.extend(
-            self.clients
-                .values()
-                .map(|c| PollFd::new(c.as_fd(), PollFlags::POLLIN)),
+            handles()
+                .filter_map(|h| h.exit_fd())
+                .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
         );
-        let _ = poll(&mut fds, poll_timeout(timeout));
+        // Processes with no exit event (portable backend: clients and an
+        // adopted server) are looked at every POLL_INTERVAL, and only while
+        // there are any: with none, the watcher sleeps until an event.
+        let polled = handles().any(|h| h.exit_fd().is_none());
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let step = match (polled, left) {
+                (false, left) => left,
+                (true, None) => Some(POLL_INTERVAL),
+                (true, Some(left)) => Some(left.min(POLL_INTERVAL)),
+            };
+            match poll(&mut fds, poll_timeout(step)) {
+                Ok(0) if polled => {
+                    let due = deadline.is_some_and(|d| Instant::now() >= d);
+                    if due || handles().any(|h| h.exit_fd().is_none() && h.has_exited()) {
+                        return;
+                    }
+                }
+                _ => break,
+            }
+        }
         self.wake.coalesce(&mut fds);
     }
 

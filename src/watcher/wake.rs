@@ -113,7 +113,7 @@ impl Wake {
             if left.is_zero() {
                 break;
             }
-            let quiet = super::server::poll_timeout(Some(left.min(POKE_QUIET)));
+            let quiet = crate::process::poll_timeout(Some(left.min(POKE_QUIET)));
             if !matches!(poll(fds, quiet), Ok(n) if n > 0) {
                 break;
             }
