@@ -219,15 +219,11 @@ fn server_gets_env_cwd_log_and_no_inherited_descriptors() {
         .unwrap()
         .flatten()
         .collect();
+    // By target, not by number: the watcher's own descriptors (its SIGCHLD
+    // pipe, under the portable backend) may well be numbered 7.
     for fd in watcher_fds {
         let target = std::fs::read_link(fd.path()).unwrap_or_default();
         assert_ne!(target, marker, "watcher inherited the caller's fd 7");
-        assert_ne!(
-            fd.file_name(),
-            "7",
-            "watcher inherited fd 7 ({})",
-            target.display()
-        );
     }
 }
 
