@@ -39,6 +39,19 @@ pub enum Error {
     InUse(String, usize),
     /// Waiting for something took longer than the deadline.
     Timeout(String, String),
+    /// Starting (or re-supervising) needs the `sharedserver` binary, and
+    /// none is known here.
+    NoBinary,
+    /// The server is not running and no command was given to start it.
+    NoCommand(String),
+    /// A running server's watcher is gone and cannot be restored here.
+    LostWatcher(String),
+    /// The server is being stopped (for an operation that needs it running).
+    Stopping(String),
+    /// A pid that cannot be a client: (the pid as the user gave it, why).
+    BadPid(String, String),
+    /// Signalling the server failed: (name, signal, cause).
+    Signal(String, &'static str, io::Error),
     /// Anything else, already phrased for the user.
     Other(String),
 }
@@ -54,12 +67,20 @@ impl fmt::Display for Error {
         match self {
             Error::Io(path, doing, err) => {
                 write!(f, "{doing} {}: {err}", path.display())?;
+                // The lock directory can be moved; any other path is the
+                // user's own (a log file, a working directory).
+                let in_lockdir = path.starts_with(crate::lockdir::resolve());
                 match err.raw_os_error() {
                     Some(libc::ENOSPC) => write!(f, " (free some space on that filesystem)"),
-                    Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) => write!(
-                        f,
-                        " (make the directory writable, or point SHAREDSERVER_LOCKDIR at one that is)"
-                    ),
+                    Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) if in_lockdir => {
+                        write!(
+                            f,
+                            " (make the directory writable, or point SHAREDSERVER_LOCKDIR at one that is)"
+                        )
+                    }
+                    Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) => {
+                        write!(f, " (check its permissions, or choose another path)")
+                    }
                     _ => Ok(()),
                 }
             }
@@ -106,9 +127,55 @@ impl fmt::Display for Error {
                 "server '{name}' still has {n} attached client(s); pass --force to stop it anyway"
             ),
             Error::Timeout(name, what) => write!(f, "server '{name}': timed out {what}"),
+            Error::NoBinary => f.write_str(
+                "the sharedserver binary was not found (install it with `cargo install --path .`, or set the `binary` option)",
+            ),
+            Error::NoCommand(name) => write!(
+                f,
+                "server '{name}' is not running and no command was given (add `-- CMD ARGS...`)"
+            ),
+            Error::LostWatcher(name) => write!(
+                f,
+                "server '{name}' has lost its watcher and the sharedserver binary is unknown here, so supervision cannot be restored (set the `binary` option, or run `sharedserver admin doctor {name}`)"
+            ),
+            Error::Stopping(name) => write!(
+                f,
+                "server '{name}' is stopping; start it again once it has stopped (`sharedserver use {name} -- CMD...`)"
+            ),
+            Error::BadPid(pid, why) => write!(f, "{pid}: {why}"),
+            Error::Signal(name, sig, err) => write!(f, "server '{name}': {sig} failed: {err}"),
             Error::Other(msg) => f.write_str(msg),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(_, _, err) | Error::Signal(_, _, err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lockdir_hint_is_only_for_lockdir_paths() {
+        let denied = || io::Error::from_raw_os_error(libc::EACCES);
+        let inside = Error::io(crate::lockdir::resolve().join("x.log"), "opening", denied());
+        let outside = Error::io("/nonexistent-place/x.log", "opening", denied());
+        assert!(
+            inside.to_string().contains("SHAREDSERVER_LOCKDIR"),
+            "{inside}"
+        );
+        assert!(
+            !outside.to_string().contains("SHAREDSERVER_LOCKDIR"),
+            "{outside}"
+        );
+        let source = std::error::Error::source(&outside).map(|s| s.to_string());
+        assert_eq!(source, Some(denied().to_string()));
+    }
+}

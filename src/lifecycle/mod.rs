@@ -129,9 +129,7 @@ impl Lifecycle {
                 {
                     // Attaching now would count on a watcher that is gone and
                     // that we cannot restore: nobody would ever stop it.
-                    return Err(Error::Other(format!(
-                        "server '{name}' has lost its watcher and the sharedserver binary is unknown here, so supervision cannot be restored (set the `binary` option, or run `sharedserver admin doctor {name}`)"
-                    )));
+                    return Err(Error::LostWatcher(name.to_string()));
                 }
                 Some(mut rec) => {
                     // The watcher journals the change (it sees every one).
@@ -231,9 +229,7 @@ impl Lifecycle {
             return Err(Error::NotRunning(name.to_string()));
         };
         if dying(&rec) {
-            return Err(Error::Other(format!(
-                "server '{name}' is stopping; start it again once it has stopped (`sharedserver use {name} -- CMD...`)"
-            )));
+            return Err(Error::Stopping(name.to_string()));
         }
         // (Not `listening`: a watcher that has not opened its wake FIFO yet
         // still reads the request at its first tick.)
@@ -284,9 +280,9 @@ impl Lifecycle {
                     )));
                 }
                 if crate::process::is_tagged_leader(pid, name.as_str(), dir) {
-                    server.signal_group(libc::SIGKILL).map_err(|e| {
-                        Error::Other(format!("server '{name}': SIGKILL failed: {e}"))
-                    })?;
+                    server
+                        .signal_group(libc::SIGKILL)
+                        .map_err(|e| Error::Signal(name.to_string(), "SIGKILL", e))?;
                 }
                 // A server that moved out of its group is reached by pid.
                 // (It may be gone by now: the group signal reached it.)
@@ -425,10 +421,6 @@ impl Lifecycle {
     }
 
     fn exe(&self) -> Result<PathBuf> {
-        self.watcher_exe.clone().ok_or_else(|| {
-            Error::Other(
-                "the sharedserver binary was not found (install it with `cargo install --path .`, or set the `binary` option)".into(),
-            )
-        })
+        self.watcher_exe.clone().ok_or(Error::NoBinary)
     }
 }

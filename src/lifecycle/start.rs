@@ -100,9 +100,7 @@ impl Lifecycle {
     ) -> Result<Record> {
         let name = &req.name;
         if spec.command.is_empty() || spec.command[0].is_empty() {
-            return Err(Error::Other(format!(
-                "server '{name}' is not running and no command was given (add `-- CMD ARGS...`)"
-            )));
+            return Err(Error::NoCommand(name.to_string()));
         }
         if let Some(ready) = &spec.ready {
             crate::probe::ReadySpec::parse(ready)?;

@@ -112,26 +112,23 @@ pub enum Liveness {
 pub fn client(pid: u32, explicit: bool) -> crate::Result<ProcessId> {
     use crate::Error;
     if pid <= 1 {
-        return Err(Error::Other(if explicit {
-            format!("--pid {pid}: init never exits, so the server would never stop; pass the pid of the process whose life should keep the server running")
+        return Err(if explicit {
+            Error::BadPid(format!("--pid {pid}"), "init never exits, so the server would never stop; pass the pid of the process whose life should keep the server running".to_string())
         } else {
-            "the calling process's parent is init (pid 1), as under `setsid -f` or a daemon, so it never exits and the server would never stop; pass --pid with the process whose life should keep the server running".to_string()
-        }));
+            Error::BadPid("the calling process's parent".into(), "it is init (pid 1), as under `setsid -f` or a daemon, so it never exits and the server would never stop; pass --pid with the process whose life should keep the server running".to_string())
+        });
     }
     let flag = if explicit { "--pid " } else { "pid " };
+    let bad = |why: String| Error::BadPid(format!("{flag}{pid}"), why);
     let Some(id) = ProcessId::of(pid) else {
-        return Err(Error::Other(format!(
-            "{flag}{pid}: no such running process"
-        )));
+        return Err(bad("no such running process".into()));
     };
     match os::thread_group(pid) {
         Ok(tgid) if tgid == pid => Ok(id),
-        Ok(tgid) => Err(Error::Other(format!(
-            "{flag}{pid} is a thread of process {tgid}, not a process (a thread's exit is never reported); pass --pid {tgid}"
+        Ok(tgid) => Err(bad(format!(
+            "it is a thread of process {tgid}, not a process (a thread's exit is never reported); pass --pid {tgid}"
         ))),
-        Err(e) => Err(Error::Other(format!(
-            "{flag}{pid}: cannot tell whether it is a process ({e})"
-        ))),
+        Err(e) => Err(bad(format!("cannot tell whether it is a process ({e})"))),
     }
 }
 
