@@ -1,5 +1,6 @@
 #!/bin/sh
-# Release build of the Neovim module (target/release/libsharedserver.so) and
+# Release build of the Neovim module (target/release/libsharedserver.so, or
+# .dylib on macOS, linked with `-undefined dynamic_lookup` by build.rs) and
 # the CLI (target/release/sharedserver). README's main job; build.lua (the
 # lazy.nvim build step) and bench/run call it too. Runs from any cwd.
 #

@@ -5,6 +5,8 @@
 //!
 //! The mount tests need root (CI runs as root); without it they fail and say
 //! so, rather than skip silently.
+// Linux only: it reads /proc/locks and /proc/PID/wchan, and mounts file systems.
+#![cfg(target_os = "linux")]
 
 mod common;
 use common::*;

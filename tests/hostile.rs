@@ -6,6 +6,8 @@
 //!
 //! The namespace tests need root (CI runs as root); without it they fail and
 //! say so, rather than skip silently.
+// Linux only: it uses pid namespaces, thread ids and /proc.
+#![cfg(target_os = "linux")]
 
 mod common;
 use common::*;

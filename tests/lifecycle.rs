@@ -358,6 +358,8 @@ fn list_json_has_the_documented_keys() {
     assert!(humantime::parse_rfc3339(list[0]["started_at"].as_str().unwrap()).is_ok());
 }
 
+// Reads /proc: whether the old server is gone.
+#[cfg(target_os = "linux")]
 #[test]
 fn admin_restart_keeps_every_client_as_it_was_and_records_a_restart() {
     let mut w = World::new();
@@ -387,6 +389,8 @@ fn admin_restart_keeps_every_client_as_it_was_and_records_a_restart() {
 
 /// A server that moves into its watcher's process group (as some launchers
 /// do) is out of reach of a group signal: it is signalled by pid as well.
+// Reads /proc: process groups and exits.
+#[cfg(target_os = "linux")]
 #[test]
 fn a_server_that_leaves_its_process_group_can_be_stopped_and_killed() {
     let mut w = World::new();

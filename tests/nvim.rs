@@ -27,8 +27,9 @@ const WEB: &str = r#"web = { command = "sleep", args = { "1000" }, idle_timeout 
 const WEB_LAZY: &str =
     r#"web = { command = "sleep", args = { "1000" }, idle_timeout = "30s", lazy = true }"#;
 
+/// The pid exists (zombies too), on any Unix.
 fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
 }
 
 fn sorted(mut v: Vec<u32>) -> Vec<u32> {

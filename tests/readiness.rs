@@ -412,7 +412,8 @@ fn logs_of_a_stopped_server_are_still_found() {
     assert_eq!(w.ok(&["logs", "gone"]).stdout().trim(), "last words");
 }
 
-/// A pseudo-terminal pair: (master, slave).
+/// A pseudo-terminal pair: (master, slave). Linux only (ptsname_r).
+#[cfg(target_os = "linux")]
 fn pty() -> (std::fs::File, std::os::fd::OwnedFd) {
     use std::os::fd::FromRawFd;
     // SAFETY: plain libc calls; each returned fd is checked and owned once.
@@ -436,6 +437,7 @@ fn pty() -> (std::fs::File, std::os::fd::OwnedFd) {
     }
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn on_a_terminal_use_shows_what_it_waits_for_then_clears_the_line() {
     use std::io::Read;

@@ -117,6 +117,8 @@ fn argv_with_spaces_and_quotes_reaches_the_server_intact() {
     assert_eq!(got, args);
 }
 
+// Reads /proc: descriptors, cwd, session and parent.
+#[cfg(target_os = "linux")]
 #[test]
 fn server_gets_env_cwd_log_and_no_inherited_descriptors() {
     let mut w = World::new();

@@ -6,6 +6,8 @@
 //! may ever have been unreadable.
 //!
 //! Set SOAK_SEED to replay a run; the seed is printed at the start.
+// Linux only: it tells servers apart by /proc/PID/cmdline.
+#![cfg(target_os = "linux")]
 
 mod common;
 use common::*;

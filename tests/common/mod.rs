@@ -148,6 +148,7 @@ pub fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) 
     }
 }
 
+#[cfg(target_os = "linux")]
 pub fn alive(pid: u32) -> bool {
     // Zombies count as dead: read the state letter from /proc.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -155,6 +156,13 @@ pub fn alive(pid: u32) -> bool {
         .rsplit_once(')')
         .and_then(|(_, rest)| rest.trim_start().chars().next());
     matches!(state, Some(s) if s != 'Z' && s != 'X')
+}
+
+/// Without /proc (macOS): the library's own look (proc_pidinfo), which also
+/// counts zombies as dead.
+#[cfg(not(target_os = "linux"))]
+pub fn alive(pid: u32) -> bool {
+    sharedserver::process::ProcessId::of(pid).is_some()
 }
 
 pub fn read(path: &Path) -> String {
@@ -178,6 +186,7 @@ pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
 }
 
 /// Field 22 of /proc/PID/stat: when the process started, in clock ticks.
+#[cfg(target_os = "linux")]
 pub fn start_time(pid: u32) -> u64 {
     let stat = read(Path::new(&format!("/proc/{pid}/stat")));
     let after_name = &stat[stat.rfind(')').expect("stat has a name") + 1..];
@@ -186,4 +195,12 @@ pub fn start_time(pid: u32) -> u64 {
         .nth(19)
         .and_then(|t| t.parse().ok())
         .expect("stat has a start time")
+}
+
+/// The start time as the library reads it (proc_pidinfo on macOS).
+#[cfg(not(target_os = "linux"))]
+pub fn start_time(pid: u32) -> u64 {
+    sharedserver::process::ProcessId::of(pid)
+        .expect("process exists")
+        .start_time
 }
