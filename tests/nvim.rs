@@ -8,7 +8,7 @@ mod harness;
 #[path = "nvim/rpc.rs"]
 mod rpc;
 
-use harness::{eventually, lua_str, nvims, plugin_dir, NvimBin, Sandbox, BIN, REPO};
+use harness::{clean_tree, eventually, lua_str, nvims, plugin_dir, NvimBin, Sandbox, BIN, REPO};
 use serde_json::json;
 use sharedserver::State;
 use std::path::Path;
@@ -811,29 +811,6 @@ fn lua_code_and_native_module_versions_must_match() {
     });
 }
 
-/// Copy what build.lua needs (the crate and the Lua code) to a clean tree.
-fn clean_tree(dest: &Path) {
-    let repo = Path::new(REPO);
-    for f in [
-        "Cargo.toml",
-        "Cargo.lock",
-        "build.lua",
-        "build.sh",
-        "build.rs",
-    ] {
-        std::fs::copy(repo.join(f), dest.join(f)).unwrap();
-    }
-    for d in ["src", "lua", "plugin"] {
-        harness::copy_tree(&repo.join(d), &dest.join(d));
-    }
-    // Targets the manifest names but the build does not need.
-    for d in ["benches", "examples"] {
-        if repo.join(d).is_dir() {
-            harness::copy_tree(&repo.join(d), &dest.join(d));
-        }
-    }
-}
-
 fn build_with(
     nv: &NvimBin,
     tree: &Path,
@@ -908,6 +885,15 @@ fn build_lua_builds_and_installs_the_native_module_from_a_clean_tree() {
         if i == 0 {
             assert!(log.contains("installed"), "{log}");
         }
+        // :help sharedserver works for a plugin built by hand.
+        let tags = tree.join("doc/tags");
+        assert!(
+            std::fs::read_to_string(&tags).is_ok_and(|t| t.contains("sharedserver-build")),
+            "{}: no {} after the build:\n{log}",
+            nv.label(),
+            tags.display()
+        );
+        std::fs::remove_file(&tags).unwrap();
 
         // Neovim 0.9+: nvim -l.
         if nv.at_least(0, 9) {
@@ -935,7 +921,7 @@ fn build_lua_builds_and_installs_the_native_module_from_a_clean_tree() {
                    if msg then msgs[#msgs + 1] = msg end\n\
                    vim.wait(20)\n\
                  end\n\
-                 io.stdout:write('yielded ' .. #msgs .. ': ' .. (msgs[#msgs] or '') .. '\\n')\n",
+                 for i = 2, #msgs do\n                   if msgs[i] == msgs[i - 1] then io.stderr:write('repeated: ' .. msgs[i]) vim.cmd('cquit 3') end\n                 end\n                 io.stdout:write('yielded ' .. #msgs .. ': ' .. table.concat(msgs, ' | ') .. '\\n')\n",
                 b = lua_str(build_s)
             ),
         )

@@ -98,7 +98,7 @@ pub fn nvims() -> &'static [NvimBin] {
 }
 
 /// `target/debug` (or whichever profile dir this test executable is in).
-fn profile_dir() -> PathBuf {
+pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     exe.parent()
         .and_then(|deps| deps.parent())
@@ -197,6 +197,31 @@ pub fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), to.join(&name)).unwrap();
         }
     }
+}
+
+/// Copy what build.lua needs (the crate, the Lua code and the help) to a
+/// clean tree: a plugin as a plugin manager would have cloned it.
+pub fn clean_tree(dest: &Path) {
+    let repo = Path::new(REPO);
+    for f in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.lua",
+        "build.sh",
+        "build.rs",
+    ] {
+        std::fs::copy(repo.join(f), dest.join(f)).unwrap();
+    }
+    for d in ["src", "lua", "plugin", "doc"] {
+        copy_tree(&repo.join(d), &dest.join(d));
+    }
+    // Targets the manifest names but the build does not need.
+    for d in ["benches", "examples"] {
+        if repo.join(d).is_dir() {
+            copy_tree(&repo.join(d), &dest.join(d));
+        }
+    }
+    let _ = std::fs::remove_file(dest.join("doc/tags"));
 }
 
 /// Poll `f` until it returns Some, or fail after `DEADLINE` saying `what`.
