@@ -1,5 +1,9 @@
-//! Failures the test suite injects through the environment, to reach error
-//! paths that a healthy system never takes. Not part of the product.
+//! What the tests and benches reach that the product does not export: the
+//! record parser (property tests), and failures the test suite injects
+//! through the environment, to reach error paths that a healthy system
+//! never takes. Not part of the product.
+
+pub use crate::store::parse_record;
 
 /// Set to make supervising a freshly spawned server fail (as `pidfd_open`
 /// does on a kernel without it), so a test can check the server is stopped.

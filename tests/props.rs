@@ -7,7 +7,7 @@ use sharedserver::config;
 use sharedserver::duration;
 use sharedserver::process::ProcessId;
 use sharedserver::record::{Client, ExitKind, Record, StopRequest, FORMAT, VERSION};
-use sharedserver::store::parse_record;
+use sharedserver::test_hooks::parse_record;
 use sharedserver::ServerName;
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -301,7 +301,7 @@ fn random_use_unuse_and_client_kills_keep_refcounts_exact() {
 
         let record = w.record_path(name);
         if let Ok(text) = std::fs::read_to_string(&record) {
-            sharedserver::store::parse_record(&record, &text)
+            sharedserver::test_hooks::parse_record(&record, &text)
                 .unwrap_or_else(|e| panic!("{name}: record unreadable at the end: {e}"));
         }
 

@@ -22,7 +22,8 @@ mod supervise;
 mod wake;
 
 pub use resident::trim_resident_code;
-pub use wake::{listening, poke, poke_now};
+pub use wake::poke;
+pub(crate) use wake::{listening, poke_now};
 
 use crate::error::{Error, Result};
 use crate::logs::Pump;
