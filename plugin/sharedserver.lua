@@ -21,8 +21,8 @@ for _, c in ipairs({
   end, {
     nargs = c[2],
     bang = c[3],
-    complete = c[2] ~= 0 and function(lead)
-      return require("sharedserver.commands").complete(cmd, lead)
+    complete = c[2] ~= 0 and function(lead, line)
+      return require("sharedserver.commands").complete(cmd, lead, line)
     end or nil,
     desc = "sharedserver",
   })

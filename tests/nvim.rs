@@ -268,7 +268,7 @@ fn status_window_lists_every_server_with_markers_and_refreshes() {
         let row = |i: usize| tokens(&lines[i]);
         let uptime = |t: &str| t.ends_with('s') && t[..t.len() - 1].parse::<u32>().is_ok();
         let r = row(2);
-        assert_eq!(r[..5], ["●", "alpha", "running", &alpha.to_string(), "1"]);
+        assert_eq!(r[..5], ["●", "alpha", "active", &alpha.to_string(), "1"]);
         assert!(uptime(&r[5]) && r[6] == "[attached]", "{r:?}");
         assert_eq!(row(3), ["○", "beta", "stopped", "-", "-", "-", "[lazy]"]);
         let r = row(4);
@@ -293,16 +293,21 @@ fn status_window_lists_every_server_with_markers_and_refreshes() {
         );
         // Columns line up in display cells, whatever the marker's width.
         let status_col = columns(&mut a, "STATUS")[0];
-        for word in ["running", "stopped", "grace"] {
+        for word in ["active", "stopped", "grace"] {
             assert_eq!(columns(&mut a, word), vec![status_col], "column of {word}");
         }
+        // Uptimes read as the CLI's `info` shows them.
+        assert_eq!(
+            a.lua("local d = require('sharedserver.status.view').duration; return { d(12), d(65), d(7500), d(3 * 86400 + 4 * 3600) }"),
+            json!(["12s", "1m05s", "2h05m", "3d04h"])
+        );
 
         // It refreshes while open: another instance starts beta.
         let starter = sb.nvim(&setup(r#"beta = { command = "sleep", args = { "1000" } }"#));
         eventually("the float to show beta running", || {
             let l = a.lines();
             let r = tokens(&l[3]);
-            (r[..3] == ["●", "beta", "running"]).then_some(())
+            (r[..3] == ["●", "beta", "active"]).then_some(())
         });
         drop(starter);
 
@@ -316,7 +321,7 @@ fn status_window_lists_every_server_with_markers_and_refreshes() {
         a.cmd("ServerStatus alpha");
         let detail = a.lines();
         let text = detail.join("\n");
-        assert_eq!(tokens(&detail[0]), ["●", "alpha", "running", "[attached]"]);
+        assert_eq!(tokens(&detail[0]), ["●", "alpha", "active", "[attached]"]);
         for want in [
             format!("pid          {alpha}"),
             "refcount     1".to_string(),
@@ -352,7 +357,7 @@ fn checkhealth_reports_no_error_on_a_good_install() {
                 "{} is owned by you and closed to group and others",
                 sb.lockdir.display()
             ),
-            "'web' running".to_string(),
+            "'web' active".to_string(),
             "process backend: ".to_string(),
         ] {
             assert!(text.contains(&want), "missing {want:?} in\n{text}");
@@ -698,12 +703,31 @@ fn commands_complete_server_names() {
             json!(["web", "worker"])
         );
         assert_eq!(complete(&mut a, "ServerStart wo"), json!(["worker"]));
-        // Stopping and status work on any server in the lock dir.
+        // Detaching: only what this Neovim is attached to (nothing here);
+        // stopping for everyone (!) and status: any server in the lock dir.
+        assert_eq!(complete(&mut a, "ServerStop "), json!([]));
         assert_eq!(
-            complete(&mut a, "ServerStop "),
+            complete(&mut a, "ServerStop! "),
             json!(["shell_tool", "web", "worker"])
         );
         assert_eq!(complete(&mut a, "ServerStatus sh"), json!(["shell_tool"]));
+        a.cmd("ServerStart web");
+        assert_eq!(complete(&mut a, "ServerStop "), json!(["web"]));
+        // A name nobody knows is said to be unknown, not drawn as a server.
+        let err = a.lua(
+            "vim.v.errmsg = ''; local ok, e = pcall(vim.cmd, 'ServerStatus nosuch'); return ok and vim.v.errmsg or e",
+        );
+        assert!(
+            err.as_str()
+                .is_some_and(|e| e.contains("no server named 'nosuch'")),
+            "{err}"
+        );
+        assert_eq!(a.lua("return #vim.api.nvim_list_wins()"), json!(1));
+        // :ServerList prints the table without the float's key help.
+        let listed = a.lua("return vim.api.nvim_exec('ServerList', true)");
+        let listed = listed.as_str().unwrap_or_default();
+        assert!(listed.contains("web"), "{listed}");
+        assert!(!listed.contains("q/<Esc>"), "{listed}");
         drop(other);
     });
 }

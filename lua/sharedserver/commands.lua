@@ -5,7 +5,7 @@ local M = {}
 ---@class sharedserver.CommandSpec
 ---@field nargs integer|string
 ---@field bang boolean
----@field complete "configured"|"all"|nil
+---@field complete "configured"|"all"|"attached"|nil
 ---@field desc string
 
 --- Keep in sync with plugin/sharedserver.lua, which defines the same
@@ -21,7 +21,8 @@ M.specs = {
   ServerStop = {
     nargs = 1,
     bang = true,
-    complete = "all",
+    -- Without !, only the servers this Neovim can detach from; with !, any.
+    complete = "attached",
     desc = "Detach this Neovim from a server (! stops it for every client)",
   },
   ServerRestart = {
@@ -57,9 +58,10 @@ local function fail(msg)
   end
 end
 
---- Server names for completion: configured ones, and with `which == "all"`
---- those in the lock dir too.
----@param which "configured"|"all"
+--- Server names for completion: configured ones, with `which == "all"`
+--- those in the lock dir too, with "attached" only those this Neovim is
+--- attached to.
+---@param which "configured"|"all"|"attached"
 ---@param lead string
 ---@return string[]
 function M.names(which, lead)
@@ -72,7 +74,9 @@ function M.names(which, lead)
     end
   end
   for _, name in ipairs(ss.list()) do
-    add(name)
+    if which ~= "attached" or ss.status(name).attached then
+      add(name)
+    end
   end
   if which == "all" then
     local n = require("sharedserver.loader").try_load()
@@ -89,13 +93,34 @@ end
 
 ---@param cmd string
 ---@param lead string
+---@param line string|nil the whole command line (says whether ! was given)
 ---@return string[]
-function M.complete(cmd, lead)
+function M.complete(cmd, lead, line)
   local spec = M.specs[cmd]
   if not spec or not spec.complete then
     return {}
   end
-  return M.names(spec.complete, lead or "")
+  local which = spec.complete
+  if which == "attached" and line and line:find(cmd .. "!", 1, true) then
+    which = "all"
+  end
+  return M.names(which, lead or "")
+end
+
+--- A server this Neovim can show: configured here, running, or with a
+--- recorded exit in the lock dir.
+---@param name string
+---@return boolean
+local function known(name)
+  local ss = require("sharedserver")
+  if ss.config(name) then
+    return true
+  end
+  local n = require("sharedserver.loader").try_load()
+  local ok, st = pcall(function()
+    return n and n.status(name)
+  end)
+  return ok and st ~= nil and (st.state ~= "stopped" or st.last_exit ~= nil)
 end
 
 ---@param cmd string
@@ -129,9 +154,18 @@ function M.run(cmd, o)
       vim.api.nvim_err_writeln("sharedserver: " .. err)
     end
   elseif cmd == "ServerStatus" then
+    if name ~= "" and not known(name) then
+      vim.api.nvim_err_writeln(
+        string.format(
+          "sharedserver: no server named '%s' (none is configured, running or recorded; see :ServerStatus)",
+          name
+        )
+      )
+      return
+    end
     require("sharedserver.status").open(name ~= "" and name or nil)
   elseif cmd == "ServerList" then
-    local lines = require("sharedserver.status").lines(nil)
+    local lines = require("sharedserver.status").lines(nil, { footer = false })
     local chunks = {}
     for _, l in ipairs(lines) do
       chunks[#chunks + 1] = { l .. "\n" }
@@ -145,8 +179,8 @@ function M.create()
   for cmd, spec in pairs(M.specs) do
     local def = { nargs = spec.nargs, bang = spec.bang, desc = spec.desc }
     if spec.complete then
-      def.complete = function(lead)
-        return M.complete(cmd, lead)
+      def.complete = function(lead, line)
+        return M.complete(cmd, lead, line)
       end
     end
     vim.api.nvim_create_user_command(cmd, function(o)

@@ -161,11 +161,28 @@ fn print_info(s: &Status) {
     }
 }
 
+/// "12s", "45m07s", "2h05m", "3d04h": the float's format too
+/// (`status/view.lua`'s `duration`).
 fn uptime(secs: u64) -> String {
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m{s:02}s"),
-        _ => format!("{h}h{m:02}m"),
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s:02}s"),
+        (0, _, _) => format!("{h}h{m:02}m"),
+        _ => format!("{d}d{h:02}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The float's `status/view.lua` `duration` gives the same strings
+    /// (checked by the Neovim test of the status window).
+    #[test]
+    fn uptime_reads_the_same_as_in_the_float() {
+        let got: Vec<String> = [12, 65, 7500, 3 * 86400 + 4 * 3600]
+            .into_iter()
+            .map(super::uptime)
+            .collect();
+        assert_eq!(got, ["12s", "1m05s", "2h05m", "3d04h"]);
     }
 }

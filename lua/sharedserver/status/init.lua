@@ -9,14 +9,17 @@ local M = {}
 M.refresh_ms = 1000
 
 --- The lines :ServerStatus shows: the table of all servers, or one server's
---- details when `name` is given.
+--- details when `name` is given. `opts.footer = false` leaves out the
+--- window's key help (for :ServerList, which prints to the message area).
 ---@param name string|nil
+---@param opts? { footer?: boolean }
 ---@return string[]
-function M.lines(name)
+function M.lines(name, opts)
+  local footer = not (opts and opts.footer == false)
   if name then
-    return view.detail(model.get(name))
+    return view.detail(model.get(name), footer)
   end
-  return view.table(model.collect())
+  return view.table(model.collect(), footer)
 end
 
 --- Open (or replace) the status float.

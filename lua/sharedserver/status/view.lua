@@ -4,17 +4,19 @@
 
 local M = {}
 
+--- One mark per state (doc/sharedserver.txt lists them).
 M.markers = {
   starting = "◌",
   active = "●",
   grace = "⏳",
-  stopping = "◌",
+  stopping = "◍",
   stopped = "○",
   error = "✗",
 }
+--- The state words are the CLI's and the JSON's, unchanged.
 M.words = {
   starting = "starting",
-  active = "running",
+  active = "active",
   grace = "grace",
   stopping = "stopping",
   stopped = "stopped",
@@ -36,7 +38,7 @@ local function pad(s, w)
   return s .. string.rep(" ", math.max(0, w - width(s)))
 end
 
---- "2h 15m", "45m 32s", "12s", or "-".
+--- "12s", "45m07s", "2h05m", "3d04h" (the CLI's `info` format), or "-".
 ---@param secs integer|nil
 ---@return string
 function M.duration(secs)
@@ -46,11 +48,11 @@ function M.duration(secs)
   local d, h, m, s =
     math.floor(secs / 86400), math.floor(secs / 3600) % 24, math.floor(secs / 60) % 60, secs % 60
   if d > 0 then
-    return string.format("%dd %dh", d, h)
+    return string.format("%dd%02dh", d, h)
   elseif h > 0 then
-    return string.format("%dh %dm", h, m)
+    return string.format("%dh%02dm", h, m)
   elseif m > 0 then
-    return string.format("%dm %ds", m, s)
+    return string.format("%dm%02ds", m, s)
   end
   return string.format("%ds", s)
 end
@@ -77,10 +79,12 @@ local function tags(st)
   return t
 end
 
---- The table of every server: a header, a rule, one row per server, a footer.
+--- The table of every server: a header, a rule, one row per server, and
+--- (unless `footer` is false) the window's key help.
 ---@param entries sharedserver.ModelEntry[]
+---@param footer boolean|nil
 ---@return string[]
-function M.table(entries)
+function M.table(entries, footer)
   local rows = {}
   for _, st in ipairs(entries) do
     local up = st.running and M.duration(st.uptime_secs) or "-"
@@ -122,8 +126,10 @@ function M.table(entries)
   for _, r in ipairs(rows) do
     lines[#lines + 1] = line(r)
   end
-  lines[#lines + 1] = ""
-  lines[#lines + 1] = M.footer
+  if footer ~= false then
+    lines[#lines + 1] = ""
+    lines[#lines + 1] = M.footer
+  end
   return lines
 end
 
@@ -168,8 +174,9 @@ function M.highlights(lines)
 end
 
 ---@param st sharedserver.ModelEntry
+---@param footer boolean|nil false: without the window's key help
 ---@return string[]
-function M.detail(st)
+function M.detail(st, footer)
   local lines = {
     marker(st) .. st.name .. "  " .. (M.words[st.state] or st.state) .. "  " .. table.concat(
       tags(st),
@@ -236,8 +243,10 @@ function M.detail(st)
       end
     end
   end
-  lines[#lines + 1] = ""
-  lines[#lines + 1] = M.footer
+  if footer ~= false then
+    lines[#lines + 1] = ""
+    lines[#lines + 1] = M.footer
+  end
   return lines
 end
 
