@@ -9,118 +9,44 @@
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use sharedserver::process::ProcessId;
 use sharedserver::record::now_ms;
-use sharedserver::{AttachRequest, IfRunning, Lifecycle, ServerName, Store};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use sharedserver::{AttachRequest, IfRunning, ServerName, Store};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sharedserver");
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::World;
 
-/// A private lock directory with one running server; everything it started
-/// is killed on drop.
-struct Fixture {
-    dir: tempfile::TempDir,
-    clients: Vec<Child>,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let base = if Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let dir = tempfile::Builder::new()
-            .prefix("ss-bench-")
-            .tempdir_in(base)
-            .unwrap();
-        Fixture {
-            dir,
-            clients: Vec::new(),
-        }
-    }
-
-    fn lockdir(&self) -> PathBuf {
-        self.dir.path().join("lock")
-    }
-
-    fn cli(&self, args: &[&str]) {
-        let out = Command::new(BIN)
-            .args(args)
-            .env("SHAREDSERVER_LOCKDIR", self.lockdir())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "sharedserver {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn client(&mut self) -> u32 {
-        let c = Command::new("sleep").arg("1000").spawn().unwrap();
-        let pid = c.id();
-        self.clients.push(c);
-        pid
-    }
-
-    /// Start `name` with `clients` live clients attached.
-    fn server(&mut self, name: &str, clients: usize) {
-        let first = self.client().to_string();
-        self.cli(&[
-            "use",
-            name,
-            "--grace-period",
-            "1h",
-            "--pid",
-            &first,
-            "--",
-            "sleep",
-            "1000",
-        ]);
-        for _ in 1..clients {
-            let pid = self.client().to_string();
-            self.cli(&["use", name, "--pid", &pid]);
-        }
-    }
-
-    fn lifecycle(&self) -> Lifecycle {
-        Lifecycle::new(Store::at(self.lockdir()).unwrap(), Some(PathBuf::from(BIN)))
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(self.lockdir()) {
-            for e in entries.flatten() {
-                let file = e.file_name().to_string_lossy().into_owned();
-                if let Some(name) = file.strip_suffix(".json") {
-                    let _ = Command::new(BIN)
-                        .args(["admin", "kill", name])
-                        .env("SHAREDSERVER_LOCKDIR", self.lockdir())
-                        .output();
-                }
-            }
-        }
-        for c in &mut self.clients {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+/// Start `name` with `clients` live clients attached.
+fn server(w: &mut World, name: &str, clients: usize) {
+    let first = w.client().to_string();
+    w.ok(&[
+        "use",
+        name,
+        "--grace-period",
+        "1h",
+        "--pid",
+        &first,
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    for _ in 1..clients {
+        let pid = w.client().to_string();
+        w.ok(&["use", name, "--pid", &pid]);
     }
 }
 
 fn state_paths(c: &mut Criterion) {
-    let mut fx = Fixture::new();
-    fx.server("one", 1);
-    fx.server("many", 100);
-    let lc = fx.lifecycle();
+    let mut w = World::on_tmpfs();
+    server(&mut w, "one", 1);
+    server(&mut w, "many", 100);
+    let lc = w.lifecycle();
     let one = ServerName::parse("one").unwrap();
     let many = ServerName::parse("many").unwrap();
 
     let mut g = c.benchmark_group("store");
     g.bench_function("open (resolve + verify lock dir)", |b| {
-        b.iter(|| Store::at(black_box(fx.lockdir())).unwrap())
+        b.iter(|| Store::at(black_box(w.lockdir.clone())).unwrap())
     });
     g.bench_function("read, 1 client", |b| {
         b.iter(|| lc.store.read(black_box(&one)).unwrap())

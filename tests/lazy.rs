@@ -9,17 +9,15 @@
 //! the first run compiles the dependencies.
 #![cfg(target_os = "linux")]
 
-#[path = "nvim/harness.rs"]
-mod harness;
-#[path = "nvim/rpc.rs"]
-mod rpc;
+mod common;
 
-use harness::{clean_tree, lua_str, nvims, profile_dir, NvimBin, REPO};
+use common::nvim::{clean_tree, lua_str, nvims, profile_dir, NvimBin};
+use common::{eventually, REPO};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A release build on a busy CI machine, dependencies included.
 const BUILD_DEADLINE: Duration = Duration::from_secs(30 * 60);
@@ -140,21 +138,6 @@ end }})
     )
 }
 
-/// Poll until `f` gives Some, or fail after `within` saying `what`.
-fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Processes whose working directory is `dir` (build.sh, cargo, rustc).
 fn procs_in(dir: &Path) -> Vec<(u32, String)> {
     let mut found = Vec::new();
@@ -209,7 +192,7 @@ impl Terminal {
     }
 
     fn wait_screen(&self, what: &str, cond: impl Fn(&str) -> bool) {
-        wait_for(DEADLINE, what, || cond(&self.screen()).then_some(()));
+        eventually(DEADLINE, what, || cond(&self.screen()).then_some(()));
     }
 }
 
@@ -306,12 +289,12 @@ fn lazy_build_waits_for_cargo_without_spinning_neovim_and_can_be_aborted() {
     }
     command += &format!(" '{}' -u '{}'", nv.path.display(), init.display());
     let term = Terminal::start(tmp.path().join("tmux.sock"), &command);
-    wait_for(DEADLINE, "Neovim's VimEnter in tmux", || {
+    eventually(DEADLINE, "Neovim's VimEnter in tmux", || {
         read_event(&events, "up")
     });
     std::fs::remove_file(events.join("started")).unwrap();
     term.keys(&[":Lazy build sharedserver", "Enter"]);
-    wait_for(DEADLINE, "LazyBuildPre", || read_event(&events, "started"));
+    eventually(DEADLINE, "LazyBuildPre", || read_event(&events, "started"));
     term.wait_screen("the build in the Lazy window", |s| {
         s.contains("sharedserver") && s.contains("build")
     });
@@ -319,7 +302,7 @@ fn lazy_build_waits_for_cargo_without_spinning_neovim_and_can_be_aborted() {
     term.wait_screen("the plugin's details with the build task", |s| {
         s.contains("[task] build")
     });
-    let built = wait_for(BUILD_DEADLINE, "the rebuild (LazyBuild)", || {
+    let built = eventually(BUILD_DEADLINE, "the rebuild (LazyBuild)", || {
         read_event(&events, "built")
     });
     assert_eq!(built["error"], "", "the rebuild failed:\n{}", term.screen());
@@ -346,19 +329,19 @@ fn lazy_build_waits_for_cargo_without_spinning_neovim_and_can_be_aborted() {
     let before = std::fs::metadata(&native).unwrap().modified().unwrap();
     std::fs::remove_file(events.join("built")).unwrap();
     term.keys(&[":Lazy build sharedserver", "Enter"]);
-    wait_for(DEADLINE, "cargo running for the rebuild", || {
+    eventually(DEADLINE, "cargo running for the rebuild", || {
         procs_in(&tree)
             .iter()
             .any(|(_, comm)| comm == "cargo" || comm == "rustc")
             .then_some(())
     });
     term.keys(&["C-c"]);
-    let built = wait_for(DEADLINE, "the aborted build's end (LazyBuild)", || {
+    let built = eventually(DEADLINE, "the aborted build's end (LazyBuild)", || {
         read_event(&events, "built")
     });
     let error = built["error"].as_str().unwrap();
     assert!(error.contains("aborted"), "{error}");
-    wait_for(DEADLINE, "build.sh, cargo and rustc to exit", || {
+    eventually(DEADLINE, "build.sh, cargo and rustc to exit", || {
         procs_in(&tree).is_empty().then_some(())
     });
     assert_eq!(

