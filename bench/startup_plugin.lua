@@ -12,7 +12,7 @@ local root = assert(os.getenv("SS_BENCH_ROOT"), "SS_BENCH_ROOT")
 vim.opt.runtimepath:prepend(root)
 local servers = {}
 for i = 1, tonumber(os.getenv("SS_BENCH_SERVERS") or "10") do
-  servers["bench-start-" .. i] = { command = "sleep", args = { "1000" }, idle_timeout = "1h" }
+  servers["bench-start-" .. i] = { command = "sleep", args = { "1000" }, grace_period = "1h" }
 end
 require("sharedserver").setup({
   binary = os.getenv("SS_BENCH_BIN"),
@@ -23,7 +23,7 @@ local probe = os.getenv("SS_BENCH_PROBE")
 if probe then
   vim.api.nvim_create_autocmd("VimEnter", {
     callback = function()
-      local native = require("sharedserver.loader").load()
+      local native = require("sharedserver.native")
       local out = {}
       for name in pairs(servers) do
         out[name] = native.status(name).refcount

@@ -1,267 +1,292 @@
-//! Server definitions shared by scripts and editors.
+//! Server definitions in JSON files, shared by scripts, editors and agents.
 //!
-//! `sharedserver use NAME` with no command looks NAME up in the nearest
-//! `.sharedserver.json` (walking up from the current directory), then in
+//! `sharedserver use NAME` with no command looks NAME up in, nearest first:
+//! the nearest `.sharedserver.json` (walking up from the current directory),
+//! the nearest `.sharedserver/servers.json` (likewise), and the user's
 //! `$XDG_CONFIG_HOME/sharedserver/servers.json` (default `~/.config/...`).
-//! Format: `{"servers": {NAME: {command, args, env, working_dir, log_file,
-//! grace_period, ready, ready_timeout, restart, lazy}}}`. Strings may use
-//! `${VAR}`; an unset variable is an error, never an empty string.
+//! Format: `{"servers": {NAME: {...}}}`, the options of [`ServerSpec`], in
+//! snake_case or camelCase.
+//!
+//! Each entry is read when it is used: `${VAR}` is expanded then (an unset
+//! variable is an error, never an empty string), so one entry with a bad
+//! value does not make the file's other servers unusable.
+//!
+//! A project file's servers run in the project's directory, and its relative
+//! paths are relative to that directory. The user-level file's servers run in
+//! the caller's directory (they serve whatever project the caller is in), and
+//! its relative paths are relative to the caller's directory.
 
-use crate::duration;
 use crate::error::{Error, Result};
-use crate::lifecycle::{StartSpec, DEFAULT_READY_TIMEOUT};
+use crate::lifecycle::StartSpec;
 use crate::name::ServerName;
-use crate::record::RestartPolicy;
-use serde::{Deserialize, Serialize};
+use crate::options::{self, ServerSpec};
+use serde::Deserialize;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const PROJECT_FILE: &str = ".sharedserver.json";
+/// The project file inside a `.sharedserver` directory.
+pub const PROJECT_DIR_FILE: &str = ".sharedserver/servers.json";
+
+/// Which kind of file a definition came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Found walking up from the caller: servers run in the project.
+    Project,
+    /// `~/.config/sharedserver/servers.json`: servers run in the caller's cwd.
+    User,
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
-    servers: BTreeMap<String, serde_json::Value>,
+    servers: BTreeMap<String, Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    command: String,
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    working_dir: Option<String>,
-    log_file: Option<String>,
-    grace_period: Option<String>,
-    ready: Option<String>,
-    ready_timeout: Option<String>,
-    restart: Option<String>,
-    #[serde(default)]
-    lazy: bool,
+/// One config file, parsed as far as its shape; entries are read on use.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub scope: Scope,
+    entries: BTreeMap<String, Value>,
 }
 
-/// A resolved definition: variables expanded, paths absolute.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ServerDef {
-    pub name: String,
+/// One server's definition, read from a file: variables expanded, paths
+/// absolute (for a project file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definition {
+    pub name: ServerName,
     pub source: PathBuf,
-    pub command: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    pub working_dir: PathBuf,
-    pub log_file: Option<PathBuf>,
-    pub grace_period: String,
-    pub ready: Option<String>,
-    pub ready_timeout: String,
-    pub restart: Option<String>,
-    pub lazy: bool,
+    pub scope: Scope,
+    pub spec: ServerSpec,
 }
 
-impl ServerDef {
-    pub fn start_spec(&self) -> Result<StartSpec> {
-        Ok(StartSpec {
-            command: self.command.clone(),
-            env: self.env.clone(),
-            cwd: self.working_dir.clone(),
-            log_file: self.log_file.clone(),
-            grace_period: duration::parse(&self.grace_period)?,
-            ready: self.ready.clone(),
-            ready_timeout: duration::parse(&self.ready_timeout)?,
-            restart: match &self.restart {
-                Some(r) => RestartPolicy::parse(r).map_err(Error::Other)?,
-                None => None,
-            },
-            ..StartSpec::new(vec![], PathBuf::new())
+impl Definition {
+    /// What the watcher runs, started from `cwd`.
+    pub fn resolve(&self, cwd: &Path) -> Result<StartSpec> {
+        self.spec
+            .resolve(cwd)
+            .map_err(|e| e.at(self.source.display(), &self.at()))
+    }
+
+    /// `servers.NAME`, the definition's place in its file.
+    pub fn at(&self) -> String {
+        format!("servers.{}", self.name)
+    }
+
+    /// As `config` prints it and the Neovim module returns it.
+    pub fn to_value(&self) -> Value {
+        json!({
+            "name": self.name.as_str(),
+            "source": self.source.to_string_lossy(),
+            "scope": self.scope,
+            "skipped": self.spec.skipped(),
+            "spec": self.spec.to_value(),
         })
     }
 }
 
-/// The files consulted from `cwd`, nearest first (only those that exist).
-pub fn files(cwd: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    if let Some(project) = cwd
-        .ancestors()
-        .map(|d| d.join(PROJECT_FILE))
-        .find(|p| p.is_file())
-    {
-        found.push(project);
+impl ConfigFile {
+    pub fn load(path: &Path, scope: Scope) -> Result<ConfigFile> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io(path, "reading config", e))?;
+        ConfigFile::parse(path, scope, &text)
     }
-    let user_dir = std::env::var_os("XDG_CONFIG_HOME")
+
+    /// The file's shape (`{"servers": {...}}`); entries are checked by
+    /// [`ConfigFile::definition`].
+    pub fn parse(path: &Path, scope: Scope, text: &str) -> Result<ConfigFile> {
+        let raw: RawFile = serde_json::from_str(text).map_err(|e| Error::Options {
+            origin: path.display().to_string(),
+            at: String::new(),
+            why: e.to_string(),
+        })?;
+        Ok(ConfigFile {
+            path: path.to_path_buf(),
+            scope,
+            entries: raw.servers,
+        })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// Read the entry `name`: None if the file has none. Errors name the
+    /// file and the key.
+    pub fn definition(&self, name: &str) -> Option<Result<Definition>> {
+        let value = self.entries.get(name)?;
+        let at = format!("servers.{name}");
+        let origin = self.path.display().to_string();
+        Some((|| {
+            let name = ServerName::parse(name).map_err(|e| Error::Options {
+                origin: origin.clone(),
+                at: "servers".into(),
+                why: e.to_string(),
+            })?;
+            let mut value = value.clone();
+            options::expand_value(&mut value, "").map_err(|e| e.at(&origin, &at))?;
+            let mut spec = ServerSpec::from_value(&value).map_err(|e| e.at(&origin, &at))?;
+            if self.scope == Scope::Project {
+                let base = self.project_dir();
+                spec = spec.anchored(base);
+                spec.working_dir.get_or_insert_with(|| base.to_path_buf());
+            }
+            Ok(Definition {
+                name,
+                source: self.path.clone(),
+                scope: self.scope,
+                spec,
+            })
+        })())
+    }
+
+    /// The directory a project file belongs to (the parent of
+    /// `.sharedserver/` for `.sharedserver/servers.json`).
+    fn project_dir(&self) -> &Path {
+        let dir = self.path.parent().unwrap_or(Path::new("/"));
+        if dir.file_name().is_some_and(|n| n == ".sharedserver") {
+            dir.parent().unwrap_or(dir)
+        } else {
+            dir
+        }
+    }
+}
+
+/// The user-level file's path (whether or not it exists).
+pub fn user_file() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
-    if let Some(user) = user_dir.map(|d| d.join("sharedserver").join("servers.json")) {
-        if user.is_file() {
-            found.push(user);
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|d| d.join("sharedserver").join("servers.json"))
+}
+
+/// The files consulted from `cwd`, nearest first (only those that exist).
+pub fn files(cwd: &Path) -> Vec<(PathBuf, Scope)> {
+    let mut found = Vec::new();
+    for name in [PROJECT_FILE, PROJECT_DIR_FILE] {
+        if let Some(p) = cwd.ancestors().map(|d| d.join(name)).find(|p| p.is_file()) {
+            found.push((p, Scope::Project));
         }
+    }
+    if let Some(user) = user_file().filter(|p| p.is_file()) {
+        found.push((user, Scope::User));
     }
     found
 }
 
 /// Find `name` in the nearest file that defines it.
-pub fn lookup(name: &ServerName, cwd: &Path) -> Result<Option<ServerDef>> {
-    for file in files(cwd) {
-        if let Some(def) = load(&file)?.remove(name.as_str()) {
-            return Ok(Some(def));
+pub fn lookup(name: &ServerName, cwd: &Path) -> Result<Option<Definition>> {
+    for (path, scope) in files(cwd) {
+        if let Some(def) = ConfigFile::load(&path, scope)?.definition(name.as_str()) {
+            return def.map(Some);
         }
     }
     Ok(None)
 }
 
-/// Every definition visible from `cwd`; nearer files win.
-pub fn all(cwd: &Path) -> Result<BTreeMap<String, ServerDef>> {
+/// Every definition visible from `cwd`, by name; nearer files win. An
+/// unreadable file is an error; a bad entry is an error for that name only.
+pub fn all(cwd: &Path) -> Result<BTreeMap<String, Result<Definition>>> {
     let mut defs = BTreeMap::new();
-    for file in files(cwd).iter().rev() {
-        defs.extend(load(file)?);
-    }
-    Ok(defs)
-}
-
-/// Parse and resolve one file. Every error names the file (and the key).
-pub fn load(path: &Path) -> Result<BTreeMap<String, ServerDef>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "reading config", e))?;
-    parse(path, &text)
-}
-
-pub fn parse(path: &Path, text: &str) -> Result<BTreeMap<String, ServerDef>> {
-    let err = |what: String| Error::Other(format!("{}: {what}", path.display()));
-    let raw: RawFile = serde_json::from_str(text).map_err(|e| err(e.to_string()))?;
-    let base = path.parent().unwrap_or(Path::new("/"));
-    let mut defs = BTreeMap::new();
-    for (name, value) in raw.servers {
-        ServerName::parse(&name).map_err(|e| err(e.to_string()))?;
-        let at = |key: &str, why: String| err(format!("servers.{name}.{key}: {why}"));
-        let s: RawServer = serde_json::from_value(value).map_err(|e| at("", e.to_string()))?;
-        let x = |key: &str, v: &str| expand(v).map_err(|why| at(key, why));
-        let mut command = vec![x("command", &s.command)?];
-        for a in &s.args {
-            command.push(x("args", a)?);
-        }
-        let mut env = BTreeMap::new();
-        for (k, v) in &s.env {
-            env.insert(k.clone(), x(&format!("env.{k}"), v)?);
-        }
-        let absolute = |p: String| {
-            let p = PathBuf::from(p);
-            if p.is_absolute() {
-                p
-            } else {
-                base.join(p)
-            }
-        };
-        let grace_period = s
-            .grace_period
-            .as_deref()
-            .map(|g| x("grace_period", g))
-            .transpose()?
-            .unwrap_or("0s".into());
-        duration::parse(&grace_period).map_err(|e| at("grace_period", e.to_string()))?;
-        let ready_timeout = s
-            .ready_timeout
-            .as_deref()
-            .map(|g| x("ready_timeout", g))
-            .transpose()?
-            .unwrap_or_else(|| duration::format(DEFAULT_READY_TIMEOUT));
-        duration::parse(&ready_timeout).map_err(|e| at("ready_timeout", e.to_string()))?;
-        let ready = s.ready.as_deref().map(|r| x("ready", r)).transpose()?;
-        if let Some(r) = &ready {
-            crate::probe::ReadySpec::parse(r).map_err(|e| at("ready", e.to_string()))?;
-        }
-        if let Some(r) = &s.restart {
-            RestartPolicy::parse(r).map_err(|e| at("restart", e))?;
-        }
-        let def = ServerDef {
-            name: name.clone(),
-            source: path.to_path_buf(),
-            command,
-            env,
-            working_dir: match &s.working_dir {
-                Some(d) => absolute(x("working_dir", d)?),
-                None => base.to_path_buf(),
-            },
-            log_file: s
-                .log_file
-                .as_deref()
-                .map(|l| x("log_file", l).map(absolute))
-                .transpose()?,
-            grace_period,
-            ready,
-            ready_timeout,
-            restart: s.restart.clone(),
-            lazy: s.lazy,
-        };
-        defs.insert(name, def);
-    }
-    Ok(defs)
-}
-
-/// Expand `${VAR}` from the environment. `$` not followed by `{` is kept.
-pub fn expand(text: &str) -> std::result::Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        let Some(end) = after.find('}') else {
-            return Err(format!("unclosed ${{ in {text:?}"));
-        };
-        let var = &after[..end];
-        if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("bad variable name ${{{var}}} in {text:?}"));
-        }
-        match std::env::var(var) {
-            Ok(v) => out.push_str(&v),
-            Err(_) => {
-                return Err(format!(
-                    "${{{var}}} is not set (export it, or remove it from the file)"
-                ))
+    for (path, scope) in files(cwd).iter().rev() {
+        let file = ConfigFile::load(path, *scope)?;
+        for name in file.names() {
+            if let Some(def) = file.definition(name) {
+                defs.insert(name.to_string(), def);
             }
         }
-        rest = &after[end + 1..];
     }
-    out.push_str(rest);
-    Ok(out)
+    Ok(defs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn defs(path: &str, scope: Scope, text: &str) -> BTreeMap<String, Result<Definition>> {
+        let f = ConfigFile::parse(Path::new(path), scope, text).unwrap();
+        f.names()
+            .map(|n| (n.to_string(), f.definition(n).unwrap()))
+            .collect()
+    }
+
     #[test]
     fn unknown_keys_name_the_file_and_the_key() {
-        let err = parse(
+        let d = defs(
+            "/p/x.json",
+            Scope::Project,
+            r#"{"servers": {"a": {"command": "x", "comand": 1}, "b": {"command": "y"}}}"#,
+        );
+        let err = d["a"].as_ref().unwrap_err().to_string();
+        assert!(
+            err.starts_with("/p/x.json: servers.a.comand: unknown key"),
+            "{err}"
+        );
+        assert!(d["b"].is_ok(), "one bad entry leaves the others usable");
+        let err = ConfigFile::parse(
             Path::new("/p/x.json"),
-            r#"{"servers": {"a": {"command": "x", "comand": 1}}}"#,
+            Scope::Project,
+            r#"{"servers": {}, "extra": 1}"#,
         )
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("/p/x.json") && err.contains("servers.a") && err.contains("comand"),
+            err.contains("extra") && err.starts_with("/p/x.json: "),
             "{err}"
         );
-        let err = parse(Path::new("/p/x.json"), r#"{"servers": {}, "extra": 1}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("extra"), "{err}");
     }
 
     #[test]
-    fn unset_variables_are_errors() {
-        std::env::set_var("SS_TEST_SET", "v");
-        assert_eq!(expand("a${SS_TEST_SET}b$c").unwrap(), "avb$c");
-        let err = expand("${SS_TEST_SURELY_UNSET}").unwrap_err();
-        assert!(err.contains("SS_TEST_SURELY_UNSET"), "{err}");
+    fn an_unset_variable_breaks_only_its_entry() {
+        let d = defs(
+            "/p/x.json",
+            Scope::Project,
+            r#"{"servers": {"bad": {"command": "${SS_CFG_TEST_SURELY_UNSET}"}, "ok": {"command": "y"}}}"#,
+        );
+        let err = d["bad"].as_ref().unwrap_err().to_string();
+        assert!(
+            err.contains("servers.bad.command") && err.contains("SS_CFG_TEST_SURELY_UNSET"),
+            "{err}"
+        );
+        assert!(d["ok"].is_ok());
     }
 
     #[test]
-    fn relative_paths_are_relative_to_the_file() {
-        let defs = parse(
-            Path::new("/proj/.sharedserver.json"),
-            r#"{"servers": {"web": {"command": "py", "args": ["-m", "http.server"], "working_dir": "site", "grace_period": "5m"}}}"#,
-        )
-        .unwrap();
-        assert_eq!(defs["web"].working_dir, PathBuf::from("/proj/site"));
-        assert_eq!(defs["web"].command, ["py", "-m", "http.server"]);
+    fn relative_paths_are_relative_to_the_project() {
+        let d = defs(
+            "/proj/.sharedserver.json",
+            Scope::Project,
+            r#"{"servers": {"web": {"command": "py", "args": ["-m", "http.server"], "workingDir": "site", "gracePeriod": "5m"}, "db": {"command": "x"}}}"#,
+        );
+        let web = d["web"].as_ref().unwrap();
+        assert_eq!(web.spec.working_dir, Some(PathBuf::from("/proj/site")));
+        let db = d["db"].as_ref().unwrap();
+        assert_eq!(db.spec.working_dir, Some(PathBuf::from("/proj")));
+        let d = defs(
+            "/proj/.sharedserver/servers.json",
+            Scope::Project,
+            r#"{"servers": {"db": {"command": "x"}}}"#,
+        );
+        let db = d["db"].as_ref().unwrap();
+        assert_eq!(db.spec.working_dir, Some(PathBuf::from("/proj")));
+    }
+
+    #[test]
+    fn user_level_servers_run_in_the_callers_directory() {
+        let d = defs(
+            "/home/u/.config/sharedserver/servers.json",
+            Scope::User,
+            r#"{"servers": {"redis": {"command": "redis-server"}}}"#,
+        );
+        let spec = d["redis"]
+            .as_ref()
+            .unwrap()
+            .resolve(Path::new("/tmp"))
+            .unwrap();
+        assert_eq!(spec.cwd, PathBuf::from("/tmp"));
     }
 }

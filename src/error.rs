@@ -52,6 +52,13 @@ pub enum Error {
     BadPid(String, String),
     /// Signalling the server failed: (name, signal, cause).
     Signal(String, &'static str, io::Error),
+    /// A bad server option: where it came from (a config file, `setup()`,
+    /// a flag), the key path (`servers.web.grace_period`) and why.
+    Options {
+        origin: String,
+        at: String,
+        why: String,
+    },
     /// Anything else, already phrased for the user.
     Other(String),
 }
@@ -144,6 +151,8 @@ impl fmt::Display for Error {
             ),
             Error::BadPid(pid, why) => write!(f, "{pid}: {why}"),
             Error::Signal(name, sig, err) => write!(f, "server '{name}': {sig} failed: {err}"),
+            Error::Options { origin, at, why } if at.is_empty() => write!(f, "{origin}: {why}"),
+            Error::Options { origin, at, why } => write!(f, "{origin}: {at}: {why}"),
             Error::Other(msg) => f.write_str(msg),
         }
     }

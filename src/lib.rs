@@ -3,6 +3,7 @@
 //! The library is the whole product; the `sharedserver` binary and the
 //! Neovim module (`lua` module, built into the cdylib) are thin adapters.
 //!
+//! - [`options`] and [`config`]: a server's options, from files, Lua and flags
 //! - [`lockdir`]: where state lives and why it is safe to trust
 //! - [`store`] and [`record`]: the records, their locking and state machine
 //! - [`process`]: process identity (pid + start time), exit events (pidfd or
@@ -29,6 +30,7 @@ pub(crate) mod lockdir;
 pub mod logs;
 mod lua;
 pub(crate) mod name;
+pub mod options;
 pub(crate) mod pipe;
 pub mod probe;
 pub mod process;

@@ -1,31 +1,64 @@
 //! The Neovim native module, `require("sharedserver.native")`: a thin mlua
-//! adapter over [`Lifecycle`]. It holds no state logic of its own; status,
-//! list, incref and decref run in Neovim's process without spawning anything.
+//! adapter over [`Lifecycle`] and [`ServerSpec`]. It holds no state logic of
+//! its own; status, list, incref and decref run in Neovim's process without
+//! spawning anything.
+//!
+//! Every export reports failure as `nil, message` (one line, cause and fix),
+//! never as a Lua error: a raised Rust error reaches Lua as "runtime error"
+//! with a stack traceback. lua/sharedserver/native.lua turns the pair into a
+//! plain error for the plugin's own code.
 
-use crate::duration;
-use crate::lifecycle::{AttachRequest, IfRunning, Lifecycle, StartSpec};
+use crate::config;
+use crate::lifecycle::{AttachRequest, IfRunning, Lifecycle};
 use crate::name::ServerName;
-use crate::probe::ReadySpec;
+use crate::options::{OptionError, ServerSpec};
 use crate::process::ProcessId;
-use crate::record::RestartPolicy;
 use crate::store::Store;
 use crate::Error;
 use mlua::prelude::*;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
 
-/// The `sharedserver` binary used to run watchers (set by `set_binary` or a
-/// `start` spec). Only cold starts and watcher recovery need it.
-static BINARY: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// Where `setup()` options came from, for error messages.
+const SETUP: &str = "setup()";
+
+/// The `sharedserver` binary that restores a lost watcher when no call
+/// names one: the plugin's global `binary` option, set once by `set_binary`.
+/// A server's own `binary` is passed to `start` and `incref` per call, so it
+/// never leaks into other servers.
+static DEFAULT_BINARY: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 /// The store for the lock directory in effect. Checking the directory's
 /// safety costs a few syscalls, so it is done once per directory per
 /// process, not on every status call.
 static STORE: Mutex<Option<Store>> = Mutex::new(None);
 
-fn lifecycle() -> LuaResult<Lifecycle> {
+/// A failure as Lua sees it: the message of a `nil, message` return.
+struct Failure(String);
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure(e.to_string())
+    }
+}
+
+impl From<LuaError> for Failure {
+    fn from(e: LuaError) -> Failure {
+        // Only conversions of our own values end up here; keep the first line.
+        let text = e.to_string();
+        Failure(text.lines().next().unwrap_or_default().to_string())
+    }
+}
+
+impl IntoLua for Failure {
+    fn into_lua(self, lua: &Lua) -> LuaResult<LuaValue> {
+        self.0.into_lua(lua)
+    }
+}
+
+type Answer<T> = Result<T, Failure>;
+
+fn lifecycle(binary: Option<PathBuf>) -> Answer<Lifecycle> {
     let dir = crate::lockdir::resolve();
     let cached = STORE
         .lock()
@@ -35,196 +68,229 @@ fn lifecycle() -> LuaResult<Lifecycle> {
     let store = match cached {
         Some(store) => store,
         None => {
-            let store = Store::at(dir).map_err(lua_err)?;
+            let store = Store::at(dir)?;
             if let Ok(mut slot) = STORE.lock() {
                 *slot = Some(store.clone());
             }
             store
         }
     };
-    let exe = BINARY.lock().map(|b| b.clone()).unwrap_or(None);
+    let exe = binary.or_else(|| DEFAULT_BINARY.lock().ok().and_then(|b| b.clone()));
     Ok(Lifecycle::new(store, exe))
 }
 
-fn lua_err(e: Error) -> LuaError {
-    LuaError::RuntimeError(format!("sharedserver: {e}"))
+fn name(raw: &str) -> Answer<ServerName> {
+    Ok(ServerName::parse(raw)?)
 }
 
-fn name(raw: &str) -> LuaResult<ServerName> {
-    ServerName::parse(raw).map_err(lua_err)
-}
-
-fn client(pid: Option<u32>) -> LuaResult<ProcessId> {
+fn client(pid: Option<u32>) -> Answer<ProcessId> {
     match pid {
         None => Ok(ProcessId::current()),
-        Some(pid) => crate::process::client(pid, false).map_err(lua_err),
+        Some(pid) => {
+            ProcessId::of(pid).ok_or_else(|| Failure(format!("pid {pid} is not a running process")))
+        }
     }
 }
 
-fn to_lua<T: serde::Serialize>(lua: &Lua, value: &T) -> LuaResult<LuaValue> {
+fn current_dir() -> Answer<PathBuf> {
+    std::env::current_dir().map_err(|e| Error::io(".", "reading the current directory", e).into())
+}
+
+fn to_lua<T: serde::Serialize>(lua: &Lua, value: &T) -> Answer<LuaValue> {
     // Absent values become nil, not a null sentinel, so `if s.pid then` works.
     let opts = LuaSerializeOptions::new()
         .serialize_none_to_null(false)
         .serialize_unit_to_null(false);
-    lua.to_value_with(value, opts)
+    Ok(lua.to_value_with(value, opts)?)
 }
 
-/// Options accepted by `start(name, spec)`.
-#[derive(Default)]
-struct Spec {
-    command: String,
-    args: Vec<String>,
-    env: BTreeMap<String, String>,
-    working_dir: Option<PathBuf>,
-    log_file: Option<PathBuf>,
-    grace_period: Duration,
+/// A Lua table as JSON, for [`ServerSpec::from_value`] (functions and other
+/// non-data values are refused with the key's name).
+fn json(lua: &Lua, v: LuaValue) -> Result<serde_json::Value, OptionError> {
+    lua.from_value(v).map_err(|e| OptionError {
+        key: String::new(),
+        why: format!("must hold only strings, numbers, booleans and tables ({e})"),
+    })
+}
+
+/// A server's options table, read by the one parser every origin uses.
+fn spec_of(lua: &Lua, raw: &str, t: LuaValue, origin: &str) -> Answer<ServerSpec> {
+    let at = format!("servers.{raw}");
+    name(raw).map_err(|Failure(why)| Failure(format!("{origin}: servers: {why}")))?;
+    json(lua, t)
+        .and_then(|v| ServerSpec::from_value(&v))
+        .map_err(|e| e.at(origin, &at).into())
+}
+
+/// Options of `start` and `incref` that are not the server's.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallOpts {
+    /// The sharedserver binary for this server's watcher.
     binary: Option<PathBuf>,
-    metadata: Option<String>,
-    ready: Option<String>,
-    ready_timeout: Duration,
-    restart: Option<RestartPolicy>,
-    startup_check: crate::lifecycle::StartupCheck,
+    /// Where the spec came from, for error messages (a config file's path).
+    origin: Option<String>,
 }
 
-/// A duration option: a string such as "30m", or a number of seconds.
-fn duration_opt(
-    t: &LuaTable,
-    key: &str,
-    bad: &dyn Fn(&str, &str) -> LuaError,
-) -> LuaResult<Option<Duration>> {
-    let want = "a duration string such as \"30s\", or a number of seconds";
-    match t.get::<LuaValue>(key)? {
-        LuaValue::Nil => Ok(None),
-        LuaValue::Integer(n) if n >= 0 => Duration::from_secs(n as u64)
-            .le(&duration::MAX)
-            .then(|| Some(Duration::from_secs(n as u64)))
-            .ok_or_else(|| bad(key, &format!("{want} (at most 100 years)"))),
-        LuaValue::Number(n) if n >= 0.0 && n.is_finite() => Duration::try_from_secs_f64(n)
-            .ok()
-            .filter(|d| *d <= duration::MAX)
-            .map(Some)
-            .ok_or_else(|| bad(key, &format!("{want} (at most 100 years)"))),
-        LuaValue::String(s) => match duration::parse(&s.to_str()?) {
-            Ok(d) => Ok(Some(d)),
-            Err(e) => Err(bad(key, &format!("{want} ({e})"))),
-        },
-        _ => Err(bad(key, want)),
+fn call_opts(lua: &Lua, v: Option<LuaValue>) -> Answer<CallOpts> {
+    match v {
+        None | Some(LuaValue::Nil) => Ok(CallOpts::default()),
+        Some(v) => Ok(lua.from_value(v)?),
     }
 }
 
-/// `startup_check`: "D" or "fixed:D" as the CLI reads it, or seconds.
-fn startup_check_opt(
-    t: &LuaTable,
-    bad: &dyn Fn(&str, &str) -> LuaError,
-) -> LuaResult<crate::lifecycle::StartupCheck> {
-    use crate::lifecycle::StartupCheck;
-    if let LuaValue::String(s) = t.get::<LuaValue>("startup_check")? {
-        return StartupCheck::parse(&s.to_str()?).map_err(|e| {
-            bad(
-                "startup_check",
-                &format!("a duration string such as \"50ms\" or \"fixed:2s\" ({e})"),
-            )
-        });
-    }
-    Ok(match duration_opt(t, "startup_check", bad)? {
-        Some(window) => StartupCheck {
-            window,
-            fixed: false,
-        },
-        None => StartupCheck::DEFAULT,
-    })
+fn version(_: &Lua, (): ()) -> Answer<&'static str> {
+    Ok(crate::VERSION)
 }
 
-fn spec_from(name: &str, t: &LuaTable) -> LuaResult<Spec> {
-    let bad = |key: &str, want: &str| {
-        LuaError::RuntimeError(format!(
-            "sharedserver: server '{name}': option `{key}` must be {want}"
-        ))
+fn lockdir(_: &Lua, (): ()) -> Answer<String> {
+    Ok(crate::lockdir::resolve().to_string_lossy().into_owned())
+}
+
+fn set_binary(_: &Lua, path: Option<String>) -> Answer<()> {
+    if let Ok(mut b) = DEFAULT_BINARY.lock() {
+        *b = path.map(PathBuf::from);
+    }
+    Ok(())
+}
+
+fn status(lua: &Lua, raw: String) -> Answer<LuaValue> {
+    let status = lifecycle(None)?.status(&name(&raw)?)?;
+    to_lua(lua, &status)
+}
+
+fn list(lua: &Lua, (): ()) -> Answer<LuaTable> {
+    let out = lua.create_table()?;
+    for (i, (name, status)) in lifecycle(None)?.list()?.into_iter().enumerate() {
+        let item = match status {
+            Ok(status) => to_lua(lua, &status)?,
+            Err(e) => to_lua(
+                lua,
+                &serde_json::json!({
+                    "name": name.as_str(), "state": "error", "error": e.to_string(),
+                }),
+            )?,
+        };
+        out.set(i + 1, item)?;
+    }
+    Ok(out)
+}
+
+/// Check a server's options without starting anything: the normalised
+/// options (canonical keys, durations as text), or why they are wrong. The
+/// editor starts what it configures, so a command is required.
+fn spec(lua: &Lua, (raw, t, origin): (String, LuaValue, Option<String>)) -> Answer<LuaValue> {
+    let origin = origin.as_deref().unwrap_or(SETUP);
+    let spec = spec_of(lua, &raw, t, origin)?;
+    spec.startable()
+        .map_err(|e| e.at(origin, &format!("servers.{raw}")))?;
+    to_lua(lua, &spec)
+}
+
+fn incref(
+    lua: &Lua,
+    (raw, pid, metadata, opts): (String, Option<u32>, Option<String>, Option<LuaValue>),
+) -> Answer<LuaValue> {
+    let opts = call_opts(lua, opts)?;
+    let req = AttachRequest {
+        name: name(&raw)?,
+        client: client(pid)?,
+        metadata: Some(metadata.unwrap_or_else(|| "nvim".into())),
+        start: None,
+        if_running: IfRunning::Attach,
     };
-    let command: Option<String> = t.get("command").map_err(|_| bad("command", "a string"))?;
-    let ready: Option<String> = t.get("ready").map_err(|_| {
-        bad(
-            "ready",
-            "a readiness spec string such as \"tcp://127.0.0.1:8000\"",
-        )
-    })?;
-    if let Some(spec) = &ready {
-        ReadySpec::parse(spec).map_err(|e| {
-            LuaError::RuntimeError(format!(
-                "sharedserver: server '{name}': option `ready`: {e}"
-            ))
-        })?;
-    }
-    let restart = match t.get::<LuaValue>("restart")? {
-        LuaValue::Nil | LuaValue::Boolean(false) => None,
-        LuaValue::String(s) => RestartPolicy::parse(&s.to_str()?).map_err(|e| {
-            LuaError::RuntimeError(format!(
-                "sharedserver: server '{name}': option `restart`: {e}"
-            ))
-        })?,
-        _ => {
-            return Err(bad(
-                "restart",
-                "\"on-failure\", \"on-failure:MAX\" or \"no\"",
-            ))
-        }
+    let attached = lifecycle(opts.binary)?.attach(&req)?;
+    to_lua(lua, attached.status())
+}
+
+fn decref(lua: &Lua, (raw, pid): (String, Option<u32>)) -> Answer<LuaValue> {
+    let pid = pid.unwrap_or_else(std::process::id);
+    let status = lifecycle(None)?.detach(&name(&raw)?, pid)?;
+    to_lua(lua, &status)
+}
+
+/// Start the server from its options, or attach to it if it runs.
+fn start(lua: &Lua, (raw, t, opts): (String, LuaValue, Option<LuaValue>)) -> Answer<LuaValue> {
+    let opts = call_opts(lua, opts)?;
+    let origin = opts.origin.as_deref().unwrap_or(SETUP);
+    let spec = spec_of(lua, &raw, t, origin)?;
+    let resolved = spec
+        .resolve(&current_dir()?)
+        .map_err(|e| e.at(origin, &format!("servers.{raw}")))?;
+    let req = AttachRequest {
+        name: name(&raw)?,
+        client: ProcessId::current(),
+        metadata: spec.metadata.or(Some("nvim".into())),
+        start: Some(resolved),
+        if_running: IfRunning::Attach,
     };
-    Ok(Spec {
-        command: command.ok_or_else(|| bad("command", "a string (the program to run)"))?,
-        args: t
-            .get::<Option<Vec<String>>>("args")
-            .map_err(|_| bad("args", "a list of strings"))?
-            .unwrap_or_default(),
-        env: t
-            .get::<Option<BTreeMap<String, String>>>("env")
-            .map_err(|_| bad("env", "a table of string keys and values"))?
-            .unwrap_or_default(),
-        working_dir: t
-            .get::<Option<String>>("working_dir")
-            .map_err(|_| bad("working_dir", "a string"))?
-            .map(PathBuf::from),
-        log_file: t
-            .get::<Option<String>>("log_file")
-            .map_err(|_| bad("log_file", "a string"))?
-            .map(PathBuf::from),
-        grace_period: duration_opt(t, "grace_period", &bad)?.unwrap_or(Duration::ZERO),
-        binary: t
-            .get::<Option<String>>("binary")
-            .map_err(|_| bad("binary", "a path string"))?
-            .map(PathBuf::from),
-        metadata: t
-            .get::<Option<String>>("metadata")
-            .map_err(|_| bad("metadata", "a string"))?,
-        ready,
-        ready_timeout: duration_opt(t, "ready_timeout", &bad)?
-            .unwrap_or(crate::lifecycle::DEFAULT_READY_TIMEOUT),
-        restart,
-        startup_check: startup_check_opt(t, &bad)?,
-    })
+    let attached = lifecycle(opts.binary)?.attach(&req)?;
+    let status = to_lua(lua, attached.status())?;
+    if let LuaValue::Table(t) = &status {
+        t.set("started", matches!(attached, crate::Attached::Started(_)))?;
+    }
+    Ok(status)
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopOpts {
+    #[serde(default)]
+    force: bool,
+    timeout: Option<serde_json::Value>,
+}
+
+fn stop(lua: &Lua, (raw, opts): (String, Option<LuaValue>)) -> Answer<LuaValue> {
+    let opts: StopOpts = match opts {
+        None | Some(LuaValue::Nil) => StopOpts::default(),
+        Some(v) => lua
+            .from_value(v)
+            .map_err(|e| Failure(format!("stop '{raw}': options: {e}")))?,
+    };
+    let timeout = timeout_opt(&format!("stop '{raw}'"), opts.timeout.as_ref())?;
+    let status = lifecycle(None)?.stop(&name(&raw)?, opts.force, timeout)?;
+    to_lua(lua, &status)
+}
+
+/// A timeout option (`stop`, `restart`): a duration string or seconds.
+fn timeout_opt(what: &str, v: Option<&serde_json::Value>) -> Answer<std::time::Duration> {
+    match v {
+        None => Ok(crate::record::DEFAULT_STOP_TIMEOUT),
+        Some(serde_json::Value::String(s)) => Ok(crate::duration::parse(s)?),
+        Some(serde_json::Value::Number(n)) => n
+            .as_f64()
+            .and_then(|f| std::time::Duration::try_from_secs_f64(f).ok())
+            .ok_or_else(|| Failure(format!("{what}: timeout {n} is not a duration"))),
+        Some(other) => Err(Failure(format!(
+            "{what}: timeout must be a duration such as \"5s\", not {other}"
+        ))),
+    }
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartOpts {
+    timeout: Option<serde_json::Value>,
 }
 
 /// `restart(name, { timeout = "5s" })`: restart the server in place; every
 /// client stays attached to the new process (see `Lifecycle::restart`).
-fn restart(lua: &Lua, (raw, opts): (String, Option<LuaTable>)) -> LuaResult<LuaValue> {
-    let bad = |key: &str, want: &str| {
-        LuaError::RuntimeError(format!(
-            "sharedserver: restart '{raw}': option `{key}` must be {want}"
-        ))
+fn restart(lua: &Lua, (raw, opts): (String, Option<LuaValue>)) -> Answer<LuaValue> {
+    let what = format!("restart '{raw}'");
+    let opts: RestartOpts = match opts {
+        None | Some(LuaValue::Nil) => RestartOpts::default(),
+        Some(v) => lua
+            .from_value(v)
+            .map_err(|e| Failure(format!("{what}: options: {e}")))?,
     };
-    let timeout = match &opts {
-        Some(t) => duration_opt(t, "timeout", &bad)?,
-        None => None,
-    }
-    .unwrap_or(crate::record::DEFAULT_STOP_TIMEOUT);
-    let status = lifecycle()?
-        .restart(&name(&raw)?, timeout)
-        .map_err(lua_err)?;
+    let timeout = timeout_opt(&what, opts.timeout.as_ref())?;
+    let status = lifecycle(None)?.restart(&name(&raw)?, timeout)?;
     to_lua(lua, &status)
 }
 
 /// `lockdir_check()`: `{ dir, exists, problem }` for `:checkhealth`, by the
 /// library's own rule (`lockdir::verify`); never creates anything.
-fn lockdir_check(lua: &Lua, (): ()) -> LuaResult<LuaTable> {
+fn lockdir_check(lua: &Lua, (): ()) -> Answer<LuaTable> {
     let dir = crate::lockdir::resolve();
     let t = lua.create_table()?;
     t.set("dir", dir.to_string_lossy().into_owned())?;
@@ -240,6 +306,45 @@ fn lockdir_check(lua: &Lua, (): ()) -> LuaResult<LuaTable> {
     Ok(t)
 }
 
+/// The config files' servers visible from `cwd`, as a list of
+/// `{ name, source, scope, skipped, spec }`, or `{ name, source?, error }`
+/// for an entry that does not read (the others stay usable).
+fn config_(lua: &Lua, cwd: Option<String>) -> Answer<LuaValue> {
+    let cwd = match cwd {
+        Some(dir) => PathBuf::from(dir),
+        None => current_dir()?,
+    };
+    let defs: Vec<serde_json::Value> = config::all(&cwd)?
+        .into_iter()
+        .map(|(name, def)| match def {
+            Ok(def) => def.to_value(),
+            Err(e) => serde_json::json!({ "name": name, "error": e.to_string() }),
+        })
+        .collect();
+    to_lua(lua, &defs)
+}
+
+fn log_path(_: &Lua, raw: String) -> Answer<String> {
+    let path = lifecycle(None)?.log_path(&name(&raw)?)?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+fn backend(_: &Lua, (): ()) -> Answer<&'static str> {
+    Ok(crate::process::backend::current().as_str())
+}
+
+/// Add `f` to the module as `key`, with failures as `nil, message`.
+fn export<A, R>(lua: &Lua, m: &LuaTable, key: &str, f: fn(&Lua, A) -> Answer<R>) -> LuaResult<()>
+where
+    A: FromLuaMulti + 'static,
+    Answer<R>: IntoLuaMulti + 'static,
+{
+    m.set(
+        key,
+        lua.create_function(move |lua, args: A| Ok(f(lua, args)))?,
+    )
+}
+
 // skip_memory_check: mlua then creates strings and tables without a
 // protected call each (the bulk of a status() call's cost). The only thing
 // lost is a clean Lua error on out-of-memory, which Neovim cannot survive
@@ -247,161 +352,20 @@ fn lockdir_check(lua: &Lua, (): ()) -> LuaResult<LuaTable> {
 #[mlua::lua_module(name = "sharedserver_native", skip_memory_check)]
 fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
     let m = lua.create_table()?;
-    m.set("version", lua.create_function(|_, ()| Ok(crate::VERSION))?)?;
-    m.set(
-        "backend",
-        lua.create_function(|_, ()| Ok(crate::process::backend::current().as_str()))?,
-    )?;
-    m.set(
-        "lockdir",
-        lua.create_function(|_, ()| Ok(crate::lockdir::resolve().to_string_lossy().into_owned()))?,
-    )?;
-    m.set(
-        "set_binary",
-        lua.create_function(|_, path: Option<String>| {
-            if let Ok(mut b) = BINARY.lock() {
-                *b = path.map(PathBuf::from);
-            }
-            Ok(())
-        })?,
-    )?;
-    m.set(
-        "status",
-        lua.create_function(|lua, raw: String| {
-            let status = lifecycle()?.status(&name(&raw)?).map_err(lua_err)?;
-            to_lua(lua, &status)
-        })?,
-    )?;
-    m.set(
-        "list",
-        lua.create_function(|lua, ()| {
-            let out = lua.create_table()?;
-            let entries = lifecycle()?.list().map_err(lua_err)?;
-            for (i, (name, status)) in entries.into_iter().enumerate() {
-                let item = match status {
-                    Ok(status) => to_lua(lua, &status)?,
-                    Err(e) => {
-                        let t = lua.create_table()?;
-                        t.set("name", name.as_str())?;
-                        t.set("state", "error")?;
-                        t.set("error", e.to_string())?;
-                        LuaValue::Table(t)
-                    }
-                };
-                out.set(i + 1, item)?;
-            }
-            Ok(out)
-        })?,
-    )?;
-    m.set(
-        "incref",
-        lua.create_function(
-            |lua, (raw, pid, metadata): (String, Option<u32>, Option<String>)| {
-                let req = AttachRequest {
-                    name: name(&raw)?,
-                    client: client(pid)?,
-                    metadata: Some(metadata.unwrap_or_else(|| "nvim".into())),
-                    start: None,
-                    if_running: IfRunning::Attach,
-                };
-                let attached = lifecycle()?.attach(&req).map_err(lua_err)?;
-                to_lua(lua, attached.status())
-            },
-        )?,
-    )?;
-    m.set(
-        "decref",
-        lua.create_function(|lua, (raw, pid): (String, Option<u32>)| {
-            let pid = pid.unwrap_or_else(std::process::id);
-            let status = lifecycle()?.detach(&name(&raw)?, pid).map_err(lua_err)?;
-            to_lua(lua, &status)
-        })?,
-    )?;
-    m.set(
-        "start",
-        lua.create_function(|lua, (raw, spec): (String, LuaTable)| {
-            let name = name(&raw)?;
-            let spec = spec_from(&raw, &spec)?;
-            if let Some(bin) = &spec.binary {
-                if let Ok(mut b) = BINARY.lock() {
-                    *b = Some(bin.clone());
-                }
-            }
-            let cwd = match spec.working_dir {
-                Some(dir) => dir,
-                None => std::env::current_dir()
-                    .map_err(|e| lua_err(Error::io(".", "reading the current directory", e)))?,
-            };
-            let mut command = vec![spec.command];
-            command.extend(spec.args);
-            let req = AttachRequest {
-                name,
-                client: ProcessId::current(),
-                metadata: spec.metadata.or(Some("nvim".into())),
-                start: Some(StartSpec {
-                    command,
-                    env: spec.env,
-                    cwd,
-                    log_file: spec.log_file,
-                    grace_period: spec.grace_period,
-                    ready: spec.ready,
-                    ready_timeout: spec.ready_timeout,
-                    restart: spec.restart,
-                    startup_check: spec.startup_check,
-                }),
-                if_running: IfRunning::Attach,
-            };
-            let attached = lifecycle()?.attach(&req).map_err(lua_err)?;
-            let status = to_lua(lua, attached.status())?;
-            if let LuaValue::Table(t) = &status {
-                t.set("started", matches!(attached, crate::Attached::Started(_)))?;
-            }
-            Ok(status)
-        })?,
-    )?;
-    m.set(
-        "stop",
-        lua.create_function(|lua, (raw, opts): (String, Option<LuaTable>)| {
-            let force = match &opts {
-                Some(t) => t.get::<Option<bool>>("force")?.unwrap_or(false),
-                None => false,
-            };
-            let bad = |key: &str, want: &str| {
-                LuaError::RuntimeError(format!(
-                    "sharedserver: stop '{raw}': option `{key}` must be {want}"
-                ))
-            };
-            let timeout = match &opts {
-                Some(t) => duration_opt(t, "timeout", &bad)?,
-                None => None,
-            }
-            .unwrap_or(crate::record::DEFAULT_STOP_TIMEOUT);
-            let status = lifecycle()?
-                .stop(&name(&raw)?, force, timeout)
-                .map_err(lua_err)?;
-            to_lua(lua, &status)
-        })?,
-    )?;
-    m.set("restart", lua.create_function(restart)?)?;
-    m.set("lockdir_check", lua.create_function(lockdir_check)?)?;
-    m.set(
-        "config",
-        lua.create_function(|lua, cwd: Option<String>| {
-            let cwd = match cwd {
-                Some(dir) => PathBuf::from(dir),
-                None => std::env::current_dir()
-                    .map_err(|e| lua_err(Error::io(".", "reading the current directory", e)))?,
-            };
-            let defs = crate::config::all(&cwd).map_err(lua_err)?;
-            to_lua(lua, &defs)
-        })?,
-    )?;
-    m.set(
-        "log_path",
-        lua.create_function(|_, raw: String| {
-            let path = lifecycle()?.log_path(&name(&raw)?).map_err(lua_err)?;
-            Ok(path.to_string_lossy().into_owned())
-        })?,
-    )?;
+    export(lua, &m, "version", version)?;
+    export(lua, &m, "backend", backend)?;
+    export(lua, &m, "lockdir", lockdir)?;
+    export(lua, &m, "set_binary", set_binary)?;
+    export(lua, &m, "status", status)?;
+    export(lua, &m, "list", list)?;
+    export(lua, &m, "spec", spec)?;
+    export(lua, &m, "incref", incref)?;
+    export(lua, &m, "decref", decref)?;
+    export(lua, &m, "start", start)?;
+    export(lua, &m, "stop", stop)?;
+    export(lua, &m, "restart", restart)?;
+    export(lua, &m, "lockdir_check", lockdir_check)?;
+    export(lua, &m, "config", config_)?;
+    export(lua, &m, "log_path", log_path)?;
     Ok(m)
 }

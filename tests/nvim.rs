@@ -776,7 +776,7 @@ fn setup_accepts_the_crate_the_plugin_and_the_single_server_forms() {
         );
         assert_eq!(
             err,
-            json!("sharedserver: server 'bad': option `command` is required (the program to run)")
+            json!("sharedserver: setup(): servers.bad.command: missing: give the program to run")
         );
     });
 }
@@ -1399,7 +1399,7 @@ fn project_servers_load_from_the_nearest_file_under_those_given_in_lua() {
         assert_eq!(
             a.lua(
                 "local c = require('sharedserver').config('db') \
-                   return { c.idle_timeout, c.restart, c.env.DB_MODE, c.lazy }"
+                   return { c.grace_period, c.restart, c.env.DB_MODE, c.lazy }"
             ),
             json!(["5m", "on-failure:2", "test", false])
         );
@@ -1432,9 +1432,11 @@ fn project_servers_load_from_the_nearest_file_under_those_given_in_lua() {
             "{}",
             errors[0]
         );
+        // The broken entry is left out; the user-level file's servers and
+        // the Lua ones still load.
         assert_eq!(
             b.lua("return require('sharedserver').list()"),
-            json!(["other"])
+            json!(["db", "other", "tool"])
         );
         assert_eq!(sb.clients("other"), vec![b.pid()]);
     });
@@ -1534,12 +1536,12 @@ fn restart_keeps_the_metadata_of_other_clients() {
 }
 
 #[test]
-fn native_options_and_config_errors_name_the_server_the_option_and_the_file() {
+fn native_options_and_config_errors_name_the_origin_the_server_and_the_key() {
     each_nvim(|sb| {
         let mut a = sb.nvim("");
         let err = |a: &mut common::nvim::Nvim, call: &str| {
             a.lua(&format!(
-                "local n = require('sharedserver.loader').load() \
+                "local n = require('sharedserver.native') \
                  local ok, err = pcall(function() return {call} end) return tostring(err)"
             ))
             .as_str()
@@ -1549,55 +1551,125 @@ fn native_options_and_config_errors_name_the_server_the_option_and_the_file() {
         for (call, want) in [
             (
                 "n.start('x', { command = 'sleep', restart = 'sometimes' })",
-                "server 'x': option `restart`: invalid restart policy \"sometimes\"",
+                "sharedserver: setup(): servers.x.restart: invalid restart policy \"sometimes\"",
             ),
             (
                 "n.start('x', { command = 'sleep', ready = 'tcp://nowhere' })",
-                "server 'x': option `ready`: invalid readiness spec \"tcp://nowhere\"",
+                "sharedserver: setup(): servers.x.ready: invalid readiness spec \"tcp://nowhere\"",
             ),
             (
                 "n.start('x', { command = 'sleep', ready_timeout = 'soon' })",
-                "server 'x': option `ready_timeout` must be a duration string",
+                "sharedserver: setup(): servers.x.ready_timeout: invalid duration \"soon\"",
             ),
             (
-                "n.start('x', { command = 'sleep', startup_check = {} })",
-                "server 'x': option `startup_check` must be a duration string",
+                "n.start('x', { command = 'sleep', startup_check = { 1 } })",
+                "sharedserver: setup(): servers.x.startup_check: must be a duration",
+            ),
+            (
+                "n.start('x', { command = 'sleep', gracePeriood = '1s' })",
+                "sharedserver: setup(): servers.x.gracePeriood: unknown key (did you mean `grace_period`?)",
+            ),
+            (
+                "n.start('x', { command = 'sleep', env = { ['A=B'] = 'c' } })",
+                "sharedserver: setup(): servers.x.env.A=B: a variable name must be non-empty and contain no '='",
+            ),
+            (
+                "n.start(string.rep('a', 65), { command = 'sleep' })",
+                "sharedserver: setup(): servers: invalid server name",
             ),
         ] {
             let got = err(&mut a, call);
-            assert!(got.contains(want), "{call}: {got}");
+            assert!(got.starts_with(want), "{call}: {got}");
+            assert!(
+                !got.contains('\n') && !got.contains("runtime error"),
+                "one clean line: {got}"
+            );
         }
         let got = err(
             &mut a,
             "require('sharedserver').setup({ servers = { y = { command = 'sleep', restart = 'always' } } })",
         );
         assert!(
-            got.contains("server 'y': option `restart` must be"),
+            got.starts_with("sharedserver: setup(): servers.y.restart: invalid restart policy"),
             "{got}"
         );
+        // A name that is too long is refused by setup(), not at VimEnter.
+        let got = err(
+            &mut a,
+            &format!(
+                "require('sharedserver').setup({{ servers = {{ {} = {{ command = 'sleep' }} }} }})",
+                "a".repeat(65)
+            ),
+        );
+        assert!(got.contains("longer than 64"), "{got}");
 
+        // The same value gets the same message from a config file (through
+        // the CLI) and from setup(); only the origin differs.
         let dir = sb.path("cfg");
         std::fs::create_dir(&dir).unwrap();
         let file = dir.join(".sharedserver.json");
-        std::fs::write(&file, "{ \"servers\": { \"z\": { \"command\": 1 } } }").unwrap();
-        let got = err(
+        std::fs::write(
+            &file,
+            r#"{ "servers": { "z": { "command": "sleep", "gracePeriod": "5 parsecs" }, "ok": { "command": "sleep" } } }"#,
+        )
+        .unwrap();
+        let from_setup = err(
             &mut a,
-            &format!("n.config({})", lua_str(dir.to_str().unwrap())),
+            "require('sharedserver').setup({ servers = { z = { command = 'sleep', gracePeriod = '5 parsecs' } } })",
         );
-        assert!(got.contains(&file.display().to_string()), "{got}");
+        let cli = Command::new(BIN)
+            .args(["config", "z"])
+            .current_dir(&dir)
+            .env("SHAREDSERVER_LOCKDIR", &sb.lockdir)
+            .env("XDG_CONFIG_HOME", sb.path("xdg/config"))
+            .output()
+            .unwrap();
+        let from_cli = String::from_utf8_lossy(&cli.stderr).trim().to_string();
+        let tail = "servers.z.grace_period: invalid duration \"5 parsecs\"";
+        assert!(
+            from_cli.starts_with(&format!("sharedserver: {}: {tail}", file.display())),
+            "{from_cli}"
+        );
+        assert_eq!(
+            from_setup.split_once(tail).map(|(_, rest)| rest),
+            from_cli.split_once(tail).map(|(_, rest)| rest),
+            "{from_setup} vs {from_cli}"
+        );
+        assert!(from_setup.starts_with(&format!("sharedserver: setup(): {tail}")));
+        // One bad entry is reported; the others still read.
+        let defs = a.lua(&format!(
+            "return require('sharedserver.native').config({})",
+            lua_str(dir.to_str().unwrap())
+        ));
+        let by_name = |n: &str| {
+            defs.as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["name"] == n)
+                .unwrap()
+                .clone()
+        };
+        assert!(
+            by_name("z")["error"].as_str().unwrap().contains(tail),
+            "{defs}"
+        );
+        assert_eq!(by_name("ok")["spec"]["command"], json!("sleep"));
+
         std::fs::write(
             &file,
             r#"{ "servers": { "z": { "command": "sleep", "args": ["1"], "ready": "tcp://127.0.0.1:9" } } }"#,
         )
         .unwrap();
         let def = a.lua(&format!(
-            "return require('sharedserver.native').config({}).z",
+            "return require('sharedserver.native').config({})[1]",
             lua_str(dir.to_str().unwrap())
         ));
-        assert_eq!(def["command"], json!(["sleep", "1"]));
+        assert_eq!(def["name"], json!("z"));
+        assert_eq!(def["spec"]["command"], json!("sleep"));
+        assert_eq!(def["spec"]["args"], json!(["1"]));
         assert_eq!(def["source"], json!(file.to_str().unwrap()));
-        assert_eq!(def["working_dir"], json!(dir.to_str().unwrap()));
-        assert_eq!(def["ready"], json!("tcp://127.0.0.1:9"));
+        assert_eq!(def["spec"]["working_dir"], json!(dir.to_str().unwrap()));
+        assert_eq!(def["spec"]["ready"], json!("tcp://127.0.0.1:9"));
         assert_eq!(
             a.lua("return require('sharedserver.native').log_path('z')"),
             json!(sb.lockdir.join("z.log").to_str().unwrap())

@@ -3,8 +3,9 @@
 //! No input may panic; every valid input round-trips.
 
 use proptest::prelude::*;
-use sharedserver::config;
+use sharedserver::config::{ConfigFile, Scope};
 use sharedserver::duration;
+use sharedserver::options;
 use sharedserver::process::ProcessId;
 use sharedserver::record::{Client, ExitKind, Record, StopRequest, FORMAT, VERSION};
 use sharedserver::test_hooks::parse_record;
@@ -365,7 +366,7 @@ proptest! {
 
     #[test]
     fn config_parsing_never_panics_on_arbitrary_text(text in ".{0,300}") {
-        if let Err(e) = config::parse(Path::new(CONFIG_PATH), &text) {
+        if let Err(e) = ConfigFile::parse(Path::new(CONFIG_PATH), Scope::Project, &text) {
             prop_assert!(e.to_string().contains(CONFIG_PATH), "names the file: {}", e);
         }
     }
@@ -375,8 +376,14 @@ proptest! {
         servers in proptest::collection::btree_map(".{0,10}", json_value(), 0..4),
     ) {
         let text = serde_json::json!({ "servers": servers }).to_string();
-        if let Err(e) = config::parse(Path::new(CONFIG_PATH), &text) {
-            prop_assert!(e.to_string().contains(CONFIG_PATH), "names the file: {}", e);
+        let file = ConfigFile::parse(Path::new(CONFIG_PATH), Scope::Project, &text)
+            .expect("the shape is right");
+        for name in servers.keys() {
+            if let Some(Err(e)) = file.definition(name) {
+                let e = e.to_string();
+                prop_assert!(e.starts_with(CONFIG_PATH), "names the file: {}", e);
+                prop_assert!(!e.contains(&format!("servers.{name}.: ")), "no stray dot: {}", e);
+            }
         }
     }
 
@@ -385,42 +392,41 @@ proptest! {
         servers in proptest::collection::btree_map(name_strategy(), server_def(), 0..4),
     ) {
         let text = serde_json::json!({ "servers": servers }).to_string();
-        let defs = config::parse(Path::new(CONFIG_PATH), &text).expect("a valid file parses");
-        prop_assert_eq!(defs.keys().collect::<Vec<_>>(), servers.keys().collect::<Vec<_>>());
+        let file = ConfigFile::parse(Path::new(CONFIG_PATH), Scope::Project, &text)
+            .expect("a valid file parses");
+        prop_assert_eq!(file.names().collect::<Vec<_>>(), servers.keys().map(String::as_str).collect::<Vec<_>>());
         for (name, raw) in &servers {
-            let def = &defs[name];
-            prop_assert!(ServerName::parse(&def.name).is_ok());
+            let def = file.definition(name).unwrap().expect("a valid entry reads");
             let mut argv = vec![raw["command"].as_str().unwrap().to_string()];
             argv.extend(raw["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()));
-            prop_assert_eq!(&def.command, &argv, "argv verbatim");
             let env: BTreeMap<String, String> = serde_json::from_value(raw["env"].clone()).unwrap();
-            prop_assert_eq!(&def.env, &env);
-            prop_assert!(def.working_dir.is_absolute());
-            if let Some(d) = raw.get("working_dir") {
-                prop_assert_eq!(def.working_dir.to_str(), d.as_str());
-            }
-            if let Some(l) = &def.log_file {
-                prop_assert!(l.is_absolute() && l.starts_with("/project"), "relative to the file: {:?}", l);
+            let dir = def.spec.working_dir.clone().expect("a project entry has a working_dir");
+            match raw.get("working_dir") {
+                Some(d) => prop_assert_eq!(dir.to_str(), d.as_str()),
+                None => prop_assert_eq!(dir.to_str(), Some("/project")),
             }
             let grace = raw.get("grace_period").and_then(|g| g.as_str()).unwrap_or("0s");
-            prop_assert_eq!(
-                duration::parse(&def.grace_period).unwrap(),
-                duration::parse(grace).unwrap()
-            );
-            prop_assert_eq!(def.lazy, raw["lazy"].as_bool().unwrap());
-            prop_assert!(def.start_spec().is_ok());
+            prop_assert_eq!(def.spec.grace_period.unwrap_or_default(), duration::parse(grace).unwrap());
+            prop_assert_eq!(def.spec.command.as_deref(), Some(argv[0].as_str()));
+            prop_assert_eq!(&def.spec.args[..], &argv[1..]);
+            prop_assert_eq!(&def.spec.env, &env);
+            if let Some(l) = &def.spec.log_file {
+                prop_assert!(l.is_absolute() && l.starts_with("/project"), "relative to the file: {:?}", l);
+            }
+            prop_assert_eq!(def.spec.lazy, raw["lazy"].as_bool().unwrap());
         }
     }
 
     #[test]
     fn config_refuses_unsafe_server_names(bad in "(\\.|-|/)[a-z/.]{0,10}|[a-z]{0,5}/[a-z]{0,5}") {
         let text = serde_json::json!({ "servers": { bad.clone(): { "command": "x" } } }).to_string();
-        prop_assert!(config::parse(Path::new(CONFIG_PATH), &text).is_err(), "{:?} accepted", bad);
+        let file = ConfigFile::parse(Path::new(CONFIG_PATH), Scope::Project, &text).unwrap();
+        prop_assert!(file.definition(&bad).unwrap().is_err(), "{:?} accepted", bad);
     }
 
     #[test]
     fn expansion_never_panics_and_leaves_plain_text_alone(text in ".{0,60}") {
-        let out = config::expand(&text);
+        let out = options::expand(&text);
         if !text.contains("${") {
             prop_assert_eq!(out.unwrap(), text);
         }
@@ -429,7 +435,7 @@ proptest! {
     #[test]
     fn expansion_substitutes_set_variables(pre in plain(), post in plain()) {
         let home = std::env::var("PATH").expect("PATH is set");
-        let out = config::expand(&format!("{pre}${{PATH}}{post}")).unwrap();
+        let out = options::expand(&format!("{pre}${{PATH}}{post}")).unwrap();
         prop_assert_eq!(out, format!("{pre}{home}{post}"));
     }
 }

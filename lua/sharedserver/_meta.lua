@@ -1,6 +1,7 @@
 ---@meta
--- Type definitions for the native module (src/lua.rs). Never loaded at run
--- time; read by lua-language-server.
+-- Type definitions for the native module (src/lua.rs), as
+-- lua/sharedserver/native.lua exposes it (failures raise one-line errors).
+-- Never loaded at run time; read by lua-language-server.
 
 ---@class sharedserver.Client
 ---@field pid integer
@@ -52,45 +53,31 @@
 ---@field started boolean|nil only from start(): true when this call started it
 ---@field error string|nil only from list(): why the record could not be read
 
----@class sharedserver.NativeSpec
----@field command string
----@field args string[]|nil
----@field env table<string, string>|nil
----@field working_dir string|nil
----@field log_file string|nil
----@field grace_period string|number|nil
----@field binary string|nil
----@field metadata string|nil
----@field ready string|nil readiness spec (tcp://, http://, unix://, log:, cmd:)
----@field ready_timeout string|number|nil
----@field restart string|nil "on-failure", "on-failure:MAX" or "no"
----@field startup_check string|number|nil "D" (until idle, at most D) or "fixed:D"
-
----@class sharedserver.ServerDef
+---@class sharedserver.ConfigEntry
 ---@field name string
----@field source string the file that defines it
----@field command string[] argv
----@field env table<string, string>
----@field working_dir string
----@field log_file string|nil
----@field grace_period string
----@field ready string|nil
----@field ready_timeout string
----@field restart string|nil
----@field lazy boolean
+---@field source string|nil the file that defines it
+---@field scope "project"|"user"|nil
+---@field skipped boolean|nil its `skip_if_env` variable is set: leave it out
+---@field spec sharedserver.ServerConfig|nil its options (variables expanded, paths absolute)
+---@field error string|nil why the entry does not read (the others still do)
+
+---@class sharedserver.CallOpts
+---@field binary string|nil the sharedserver executable for this server's watcher
+---@field origin string|nil where the options came from, for messages (default "setup()")
 
 ---@class sharedserver.Native
 ---@field version fun(): string
 ---@field backend fun(): "pidfd"|"portable" this process's process backend
 ---@field lockdir fun(): string
----@field set_binary fun(path: string|nil)
+---@field set_binary fun(path: string|nil) the binary for servers that name none
+---@field spec fun(name: string, opts: table, origin?: string): sharedserver.ServerConfig checked and normalised options
 ---@field restart fun(name: string, opts: { timeout?: string }|nil): sharedserver.Status
 ---@field lockdir_check fun(): { dir: string, exists: boolean, problem: string|nil }
 ---@field status fun(name: string): sharedserver.Status
 ---@field list fun(): sharedserver.Status[]
----@field incref fun(name: string, pid?: integer, metadata?: string): sharedserver.Status
+---@field incref fun(name: string, pid?: integer, metadata?: string, opts?: sharedserver.CallOpts): sharedserver.Status
 ---@field decref fun(name: string, pid?: integer): sharedserver.Status
----@field start fun(name: string, spec: sharedserver.NativeSpec): sharedserver.Status
+---@field start fun(name: string, spec: table, opts?: sharedserver.CallOpts): sharedserver.Status
 ---@field stop fun(name: string, opts?: { force?: boolean, timeout?: string|number }): sharedserver.Status
----@field config fun(cwd?: string): table<string, sharedserver.ServerDef>
+---@field config fun(cwd?: string): sharedserver.ConfigEntry[]
 ---@field log_path fun(name: string): string

@@ -52,10 +52,10 @@ end
 function M.detach_all()
   require("sharedserver.monitor").stop()
   ready.stop()
-  local n = package.loaded["sharedserver.native"]
-  if not n then
-    return
+  if not require("sharedserver.loader").loaded_path then
+    return -- never opened: this instance attached to nothing
   end
+  local n = require("sharedserver.native")
   for name, e in pairs(state.servers) do
     if e.attached then
       e.attached, e.waiting = false, false

@@ -1,4 +1,8 @@
----@mod sharedserver.config Options, their defaults and validation
+---@mod sharedserver.config Options, their defaults and the setup() forms
+---
+--- A server's options are checked by the native module (src/options.rs), the
+--- same parser as the CLI's and the config files'; here only the editor's own
+--- keys (callbacks, `binary`) and the setup() forms are checked.
 
 local M = {}
 
@@ -9,7 +13,9 @@ local M = {}
 ---@field working_dir? string the server's working directory (default: Neovim's cwd)
 ---@field log_file? string file that receives the server's stdout and stderr
 ---@field lazy? boolean attach at startup only if already running; never start it then
----@field idle_timeout? string|number grace period after the last client leaves ("30m", or seconds)
+---@field grace_period? string|number how long the server outlives its last client ("30m", or seconds; alias `idle_timeout`)
+---@field metadata? string stored with this instance as a client (default "nvim")
+---@field startup_check? string|number how long a fresh server must stay up ("50ms", "fixed:2s")
 ---@field ready? string readiness check: "tcp://HOST:PORT", "http://HOST:PORT/PATH", "unix:///PATH", "log:REGEX" or "cmd:COMMAND"
 ---@field ready_timeout? string|number how long the server may take to pass `ready` ("30s", or seconds)
 ---@field restart? string "on-failure" or "on-failure:MAX": restart it when it crashes ("no": never)
@@ -43,17 +49,8 @@ M.defaults = {
   project = false,
 }
 
-local server_keys = {
-  command = "string",
-  args = "table",
-  env = "table",
-  working_dir = "string",
-  log_file = "string",
-  lazy = "boolean",
-  idle_timeout = { "string", "number" },
-  ready = "string",
-  ready_timeout = { "string", "number" },
-  restart = "string",
+--- Keys only the editor reads: checked here, never sent to the native module.
+local editor_keys = {
   on_start = "function",
   on_ready = "function",
   on_exit = "function",
@@ -61,138 +58,64 @@ local server_keys = {
   name = "string",
 }
 
----@param want string|string[]
----@param got any
----@return boolean
-local function type_ok(want, got)
-  if type(want) == "string" then
-    return type(got) == want
-  end
-  return vim.tbl_contains(want, type(got))
-end
-
---- Check one server's options; raises an error naming the server and key.
+--- Check one server's options: the editor's keys here, the rest by the
+--- native module. Raises one line naming the origin, the server and the key.
 ---@param name string
 ---@param cfg table
+---@param origin? string where the options came from (default "setup()")
 ---@return sharedserver.ServerConfig
-function M.validate_server(name, cfg)
-  local function fail(msg)
-    error(string.format("sharedserver: server '%s': %s", name, msg), 0)
-  end
-  if type(name) ~= "string" or not name:match("^[%w][%w_.%-]*$") then
+function M.server(name, cfg, origin)
+  origin = origin or "setup()"
+  if type(cfg) ~= "table" then
     error(
       string.format(
-        "sharedserver: invalid server name %s: use letters, digits, '.', '_' or '-', not starting with '.' or '-'",
-        vim.inspect(name)
+        "sharedserver: %s: servers.%s: must be a table such as { command = ... }, not %s",
+        origin,
+        tostring(name),
+        type(cfg)
       ),
       0
     )
   end
-  if type(cfg) ~= "table" then
-    fail("its configuration must be a table, got " .. type(cfg))
-  end
+  local plain, own = {}, {}
   for key, value in pairs(cfg) do
-    local want = server_keys[key]
-    if not want then
-      fail(
+    local want = editor_keys[key]
+    if want == nil then
+      plain[key] = value
+    elseif type(value) ~= want then
+      error(
         string.format(
-          "unknown option `%s` (known: %s)",
-          tostring(key),
-          table.concat(vim.tbl_keys(server_keys), ", ")
-        )
+          "sharedserver: %s: servers.%s.%s: must be a %s, not %s",
+          origin,
+          tostring(name),
+          key,
+          want,
+          type(value)
+        ),
+        0
       )
-    end
-    if not type_ok(want, value) then
-      local w = type(want) == "string" and want or table.concat(want, " or ")
-      fail(string.format("option `%s` must be a %s, got %s", key, w, type(value)))
+    elseif key ~= "name" then
+      own[key] = value
     end
   end
-  if type(cfg.command) ~= "string" or cfg.command == "" then
-    fail("option `command` is required (the program to run)")
+  if type(name) ~= "string" then
+    error(string.format("sharedserver: %s: servers: a server name must be a string", origin), 0)
   end
-  if cfg.ready and not M.ready_ok(cfg.ready) then
-    fail(
-      string.format(
-        "option `ready` must be tcp://HOST:PORT, http://HOST:PORT/PATH, unix:///PATH, log:REGEX or cmd:COMMAND, got %q",
-        cfg.ready
-      )
-    )
-  end
-  if cfg.restart and not M.restart_ok(cfg.restart) then
-    fail(
-      string.format(
-        'option `restart` must be "on-failure", "on-failure:MAX" (MAX > 0) or "no", got %q',
-        cfg.restart
-      )
-    )
-  end
-  local args = {}
-  for i, a in ipairs(cfg.args or {}) do
-    if type(a) ~= "string" and type(a) ~= "number" then
-      fail(string.format("args[%d] must be a string, got %s", i, type(a)))
-    end
-    args[i] = tostring(a)
-  end
-  local env = {}
-  for k, v in pairs(cfg.env or {}) do
-    if
-      type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number" and type(v) ~= "boolean")
-    then
-      fail("option `env` must map variable names to string values")
-    end
-    env[k] = tostring(v)
-  end
-  local out = vim.tbl_extend("force", {}, cfg)
-  out.args = args
-  out.env = env
-  out.lazy = cfg.lazy == true
-  out.name = nil
-  return out
+  local valid = require("sharedserver.native").spec(name, plain, origin)
+  return vim.tbl_extend("force", valid, own)
 end
 
---- Whether `spec` has the form of a readiness check (the native module
---- checks the rest when the server starts).
----@param spec string
----@return boolean
-function M.ready_ok(spec)
-  for _, prefix in ipairs({ "tcp://", "http://", "unix://", "log:", "cmd:" }) do
-    if spec:sub(1, #prefix) == prefix and #spec > #prefix then
-      return true
-    end
-  end
-  return false
-end
-
----@param policy string
----@return boolean
-function M.restart_ok(policy)
-  if policy == "no" or policy == "never" or policy == "on-failure" then
-    return true
-  end
-  local max = policy:match("^on%-failure:(%d+)$")
-  return max ~= nil and tonumber(max) > 0
-end
-
---- A definition from a config file (native `config()`) as server options.
----@param def sharedserver.ServerDef
+--- The options the native start() takes (the editor's keys removed).
+---@param cfg sharedserver.ServerConfig
 ---@return table
-function M.from_def(def)
-  local args = {}
-  for i = 2, #def.command do
-    args[#args + 1] = def.command[i]
+function M.plain(cfg)
+  local out = {}
+  for key, value in pairs(cfg) do
+    if editor_keys[key] == nil then
+      out[key] = value
+    end
   end
-  return {
-    command = def.command[1],
-    args = args,
-    env = def.env,
-    working_dir = def.working_dir,
-    log_file = def.log_file,
-    idle_timeout = def.grace_period,
-    ready = def.ready,
-    ready_timeout = def.ready_timeout,
-    restart = def.restart,
-    lazy = def.lazy,
-  }
+  return out
 end
 
 ---@param notify any
@@ -223,10 +146,31 @@ local function validate_notify(notify)
   return out
 end
 
+--- The options of setup(), apart from `servers`.
+local option_keys = { commands = true, notify = true, binary = true, name = true, project = true }
+
+--- Whether `t` is setup()'s options table rather than a table of servers:
+--- it has `servers`, or an option key whose value is not a server (a table
+--- with `command`). A server named like an option needs the `servers` form.
+---@param t table
+---@return boolean
+local function is_options(t)
+  if t.servers ~= nil then
+    return true
+  end
+  for key, value in pairs(t) do
+    if option_keys[key] and not (type(value) == "table" and value.command ~= nil) then
+      return true
+    end
+  end
+  return false
+end
+
 --- Turn the accepted call forms of setup() into servers and options:
---- `setup({ servers = {...}, commands = ..., notify = ... })`,
---- `setup(servers, opts)` and `setup({ command = ... }, opts)` (one server,
---- named `opts.name`, its own `name` key, or "default").
+---   setup({ servers = {...}, project = ..., notify = ..., commands = ... })
+---   setup(servers, opts)
+---   setup({ command = ..., ... }, opts)  -- one server, named opts.name,
+---                                        -- its own `name`, or "default"
 ---@param first table|nil
 ---@param second table|nil
 ---@return table<string, sharedserver.ServerConfig> servers, string[] order, sharedserver.Opts opts
@@ -239,29 +183,27 @@ function M.normalize(first, second)
     error("sharedserver: setup()'s second argument (options) must be a table", 0)
   end
   local raw_servers, raw_opts
-  if first.servers ~= nil then
-    raw_servers = first.servers
-    raw_opts = vim.tbl_extend("force", {}, first, second or {})
-    raw_opts.servers = nil
-    if type(raw_servers) ~= "table" then
-      error("sharedserver: option `servers` must be a table of name = { command = ... }", 0)
-    end
-  elseif type(first.command) == "string" then
+  if first.command ~= nil then
     local opts = second or {}
     local name = first.name or opts.name or M.defaults.name
     raw_servers = { [name] = first }
     raw_opts = opts
+  elseif is_options(first) then
+    raw_servers = first.servers or {}
+    raw_opts = vim.tbl_extend("force", {}, first, second or {})
+    raw_opts.servers = nil
+    if type(raw_servers) ~= "table" then
+      error("sharedserver: setup(): `servers` must be a table of name = { command = ... }", 0)
+    end
   else
     raw_servers = first
     raw_opts = second or {}
   end
-  local known = { commands = true, notify = true, binary = true, name = true, project = true }
   for k in pairs(raw_opts) do
-    if not known[k] then
+    if not option_keys[k] then
       error(
         string.format(
-          "sharedserver: unknown option `%s` (known: servers, commands, notify, binary, name, project; "
-            .. "a server needs a table with `command`)",
+          "sharedserver: setup(): unknown option `%s` (known: servers, project, notify, commands, binary, name)",
           tostring(k)
         ),
         0
@@ -269,13 +211,13 @@ function M.normalize(first, second)
     end
   end
   if raw_opts.commands ~= nil and type(raw_opts.commands) ~= "boolean" then
-    error("sharedserver: option `commands` must be true or false", 0)
+    error("sharedserver: setup(): `commands` must be true or false", 0)
   end
   if raw_opts.binary ~= nil and type(raw_opts.binary) ~= "string" then
-    error("sharedserver: option `binary` must be a path string", 0)
+    error("sharedserver: setup(): `binary` must be a path string", 0)
   end
   if raw_opts.project ~= nil and type(raw_opts.project) ~= "boolean" then
-    error("sharedserver: option `project` must be true or false", 0)
+    error("sharedserver: setup(): `project` must be true or false", 0)
   end
   ---@type sharedserver.Opts
   local opts = {
@@ -286,7 +228,7 @@ function M.normalize(first, second)
   }
   local servers, order = {}, {}
   for name, cfg in pairs(raw_servers) do
-    servers[name] = M.validate_server(name, cfg)
+    servers[name] = M.server(name, cfg)
     order[#order + 1] = name
   end
   table.sort(order)
@@ -298,45 +240,6 @@ end
 ---@return string
 function M.expand(path)
   return vim.fn.fnamemodify(vim.fn.expand(path), ":p")
-end
-
---- The spec the native start() takes for a server.
----@param name string
----@param cfg sharedserver.ServerConfig
----@param binary string|nil
----@return sharedserver.NativeSpec
-function M.native_spec(name, cfg, binary)
-  local command = cfg.command
-  if command:sub(1, 2) == "~/" then
-    command = vim.fn.expand(command)
-  end
-  local working_dir = nil
-  if cfg.working_dir then
-    working_dir = M.expand(cfg.working_dir):gsub("(.)/$", "%1")
-    if vim.fn.isdirectory(working_dir) ~= 1 then
-      error(
-        string.format(
-          "sharedserver: server '%s': working_dir %s is not a directory",
-          name,
-          working_dir
-        ),
-        0
-      )
-    end
-  end
-  return {
-    command = command,
-    args = cfg.args,
-    env = cfg.env,
-    working_dir = working_dir,
-    log_file = cfg.log_file and M.expand(cfg.log_file) or nil,
-    grace_period = cfg.idle_timeout,
-    ready = cfg.ready,
-    ready_timeout = cfg.ready_timeout,
-    restart = cfg.restart,
-    binary = binary,
-    metadata = "nvim",
-  }
 end
 
 return M

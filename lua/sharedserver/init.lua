@@ -71,7 +71,7 @@ end
 ---@return sharedserver.ServerStatus
 function M.status(name)
   local ok, st = pcall(function()
-    return require("sharedserver.loader").load().status(name)
+    return require("sharedserver.native").status(name)
   end)
   if not ok then
     st = { name = name, state = "error", error = notify.errmsg(st), refcount = 0 }
@@ -174,21 +174,22 @@ end
 ---@param cfg sharedserver.ServerConfig
 ---@param source string "lua" or the config file
 function M._register(name, cfg, source)
-  state.put(name, config.validate_server(name, cfg), source)
+  state.put(name, config.server(name, cfg, source ~= "lua" and source or nil), source)
   autocmds.install()
   if state.entered then
     autocmds.enter(name)
   end
 end
 
---- Configure servers. With `project = true`, the servers of the nearest
---- .sharedserver.json and of ~/.config/sharedserver/servers.json are added
---- on VimEnter, under those given here (a name given here wins). Accepted forms:
----   setup({ servers = { name = cfg, ... }, commands = true, notify = {...} })
+--- Configure servers. With `project = true`, the servers of the config files
+--- the CLI reads (see :help sharedserver-project) are added on VimEnter,
+--- under those given here (a name given here wins). Accepted forms:
+---   setup({ servers = { name = cfg, ... }, project = true, notify = {...}, commands = true })
 ---   setup({ name = cfg, ... }, { commands = true, notify = {...} })
 ---   setup({ command = "...", ... }, { name = "myserver" })  -- one server
 --- In the last form the server is named `opts.name` (or its own `name` key),
---- "default" if neither is given.
+--- "default" if neither is given. A table with only options (such as
+--- `{ project = true }`) is the first form.
 ---@param servers? table
 ---@param opts? sharedserver.Opts
 function M.setup(servers, opts)

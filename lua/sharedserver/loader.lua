@@ -35,8 +35,10 @@ function M.build_hint()
   )
 end
 
---- Open the native module, or raise an error that says how to fix it.
----@return sharedserver.Native
+--- Open the native module, or raise an error that says how to fix it. Its
+--- functions return `nil, message` on failure: use them through
+--- sharedserver.native, which raises the message instead.
+---@return table
 function M.load()
   if native then
     return native
@@ -75,16 +77,21 @@ function M.load()
   end
   native = mod
   M.loaded_path = M.path
-  package.loaded["sharedserver.native"] = mod
+  -- Servers without a `binary` of their own restore a lost watcher with the
+  -- global one (a server's own is passed per call by start.lua).
+  mod.set_binary(
+    (require("sharedserver.binary").resolve(require("sharedserver.state").opts.binary))
+  )
   return mod
 end
 
---- Like `load`, but returns nil and the error message instead of raising.
+--- Open the module: its functions as sharedserver.native wraps them (they
+--- raise one-line errors), or nil and the message saying why it cannot open.
 ---@return sharedserver.Native|nil, string|nil
 function M.try_load()
   local ok, res = pcall(M.load)
   if ok then
-    return res, nil
+    return require("sharedserver.native"), nil
   end
   return nil, tostring(res)
 end

@@ -26,7 +26,7 @@ function M.of(e)
     return config.expand(e.config.log_file)
   end
   local ok, path = pcall(function()
-    return require("sharedserver.loader").load().log_path(e.name)
+    return require("sharedserver.native").log_path(e.name)
   end)
   return ok and path or nil
 end
@@ -52,7 +52,7 @@ end
 ---@param name string
 ---@return string
 function M.path(name)
-  local n = require("sharedserver.loader").load()
+  local n = require("sharedserver.native")
   local e = state.servers[name]
   local st = n.status(name)
   local path

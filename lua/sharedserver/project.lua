@@ -1,11 +1,12 @@
 ---@mod sharedserver.project Servers defined in JSON files rather than in Lua
 ---
---- With `project = true`, the servers of the nearest .sharedserver.json and
---- of ~/.config/sharedserver/servers.json (found and parsed by the native
---- config()) are registered too. A server configured in Lua keeps its Lua
---- configuration: the user's own setup() wins over a file.
+--- With `project = true`, the servers of the config files the CLI reads
+--- (found, expanded and parsed by the native config(), the same code as
+--- `sharedserver config`) are registered too. A server configured in Lua
+--- keeps its Lua configuration: the user's own setup() wins over a file. An
+--- entry that does not read is one notification; the others still load. An
+--- entry whose `skip_if_env` variable is set is left out.
 
-local config = require("sharedserver.config")
 local notify = require("sharedserver.notify")
 local state = require("sharedserver.state")
 
@@ -15,7 +16,7 @@ local M = {}
 --- cannot be read, or a server it defines wrongly, is one error notification.
 function M.load()
   local ok, defs = pcall(function()
-    return require("sharedserver.loader").load().config(vim.fn.getcwd())
+    return require("sharedserver.native").config(vim.fn.getcwd())
   end)
   if not ok then
     notify.send("on_error", "project servers: " .. notify.errmsg(defs), vim.log.levels.ERROR)
@@ -24,15 +25,14 @@ function M.load()
   -- Required at call time: init.lua requires this module (through
   -- autocmds.lua) while it is still loading.
   local register = require("sharedserver")._register
-  local names = vim.tbl_keys(defs)
-  table.sort(names)
-  for _, name in ipairs(names) do
-    local e = state.servers[name]
-    if not (e and e.source == "lua") then
-      local def = defs[name]
-      local done, err = pcall(register, name, config.from_def(def), def.source)
+  for _, def in ipairs(defs) do
+    local e = state.servers[def.name]
+    if def.error then
+      notify.send("on_error", "project servers: " .. def.error, vim.log.levels.ERROR)
+    elseif not def.skipped and not (e and e.source == "lua") then
+      local done, err = pcall(register, def.name, def.spec, def.source)
       if not done then
-        notify.send("on_error", def.source .. ": " .. notify.errmsg(err), vim.log.levels.ERROR)
+        notify.send("on_error", "project servers: " .. notify.errmsg(err), vim.log.levels.ERROR)
       end
     end
   end

@@ -39,7 +39,7 @@ function M.refresh(name, settle)
     return
   end
   local ok, st = pcall(function()
-    return require("sharedserver.loader").load().status(name)
+    return require("sharedserver.native").status(name)
   end)
   if not ok then
     return
@@ -87,7 +87,7 @@ end
 --- it (no-op while already watching).
 function M.watch()
   local ok, dir = pcall(function()
-    return require("sharedserver.loader").load().lockdir()
+    return require("sharedserver.native").lockdir()
   end)
   if ok then
     require("sharedserver.monitor").start(dir, M.refresh)

@@ -15,11 +15,6 @@ local state = require("sharedserver.state")
 
 local M = {}
 
----@return sharedserver.Native
-local function native()
-  return require("sharedserver.loader").load()
-end
-
 --- The sharedserver binary for `e`: its own `binary` option, else the global one.
 ---@param e sharedserver.Entry
 ---@return string|nil path, string|nil source_or_error
@@ -46,14 +41,14 @@ end
 ---@return boolean attached
 function M.attach_if_running(name)
   local e = state.entry(name)
-  local n = native()
-  -- Not needed to attach, but lets the library restore a dead watcher.
-  n.set_binary((binary_for(e)))
+  local n = require("sharedserver.native")
   local st = n.status(name)
   if st.state ~= "active" and st.state ~= "grace" and st.state ~= "starting" then
     return false
   end
-  local ok, res = pcall(n.incref, name)
+  -- The binary is not needed to attach, but lets the library restore a
+  -- dead watcher.
+  local ok, res = pcall(n.incref, name, nil, nil, { binary = (binary_for(e)) })
   if not ok then
     return false -- it stopped in between; a lazy server is then left alone
   end
@@ -75,16 +70,15 @@ end
 function M.start(name)
   local ok, res = pcall(function()
     local e = state.entry(name)
-    local n = native()
     local bin, why = binary_for(e)
-    n.set_binary(bin)
-    local spec = config.native_spec(name, e.config, bin)
+    local n = require("sharedserver.native")
     -- Without the binary only a running server can be joined: say why a
     -- stopped one cannot start, rather than the library's generic words.
     if not bin and n.status(name).state == "stopped" then
       error(string.format("cannot start '%s': %s", name, why), 0)
     end
-    return n.start(name, spec)
+    local origin = e.source ~= "lua" and e.source or nil
+    return n.start(name, config.plain(e.config), { binary = bin, origin = origin })
   end)
   if not ok then
     return notify.failed(res)

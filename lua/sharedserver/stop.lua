@@ -14,10 +14,7 @@ local statusline = require("sharedserver.statusline")
 
 local M = {}
 
----@return sharedserver.Native
-local function native()
-  return require("sharedserver.loader").load()
-end
+local native = require("sharedserver.native")
 
 --- Stop `name` for every client, wait for its exit record, and report the
 --- exit to this instance's view (on_exit) before returning.
@@ -25,7 +22,7 @@ end
 ---@param timeout string|nil
 ---@return sharedserver.Status
 local function stop_now(name, timeout)
-  local n = native()
+  local n = native
   local pid = n.status(name).pid
   local st = n.stop(name, { force = true, timeout = timeout })
   if pid and not (st.last_exit and st.last_exit.pid == pid) then
@@ -54,7 +51,7 @@ end
 function M.stop(name, opts)
   opts = opts or {}
   local ok, res = pcall(function()
-    local n = native()
+    local n = native
     local e = state.servers[name]
     if opts.force then
       local st = stop_now(name, opts.timeout)
@@ -117,7 +114,7 @@ end
 function M.restart(name, opts)
   local ok, res = pcall(function()
     state.entry(name)
-    local n = native()
+    local n = native
     if n.status(name).state == "stopped" then
       return nil
     end
@@ -144,7 +141,7 @@ function M.stop_all(opts)
     local act = e.attached
     if opts.force then
       local ok, st = pcall(function()
-        return native().status(name)
+        return native.status(name)
       end)
       act = ok and st.state ~= "stopped"
     end

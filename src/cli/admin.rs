@@ -89,13 +89,13 @@ pub fn run(cmd: AdminCommand) -> sharedserver::Result<i32> {
             server,
         } => {
             let client = client(pid, me)?;
-            let Some(spec) = start.spec(&name, server.command)? else {
+            let Some(start) = start.spec(&name, server.command)? else {
                 return Err(sharedserver::Error::Other(
                     "admin start needs a command: `sharedserver admin start NAME -- CMD ARGS...`"
                         .into(),
                 ));
             };
-            attach::attach(name, client, None, Some(spec), IfRunning::Fail)
+            attach::attach(name, client, start.metadata, Some(start.spec), IfRunning::Fail)
         }
         AdminCommand::Incref {
             name,

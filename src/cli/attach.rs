@@ -5,6 +5,7 @@ use clap::Args;
 use sharedserver::lifecycle::StartupCheck;
 use sharedserver::process::ProcessId;
 use sharedserver::record::RestartPolicy;
+use sharedserver::options::ServerSpec;
 use sharedserver::{config, AttachRequest, Attached, IfRunning, ServerName, StartSpec, State};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,7 +21,8 @@ pub struct StartOptions {
     /// Append the server's output to this file (default: NAME.log in the lock directory)
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
-    /// Working directory for the server (default: the current directory)
+    /// Working directory for the server (default: the current directory; for a
+    /// project config file's entry, the project's directory)
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<PathBuf>,
     /// Return only once the server is ready: tcp://HOST:PORT, http://HOST:PORT/PATH,
@@ -36,9 +38,9 @@ pub struct StartOptions {
     /// How long a new server must stay up for `use` to succeed (catches
     /// servers that exit at once). D: until its processes all wait idle, at
     /// most D. fixed:D: all of D, for servers that wait on the network or a
-    /// timer before they fail. 0s returns on spawn
-    #[arg(long, value_parser = parse_startup_check, value_name = "D|fixed:D", default_value = "50ms")]
-    pub startup_check: StartupCheck,
+    /// timer before they fail. 0s returns on spawn. Default: 50ms
+    #[arg(long, value_parser = parse_startup_check, value_name = "D|fixed:D")]
+    pub startup_check: Option<StartupCheck>,
 }
 
 /// The trailing `-- CMD ARGS...` of `use` and `admin start`.
@@ -68,24 +70,73 @@ fn parse_restart(raw: &str) -> Result<RestartArg, String> {
     RestartPolicy::parse(raw).map(RestartArg)
 }
 
+/// What `use` starts when NAME is not running: the resolved spec, and the
+/// client metadata its config entry gives (a `--metadata` flag wins).
+pub struct Start {
+    pub spec: StartSpec,
+    pub metadata: Option<String>,
+}
+
 impl StartOptions {
-    /// The start spec: `command` if given, else NAME from the nearest config
-    /// file (command-line options override the file's).
+    /// The flags (and `-- CMD ARGS`) as a [`ServerSpec`], to lay over a
+    /// config entry.
+    pub fn flags(&self, command: Vec<String>) -> ServerSpec {
+        let mut words = command.into_iter();
+        ServerSpec {
+            command: words.next(),
+            args: words.collect(),
+            env: self.env.iter().cloned().collect(),
+            working_dir: self.cwd.clone(),
+            log_file: self.log_file.clone(),
+            grace_period: self.grace_period,
+            ready: self.ready.clone(),
+            ready_timeout: self.ready_timeout,
+            restart: self.restart.clone().map(|RestartArg(r)| r),
+            startup_check: self.startup_check,
+            ..ServerSpec::default()
+        }
+    }
+
+    /// The start spec: `command` if given, else NAME's entry in the nearest
+    /// config file with the flags on top. None: no command anywhere, so
+    /// `use` can only join a running server.
     pub fn spec(
         &self,
         name: &ServerName,
         command: Vec<String>,
-    ) -> sharedserver::Result<Option<StartSpec>> {
+    ) -> sharedserver::Result<Option<Start>> {
         let here = current_dir()?;
-        let mut spec = if !command.is_empty() {
-            StartSpec::new(command, here.clone())
-        } else if let Some(def) = config::lookup(name, &here)? {
-            def.start_spec()?
-        } else {
+        let flags = self.flags(command);
+        if flags.command.is_some() {
+            let spec = flags
+                .resolve(&here)
+                .map_err(|e| e.at("command line", ""))?;
+            return Ok(Some(Start {
+                spec,
+                metadata: None,
+            }));
+        }
+        let Some(def) = config::lookup(name, &here)? else {
             return Ok(None);
         };
-        self.overlay(&mut spec, &here);
-        Ok(Some(spec))
+        Ok(Some(Start {
+            spec: self.over(&def, &here)?,
+            metadata: def.spec.metadata.clone(),
+        }))
+    }
+
+    /// A config definition with the command-line options on top, resolved
+    /// from `here` (the caller's directory).
+    pub fn over(
+        &self,
+        def: &config::Definition,
+        here: &std::path::Path,
+    ) -> sharedserver::Result<StartSpec> {
+        config::Definition {
+            spec: def.spec.clone().overlay(self.flags(vec![])),
+            ..def.clone()
+        }
+        .resolve(here)
     }
 
     /// Options that only make sense for one server, named for an error when
@@ -99,37 +150,6 @@ impl StartOptions {
             Some("--ready")
         } else {
             None
-        }
-    }
-
-    /// Lay the command-line options over a spec (relative paths from `here`).
-    pub fn overlay(&self, spec: &mut StartSpec, here: &std::path::Path) {
-        let absolute = |p: &PathBuf| {
-            if p.is_absolute() {
-                p.clone()
-            } else {
-                here.join(p)
-            }
-        };
-        spec.env.extend(self.env.iter().cloned());
-        spec.startup_check = self.startup_check;
-        if let Some(cwd) = &self.cwd {
-            spec.cwd = absolute(cwd);
-        }
-        if let Some(log) = &self.log_file {
-            spec.log_file = Some(absolute(log));
-        }
-        if let Some(g) = self.grace_period {
-            spec.grace_period = g;
-        }
-        if self.ready.is_some() {
-            spec.ready = self.ready.clone();
-        }
-        if let Some(t) = self.ready_timeout {
-            spec.ready_timeout = t;
-        }
-        if let Some(RestartArg(r)) = &self.restart {
-            spec.restart = *r;
         }
     }
 }
@@ -182,8 +202,11 @@ pub fn use_(args: UseArgs) -> sharedserver::Result<i32> {
         }
         return super::project::use_all(&args.start, client, args.metadata.as_deref());
     };
-    let spec = args.start.spec(&name, args.server.command)?;
-    attach(name, client, args.metadata, spec, IfRunning::Attach)
+    let (spec, metadata) = match args.start.spec(&name, args.server.command)? {
+        Some(start) => (Some(start.spec), args.metadata.or(start.metadata)),
+        None => (None, args.metadata),
+    };
+    attach(name, client, metadata, spec, IfRunning::Attach)
 }
 
 pub fn attach(

@@ -68,27 +68,42 @@ pub fn logs(args: LogsArgs) -> sharedserver::Result<i32> {
 pub fn show_config(args: ConfigArgs) -> sharedserver::Result<i32> {
     let here = std::env::current_dir()
         .map_err(|e| sharedserver::Error::io(".", "reading the current directory", e))?;
-    let defs = config::all(&here)?;
-    let shown: Vec<_> = match &args.name {
-        Some(name) => match config::lookup(name, &here)? {
-            Some(def) => vec![def],
-            None => {
-                let searched: Vec<String> = config::files(&here)
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect();
-                return Err(sharedserver::Error::Other(format!(
-                    "no definition of '{name}' (searched: {}; a project file is {} in this directory or a parent)",
-                    if searched.is_empty() { "no config files found".into() } else { searched.join(", ") },
-                    config::PROJECT_FILE
-                )));
+    if let Some(name) = &args.name {
+        let Some(def) = config::lookup(name, &here)? else {
+            let searched: Vec<String> = config::files(&here)
+                .iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect();
+            return Err(sharedserver::Error::Other(format!(
+                "no definition of '{name}' (searched: {}; a project file is {} or {} in this directory or a parent)",
+                if searched.is_empty() { "no config files found".into() } else { searched.join(", ") },
+                config::PROJECT_FILE,
+                config::PROJECT_DIR_FILE,
+            )));
+        };
+        print_json(&def.to_value());
+        return Ok(0);
+    }
+    // Every entry that reads; the others are reported, and make the exit
+    // non-zero, without hiding the good ones.
+    let mut shown = Vec::new();
+    let mut failed = 0;
+    for def in config::all(&here)?.into_values() {
+        match def {
+            Ok(def) => shown.push(def.to_value()),
+            Err(e) => {
+                eprintln!("sharedserver: {e}");
+                failed += 1;
             }
-        },
-        None => defs.into_values().collect(),
-    };
+        }
+    }
+    print_json(&serde_json::Value::Array(shown));
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+fn print_json(v: &serde_json::Value) {
     println!(
         "{}",
-        serde_json::to_string_pretty(&shown).expect("definitions serialize")
+        serde_json::to_string_pretty(v).expect("JSON values serialize")
     );
-    Ok(0)
 }

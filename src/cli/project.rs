@@ -54,17 +54,16 @@ fn members(opts: &StartOptions) -> sharedserver::Result<Resolved> {
     let mut members = Vec::new();
     let mut failed = Vec::new();
     for (name, def) in defs {
-        let name = ServerName::parse(&name)?;
-        match def.start_spec() {
-            Ok(mut spec) => {
-                opts.overlay(&mut spec, &here);
-                members.push(Member {
-                    name,
-                    spec,
-                    lazy: def.lazy,
-                });
-            }
-            Err(e) => failed.push((name, Outcome::Failed(e))),
+        let resolved = def.and_then(|def| Ok((opts.over(&def, &here)?, def)));
+        match resolved {
+            // Another host already launched it for this session.
+            Ok((_, def)) if def.spec.skipped() => {}
+            Ok((spec, def)) => members.push(Member {
+                name: def.name,
+                spec,
+                lazy: def.spec.lazy,
+            }),
+            Err(e) => failed.push((ServerName::parse(&name)?, Outcome::Failed(e))),
         }
     }
     Ok((members, failed))
@@ -97,14 +96,14 @@ pub fn exec(args: ExecArgs) -> sharedserver::Result<i32> {
     let me = ProcessId::current();
     let (members, failed) = match &args.name {
         Some(name) => {
-            let Some(spec) = args.start.spec(name, vec![])? else {
+            let Some(start) = args.start.spec(name, vec![])? else {
                 return Err(Error::Other(format!(
                     "no definition of '{name}' in the config (see `sharedserver config`); exec takes server commands from the config"
                 )));
             };
             let member = Member {
                 name: name.clone(),
-                spec,
+                spec: start.spec,
                 lazy: false,
             };
             (vec![member], vec![])
