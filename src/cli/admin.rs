@@ -95,7 +95,13 @@ pub fn run(cmd: AdminCommand) -> sharedserver::Result<i32> {
                         .into(),
                 ));
             };
-            attach::attach(name, client, start.metadata, Some(start.spec), IfRunning::Fail)
+            attach::attach(
+                name,
+                client,
+                start.metadata,
+                Some(start.spec),
+                IfRunning::Fail,
+            )
         }
         AdminCommand::Incref {
             name,

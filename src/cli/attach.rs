@@ -3,9 +3,9 @@
 use super::{client, lifecycle, parse_duration, parse_env, parse_name};
 use clap::Args;
 use sharedserver::lifecycle::StartupCheck;
+use sharedserver::options::ServerSpec;
 use sharedserver::process::ProcessId;
 use sharedserver::record::RestartPolicy;
-use sharedserver::options::ServerSpec;
 use sharedserver::{config, AttachRequest, Attached, IfRunning, ServerName, StartSpec, State};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -108,9 +108,7 @@ impl StartOptions {
         let here = current_dir()?;
         let flags = self.flags(command);
         if flags.command.is_some() {
-            let spec = flags
-                .resolve(&here)
-                .map_err(|e| e.at("command line", ""))?;
+            let spec = flags.resolve(&here).map_err(|e| e.at("command line", ""))?;
             return Ok(Some(Start {
                 spec,
                 metadata: None,
