@@ -37,7 +37,7 @@ pub mod process;
 pub mod project;
 pub mod record;
 pub(crate) mod spawn;
-pub(crate) mod status;
+pub mod status;
 pub(crate) mod store;
 #[doc(hidden)]
 pub mod test_hooks;

@@ -14,6 +14,9 @@ pub struct Status {
     pub refcount: usize,
     pub clients: Vec<ClientStatus>,
     pub command: Vec<String>,
+    /// `command` as one line, quoted as a POSIX shell would need it: the
+    /// one way every view (CLI, float) shows a command.
+    pub command_line: String,
     pub grace_period: Option<String>,
     /// Milliseconds left before a server in grace is stopped.
     pub grace_remaining_ms: Option<u64>,
@@ -74,6 +77,7 @@ impl Status {
             refcount: 0,
             clients: vec![],
             command: last.map(|l| l.command.clone()).unwrap_or_default(),
+            command_line: last.map_or_else(String::new, |l| shell_words(&l.command)),
             grace_period: None,
             grace_remaining_ms: None,
             started_at: None,
@@ -107,6 +111,7 @@ impl Status {
                 })
                 .collect(),
             command: rec.command.clone(),
+            command_line: shell_words(&rec.command),
             grace_period: Some(duration::format(Duration::from_millis(rec.grace_period_ms))),
             grace_remaining_ms: (state == State::Grace)
                 .then(|| rec.grace_until_ms.map(|u| u.saturating_sub(now_ms)))
@@ -121,5 +126,32 @@ impl Status {
             restarts: rec.restarts_ms.len(),
             backend: rec.backend,
         }
+    }
+}
+
+/// `argv` as one line a POSIX shell reads back as the same words: plain
+/// words as they are, anything else (the empty word too) in single quotes.
+pub fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|w| {
+            if !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+            {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shell_words_quote_what_a_shell_would_split_or_drop() {
+        let argv: Vec<String> = ["sh", "-c", "echo it's", ""].map(String::from).into();
+        assert_eq!(super::shell_words(&argv), r"sh -c 'echo it'\''s' ''");
     }
 }

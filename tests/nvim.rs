@@ -1301,6 +1301,10 @@ fn a_crash_under_a_restart_policy_is_notified_once_per_crash_from_lock_dir_event
             "Neovim to follow the new process",
             &format!("require('sharedserver').status('flaky').pid == {second} and #(_G.ready_pids or {{}}) == 2"),
         );
+        // on_ready ran again, but a server without a ready check is never
+        // announced as "ready" after its restart backoff.
+        let notes = a.notes();
+        assert!(!notes.iter().any(|m| m.contains("is ready")), "{notes:#?}");
         assert_eq!(a.lua("return _G.ready_pids"), json!([first, second]));
         assert_eq!(sb.clients("flaky"), vec![a.pid()]);
 

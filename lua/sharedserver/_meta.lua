@@ -39,6 +39,7 @@
 ---@field refcount integer
 ---@field clients sharedserver.Client[]|nil
 ---@field command string[]|nil
+---@field command_line string|nil argv as one shell-quoted line
 ---@field grace_period string|nil
 ---@field grace_remaining_ms integer|nil
 ---@field started_at string|nil

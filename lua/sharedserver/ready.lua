@@ -95,7 +95,9 @@ end
 function M.reached(e, st)
   local waited = e.wait_ns
   e.waiting, e.wait_ns = false, nil
-  if waited then
+  -- Only a real check is news: a server without one is "starting" only
+  -- while it waits out a restart backoff.
+  if waited and st.ready then
     notify.send(
       "on_start",
       string.format("'%s' is ready (%.1fs)", e.name, (compat.uv.hrtime() - waited) / 1e9)

@@ -292,19 +292,4 @@ pub fn detach(name: &ServerName, pid: u32) -> sharedserver::Result<i32> {
     Ok(0)
 }
 
-/// argv rendered for humans: words with spaces or quotes are single-quoted.
-pub fn shell_words(argv: &[String]) -> String {
-    argv.iter()
-        .map(|w| {
-            if !w.is_empty()
-                && w.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
-            {
-                w.clone()
-            } else {
-                format!("'{}'", w.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+pub use sharedserver::status::shell_words;

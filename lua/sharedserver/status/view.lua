@@ -207,7 +207,7 @@ function M.detail(st, footer)
     row("grace period", grace)
   end
   if st.command and #st.command > 0 then
-    row("command", table.concat(st.command, " "))
+    row("command", st.command_line or table.concat(st.command, " "))
   end
   row("cwd", st.cwd)
   row("log", st.log_file)
