@@ -3,11 +3,15 @@
 //! No input may panic; every valid input round-trips.
 
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 use sharedserver::config::{ConfigFile, Scope};
 use sharedserver::duration;
 use sharedserver::options;
+use sharedserver::process::Backend;
 use sharedserver::process::ProcessId;
-use sharedserver::record::{Client, ExitKind, Record, StopRequest, FORMAT, VERSION};
+use sharedserver::record::{
+    Client, ExitKind, LastExit, Record, RestartPolicy, StopRequest, Termination, FORMAT, VERSION,
+};
 use sharedserver::test_hooks::parse_record;
 use sharedserver::ServerName;
 use std::collections::BTreeMap;
@@ -35,6 +39,44 @@ fn client() -> impl Strategy<Value = Client> {
     )
 }
 
+/// Every exit kind. The match fails to compile when a kind is added, as a
+/// reminder to list it here too.
+fn exit_kinds() -> Vec<ExitKind> {
+    let all = vec![
+        ExitKind::Exited,
+        ExitKind::ExitedBeforeReady,
+        ExitKind::ExitedAtStart,
+        ExitKind::CrashedRestarting,
+        ExitKind::GaveUp,
+        ExitKind::RestartFailed,
+        ExitKind::NotReady,
+        ExitKind::Stopped,
+        ExitKind::Killed,
+        ExitKind::GraceExpired,
+        ExitKind::Restarted,
+        ExitKind::Unsupervised,
+        ExitKind::Orphaned,
+    ];
+    for kind in &all {
+        match kind {
+            ExitKind::Exited
+            | ExitKind::ExitedBeforeReady
+            | ExitKind::ExitedAtStart
+            | ExitKind::CrashedRestarting
+            | ExitKind::GaveUp
+            | ExitKind::RestartFailed
+            | ExitKind::NotReady
+            | ExitKind::Stopped
+            | ExitKind::Killed
+            | ExitKind::GraceExpired
+            | ExitKind::Restarted
+            | ExitKind::Unsupervised
+            | ExitKind::Orphaned => {}
+        }
+    }
+    all
+}
+
 fn stop_request() -> impl Strategy<Value = StopRequest> {
     let kind = proptest::sample::select(vec![
         ExitKind::Stopped,
@@ -53,6 +95,80 @@ fn stop_request() -> impl Strategy<Value = StopRequest> {
     )
 }
 
+fn termination() -> impl Strategy<Value = Termination> {
+    prop_oneof![
+        any::<i32>().prop_map(Termination::Code),
+        any::<i32>().prop_map(Termination::Signal),
+        Just(Termination::Unknown),
+    ]
+}
+
+prop_compose! {
+    fn last_exit()(
+        name in name_strategy(),
+        pid in any::<u32>(),
+        command in proptest::collection::vec(".{0,12}", 1..4),
+        how in termination(),
+        kind in proptest::sample::select(exit_kinds()),
+        reason in ".{0,30}",
+        at_ms in any::<u64>(),
+        log_file in proptest::option::of(".{1,30}"),
+        log_tail in proptest::option::of("(.{0,20}\n){0,3}"),
+    ) -> LastExit {
+        LastExit {
+            format: FORMAT.into(),
+            version: VERSION,
+            name,
+            pid,
+            command,
+            how,
+            kind,
+            reason,
+            at_ms,
+            log_file,
+            log_tail,
+        }
+    }
+}
+
+/// The readiness, restart and last-exit fields of a record.
+#[derive(Debug, Clone)]
+struct Supervision {
+    ready: Option<String>,
+    ready_timeout_ms: u64,
+    ready_at_ms: Option<u64>,
+    restart: Option<RestartPolicy>,
+    restarts_ms: Vec<u64>,
+    restart_at_ms: Option<u64>,
+    last_exit: Option<LastExit>,
+    backend: Option<Backend>,
+}
+
+prop_compose! {
+    fn supervision()(
+        ready in proptest::option::of("(tcp:[0-9]{1,5}|log:.{0,12}|cmd:.{0,12}|http:.{0,12})"),
+        ready_timeout_ms in any::<u64>(),
+        ready_at_ms in proptest::option::of(any::<u64>()),
+        restart in proptest::option::of((any::<u32>(), any::<u64>())
+            .prop_map(|(max, window_ms)| RestartPolicy { max, window_ms })),
+        restarts_ms in proptest::collection::vec(any::<u64>(), 0..6),
+        restart_at_ms in proptest::option::of(any::<u64>()),
+        last_exit in proptest::option::of(last_exit()),
+        backend in proptest::option::of(proptest::sample::select(vec![Backend::Pidfd, Backend::Portable])),
+    ) -> Supervision {
+        Supervision {
+            ready,
+            ready_timeout_ms,
+            ready_at_ms,
+            restart,
+            restarts_ms,
+            restart_at_ms,
+            last_exit,
+            backend,
+        }
+    }
+}
+
 prop_compose! {
     fn record()(
         name in name_strategy(),
@@ -67,8 +183,10 @@ prop_compose! {
         started_at_ms in any::<u64>(),
         clients in proptest::collection::vec(client(), 0..6),
         grace_until_ms in proptest::option::of(any::<u64>()),
-        stop in proptest::option::of(stop_request()),
+        (stop, sup) in (proptest::option::of(stop_request()), supervision()),
     ) -> Record {
+        // Every field, with no `..` default: a field added to Record fails
+        // to compile here until the strategy covers it.
         Record {
             format: FORMAT.into(),
             version: VERSION,
@@ -85,33 +203,51 @@ prop_compose! {
             clients,
             grace_until_ms,
             stop,
-            ..minimal_record()
+            ready: sup.ready,
+            ready_timeout_ms: sup.ready_timeout_ms,
+            ready_at_ms: sup.ready_at_ms,
+            restart: sup.restart,
+            restarts_ms: sup.restarts_ms,
+            restart_at_ms: sup.restart_at_ms,
+            last_exit: sup.last_exit,
+            backend: sup.backend,
         }
     }
 }
 
-/// A valid record to start from; the strategy overrides every field it knows,
-/// so fields added to `Record` later keep their defaults here.
-fn minimal_record() -> Record {
-    let text = serde_json::json!({
-        "format": FORMAT,
-        "version": VERSION,
-        "name": "x",
-        "server": {"pid": 1, "start_time": 1},
-        "watcher": null,
-        "watcher_is_parent": true,
-        "command": ["true"],
-        "cwd": "/",
-        "env": {},
-        "log_file": null,
-        "grace_period_ms": 0,
-        "started_at_ms": 0,
-        "clients": [],
-        "grace_until_ms": null,
-        "stop": null,
-    })
-    .to_string();
-    parse_record(Path::new(RECORD_PATH), &text).expect("the minimal record parses")
+/// The top-level keys of a record as written to disk.
+fn fields() -> Vec<String> {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let rec = record().new_tree(&mut runner).unwrap().current();
+    serde_json::to_value(&rec)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn the_record_strategy_varies_every_field() {
+    // A field pinned to one value would be covered in name only.
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut seen: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for _ in 0..200 {
+        let rec = record().new_tree(&mut runner).unwrap().current();
+        for (key, value) in serde_json::to_value(&rec).unwrap().as_object().unwrap() {
+            seen.entry(key.clone())
+                .or_default()
+                .insert(value.to_string());
+        }
+    }
+    for (key, values) in &seen {
+        if key == "format" || key == "version" {
+            continue; // fixed by design: another value is refused
+        }
+        assert!(values.len() > 1, "the strategy never varies {key}");
+    }
+    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), fields());
 }
 
 /// A JSON value of bounded size and any shape.
@@ -134,24 +270,6 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         ]
     })
 }
-
-const FIELDS: &[&str] = &[
-    "format",
-    "version",
-    "name",
-    "server",
-    "watcher",
-    "watcher_is_parent",
-    "command",
-    "cwd",
-    "env",
-    "log_file",
-    "grace_period_ms",
-    "started_at_ms",
-    "clients",
-    "grace_until_ms",
-    "stop",
-];
 
 fn assert_names_path(err: &sharedserver::Error) {
     let msg = err.to_string();
@@ -190,11 +308,11 @@ proptest! {
     #[test]
     fn a_record_with_one_field_replaced_never_panics(
         rec in record(),
-        field in proptest::sample::select(FIELDS),
+        field in proptest::sample::select(fields()),
         value in json_value(),
     ) {
         let mut json = serde_json::to_value(&rec).unwrap();
-        json[field] = value;
+        json[&field] = value;
         if let Err(e) = parse_record(Path::new(RECORD_PATH), &json.to_string()) {
             assert_names_path(&e);
         }
@@ -203,13 +321,13 @@ proptest! {
     #[test]
     fn a_record_with_one_field_missing_never_panics(
         rec in record(),
-        field in proptest::sample::select(FIELDS),
+        field in proptest::sample::select(fields()),
     ) {
         let mut json = serde_json::to_value(&rec).unwrap();
-        json.as_object_mut().unwrap().remove(field);
+        json.as_object_mut().unwrap().remove(&field);
         match parse_record(Path::new(RECORD_PATH), &json.to_string()) {
             Ok(_) => prop_assert!(
-                !["format", "version", "server", "name"].contains(&field),
+                !["format", "version", "server", "name"].contains(&field.as_str()),
                 "a record without {:?} must be refused", field
             ),
             Err(e) => assert_names_path(&e),
@@ -449,9 +567,30 @@ fn an_empty_record_is_refused_with_a_clear_message() {
     assert!(err.contains("admin doctor"), "says how to repair: {err}");
 }
 
+/// The smallest record an older writer could have left.
+fn minimal_record() -> serde_json::Value {
+    serde_json::json!({
+        "format": FORMAT,
+        "version": VERSION,
+        "name": "x",
+        "server": {"pid": 1, "start_time": 1},
+        "watcher": null,
+        "watcher_is_parent": true,
+        "command": ["true"],
+        "cwd": "/",
+        "env": {},
+        "log_file": null,
+        "grace_period_ms": 0,
+        "started_at_ms": 0,
+        "clients": [],
+        "grace_until_ms": null,
+        "stop": null,
+    })
+}
+
 #[test]
 fn env_defaults_to_empty_when_absent() {
-    let mut json = serde_json::to_value(minimal_record()).unwrap();
+    let mut json = minimal_record();
     json.as_object_mut().unwrap().remove("env");
     let rec = parse_record(Path::new(RECORD_PATH), &json.to_string()).unwrap();
     assert_eq!(rec.env, BTreeMap::new());
