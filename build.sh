@@ -24,7 +24,8 @@ target_dir=${CARGO_TARGET_DIR:-target}
 
 # The module must stay a normal shared library, and cargo's static flag would
 # also reach the proc-macros, so the library and the binary build separately.
-"$cargo" build --release --target-dir "$target_dir" --lib
+# The library with the `nvim` feature is the Neovim module; the CLI needs no Lua.
+"$cargo" build --release --target-dir "$target_dir" --lib --features nvim
 
 # The static C library, as the linker (cc, as for cargo) would find it.
 has_static_libc() {

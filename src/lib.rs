@@ -1,7 +1,8 @@
 //! sharedserver: one server process shared by many clients.
 //!
 //! The library is the whole product; the `sharedserver` binary and the
-//! Neovim module (`lua` module, built into the cdylib) are thin adapters.
+//! Neovim module (`lua` module, in the cdylib with the `nvim` feature) are
+//! thin adapters.
 //!
 //! - [`options`] and [`config`]: a server's options, from files, Lua and flags
 //! - [`lockdir`]: where state lives and why it is safe to trust
@@ -28,6 +29,7 @@ pub mod exit;
 pub mod lifecycle;
 pub(crate) mod lockdir;
 pub mod logs;
+#[cfg(feature = "nvim")]
 mod lua;
 pub(crate) mod name;
 pub mod options;

@@ -118,14 +118,15 @@ pub fn profile_dir() -> PathBuf {
 }
 
 /// `cargo test` builds the library as an rlib only, so build the cdylib (the
-/// native module) of this same source with `cargo build --lib`, into the same
+/// native module) of this same source with `cargo build --lib --features
+/// nvim`, into the same
 /// target dir and profile (a no-op when it is up to date).
 fn build_cdylib() -> PathBuf {
     let profile = profile_dir();
     let target = profile.parent().expect("target dir");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--lib", "--quiet"])
+    cmd.args(["build", "--lib", "--features", "nvim", "--quiet"])
         .arg("--target-dir")
         .arg(target)
         .current_dir(REPO);
