@@ -357,6 +357,12 @@ impl<'a> Watcher<'a> {
     }
 
     fn sleep(&mut self, timeout: Option<Duration>) {
+        // Under the portable backend every wait on a child (a readiness
+        // probe's, too) empties the shared SIGCHLD pipe; look before
+        // sleeping, so a server exit announced meanwhile is never missed.
+        if self.server.as_ref().is_some_and(|s| s.exited()) {
+            return;
+        }
         let handles = || (self.server.iter().map(|s| &s.handle)).chain(self.clients.values());
         let mut fds = vec![
             PollFd::new(self.wake.fd(), PollFlags::POLLIN),
