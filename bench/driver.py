@@ -6,6 +6,10 @@ is a median, compared with a baseline measured in the same run. The lock
 directory is a fresh directory on tmpfs (/dev/shm), removed afterwards.
 
     bench/driver.py [--only 1,4,7] [--quick] [--json FILE]
+
+Row 10 (`--only 10`, not part of the default run) measures the rows the
+process backend affects under both backends, alternating run by run:
+pidfd (the baseline) and portable (SHAREDSERVER_BACKEND=portable).
 """
 
 import argparse
@@ -130,6 +134,85 @@ class Bench:
               + f" -> {'met' if met else 'MISSED'} ({target})", flush=True)
 
     # --- the benchmarks ----------------------------------------------------
+
+    def backends(self):
+        """10: the backend-affected rows, pidfd (baseline) vs portable."""
+        envs = {"pidfd": {k: v for k, v in self.env.items() if k != "SHAREDSERVER_BACKEND"}}
+        envs["portable"] = dict(envs["pidfd"], SHAREDSERVER_BACKEND="portable")
+        got = {b: {"cold": [], "stop": [], "dead": []} for b in envs}
+        holder = self.client()
+
+        def ss(env, *args):
+            r = subprocess.run([BIN, *args], env=env, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError(f"sharedserver {' '.join(args)}: {r.stderr.strip()}")
+            return r
+
+        for b, env in envs.items():
+            ss(env, "use", f"bb-dead-{b}", "--pid", str(holder), "--", "sleep", "1000")
+            backend = json.loads(ss(env, "info", f"bb-dead-{b}", "--json").stdout)["backend"]
+            assert backend == b, f"asked for {b}, the watcher runs {backend}"
+        for i in range(self.n(25, 5)):
+            for b, env in envs.items():  # alternate: drift hits both alike
+                name = f"bb-cold-{b}-{i}"
+                got[b]["cold"].append(self.timed(
+                    [BIN, "use", name, "--pid", str(holder), "--", "sleep", "1000"], env))
+                got[b]["stop"].append(self.timed([BIN, "admin", "stop", name, "--force"], env))
+                record = os.path.join(self.lockdir, f"bb-dead-{b}.json")
+                c = self.client()
+                ss(env, "use", f"bb-dead-{b}", "--pid", str(c))
+                t0 = time.perf_counter_ns()
+                os.kill(c, signal.SIGKILL)
+                while True:
+                    try:
+                        with open(record) as f:
+                            rec = json.load(f)
+                    except (OSError, ValueError):
+                        continue
+                    if not any(x["pid"] == c for x in rec["clients"]):
+                        break
+                got[b]["dead"].append(time.perf_counter_ns() - t0)
+                self.reap(c)
+
+        def wakeups(name, env, window):
+            w = json.loads(ss(env, "info", name, "--json").stdout)["watcher_pid"]
+
+            def ctx():
+                st = open(f"/proc/{w}/status").read()
+                f = dict(line.split(":", 1) for line in st.splitlines() if ":" in line)
+                return int(f["voluntary_ctxt_switches"]) + int(f["nonvoluntary_ctxt_switches"])
+
+            time.sleep(0.5)  # let the last command's wake-up pass
+            c0 = ctx()
+            time.sleep(window)
+            return ctx() - c0
+
+        window = self.n(10, 2)
+        idle = {}
+        for b, env in envs.items():
+            # One client attached (bb-dead) and none (in a 1 h grace).
+            ss(env, "use", f"bb-idle-{b}", "--grace-period", "1h", "--pid", str(holder),
+               "--", "sleep", "1000")
+            ss(env, "unuse", f"bb-idle-{b}", "--pid", str(holder))
+            idle[b] = (wakeups(f"bb-idle-{b}", env, window),
+                       wakeups(f"bb-dead-{b}", env, window))
+            ss(env, "admin", "kill", f"bb-idle-{b}")
+            ss(env, "admin", "kill", f"bb-dead-{b}")
+        for key, what, target in (("cold", "cold `use` of `sleep 1000`", "≤ 10 ms"),
+                                  ("stop", "`admin stop` (server exits on SIGTERM)", "≤ 20 ms"),
+                                  ("dead", "dead client: SIGKILL → record rewritten", "≤ 20 ms"
+                                   " (pidfd); ≤ 50 ms + tick (portable)")):
+            mp = statistics.median(got["portable"][key])
+            mb = statistics.median(got["pidfd"][key])
+            limit = 60 * MS if key == "dead" else (10 if key == "cold" else 20) * MS
+            self.row(10, f"{what}, portable (baseline: pidfd)", mp, mb, target, mp <= limit)
+        self.row(10, f"idle watcher, no clients, over {window} s: wake-ups, portable (pidfd: "
+                 f"{idle['pidfd'][0]})", idle["portable"][0], None, "0",
+                 idle["portable"][0] == 0, unit="count")
+        self.row(10, f"idle watcher, one client, over {window} s: wake-ups, portable (pidfd: "
+                 f"{idle['pidfd'][1]})", idle["portable"][1], None,
+                 f"≤ {int(window * 1000 / 50) + 5} (one per 50 ms)",
+                 idle["portable"][1] <= window * 1000 / 50 + 5, unit="count")
 
     def native(self):
         """1 and 2: status() and incref/decref inside Neovim."""
@@ -392,7 +475,7 @@ def table(rows):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--only", help="comma-separated benchmark numbers (1-9)")
+    ap.add_argument("--only", help="comma-separated benchmark numbers (1-10; 10 only if named)")
     ap.add_argument("--quick", action="store_true", help="few iterations: a smoke test")
     ap.add_argument("--json", help="also write the rows as JSON to this file")
     args = ap.parse_args()
@@ -402,7 +485,8 @@ def main():
     only = set(int(x) for x in args.only.split(",")) if args.only else set(range(1, 10))
     b = Bench(args.quick)
     steps = [((1, 2), b.native), ((3,), b.startup), ((4,), b.attach), ((5,), b.cold),
-             ((6,), b.stop), ((7,), b.dead_client), ((8,), b.idle), ((9,), b.many)]
+             ((6,), b.stop), ((7,), b.dead_client), ((8,), b.idle), ((9,), b.many),
+             ((10,), b.backends)]
     print(f"bench: lock dir {b.lockdir}; {os.cpu_count()} CPUs; binary {BIN} ({linkage(BIN)}); "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     try:
