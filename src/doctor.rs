@@ -17,10 +17,15 @@ pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
     let dir = store.dir().to_path_buf();
     let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, "listing", e))?;
     let mut names = std::collections::BTreeSet::new();
+    // Names with files that only a running server needs.
+    let mut leftovers = std::collections::BTreeSet::new();
     for entry in entries.flatten() {
         let Ok(file) = entry.file_name().into_string() else {
             continue;
         };
+        if let Some(name) = leftover_of(&file).filter(|n| only.is_none_or(|o| o == n)) {
+            leftovers.insert(name);
+        }
         let path = entry.path();
         if let Some(tmp) = file.strip_prefix('.').and_then(|f| f.strip_suffix(".tmp")) {
             // `.TARGET.PID.N.tmp`: an interrupted atomic write, if PID is gone.
@@ -58,7 +63,33 @@ pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
     for name in &names {
         check_one(lc, name, &mut report)?;
     }
+    // Files left by failed starts and stopped servers: a name that is not
+    // running needs none of them (its log and last exit are kept).
+    for name in &leftovers {
+        if matches!(store.read(name), Ok(None)) && !crate::watcher::listening(store, name) {
+            let removed = store.remove_leftovers(name)?;
+            if !removed.is_empty() {
+                let files: Vec<String> = removed
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+                    .collect();
+                report.push(format!(
+                    "{name}: not running; removed its leftover {} (its log and last exit are kept)",
+                    files.join(", ")
+                ));
+            }
+        }
+    }
     Ok(report)
+}
+
+/// The server name a file belongs to, if it is one that only a running
+/// server needs (`NAME.out`, `.wake`, `.journal`, `.journal.old`, `.lock`).
+fn leftover_of(file: &str) -> Option<ServerName> {
+    [".journal.old", ".journal", ".out", ".wake", ".lock"]
+        .iter()
+        .find_map(|ext| file.strip_suffix(ext))
+        .and_then(|stem| ServerName::parse(stem).ok())
 }
 
 /// The process-group leader whose environment says it is `name`'s server in

@@ -74,7 +74,34 @@ impl Store {
             .open(&path)
             .map_err(|e| nofollow_error(&path, "opening lock file", e))?;
         fs4::fs_std::FileExt::lock_exclusive(&file).map_err(|e| Error::io(&path, "locking", e))?;
+        // `admin doctor` removes the lock file of a name that is not
+        // running, holding its lock. Whoever waited on that file now holds
+        // a lock nobody else will ask for: take the one at the path instead.
+        if !still_at(&file, &path) {
+            return self.lock(name);
+        }
         Ok(Guard { _file: file })
+    }
+
+    /// Remove `name`'s files that only a running server needs (`.out`,
+    /// `.wake`, `.journal`, `.lock`), keeping its log and last exit: for a
+    /// name that is not running. Takes the lock; returns the files removed.
+    pub fn remove_leftovers(&self, name: &ServerName) -> Result<Vec<PathBuf>> {
+        let guard = self.lock(name)?;
+        if self.read(name)?.is_some() || crate::watcher::listening(self, name) {
+            return Ok(vec![]); // it started meanwhile
+        }
+        let mut removed = Vec::new();
+        for ext in ["out", "wake", "journal", "journal.old", "lock"] {
+            let path = self.path(name, ext);
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(path, "removing", e)),
+            }
+        }
+        drop(guard);
+        Ok(removed)
     }
 
     /// Read a record. Renames make writes atomic, so this never sees a torn
@@ -274,4 +301,13 @@ pub fn parse_record(path: &Path, text: &str) -> Result<Record> {
         None => return Err(corrupt("no format version".into())),
     }
     serde_json::from_value(value).map_err(|e| corrupt(format!("unexpected layout ({e})")))
+}
+
+/// True while `path` still names the open `file` (not removed or replaced).
+fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(open), Ok(named)) => open.ino() == named.ino() && open.dev() == named.dev(),
+        _ => false,
+    }
 }

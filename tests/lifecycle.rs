@@ -452,3 +452,59 @@ fn a_server_that_leaves_its_process_group_can_be_stopped_and_killed() {
         w.kill_client(c.parse().unwrap());
     }
 }
+
+/// A failed start leaves files only a running server needs: doctor reports
+/// and removes them, keeping the log and the last exit. Read-only queries
+/// never create any.
+#[test]
+fn doctor_removes_the_leftovers_of_names_that_are_not_running_and_queries_create_nothing() {
+    let w = World::new();
+    let files = || {
+        let mut names: Vec<String> = std::fs::read_dir(&w.lockdir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    for args in [
+        vec!["info", "ghost"],
+        vec!["info", "--json", "ghost"],
+        vec!["list"],
+        vec!["logs", "ghost"],
+    ] {
+        let _ = w.run(&args);
+    }
+    assert_eq!(w.check("ghost"), 2);
+    assert_eq!(
+        files(),
+        Vec::<String>::new(),
+        "read-only queries created files"
+    );
+
+    assert_eq!(w.run(&["use", "q", "--", "sh", "-c", "exit 3"]).code(), 10);
+    let out = w.ok(&["admin", "doctor"]).stdout();
+    assert!(
+        out.contains("q: not running; removed its leftover"),
+        "{out}"
+    );
+    assert!(out.contains("q.lock") && out.contains("q.journal"), "{out}");
+    assert_eq!(files(), ["q.last", "q.log"]);
+    assert!(w.ok(&["admin", "doctor"]).stdout().contains("all good"));
+    assert_eq!(w.info("q")["last_exit"]["code"], 3, "the last exit is kept");
+    // The name works as before.
+    let c = w.run(&[
+        "use",
+        "q",
+        "--pid",
+        &std::process::id().to_string(),
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(c.code(), 0, "{}", c.stderr());
+    w.ok(&["admin", "stop", "q", "--force"]);
+}
