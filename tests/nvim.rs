@@ -1680,3 +1680,48 @@ fn native_options_and_config_errors_name_the_origin_the_server_and_the_key() {
         );
     });
 }
+
+#[test]
+fn native_failures_reach_the_user_without_a_traceback() {
+    each_nvim(|sb| {
+        let mut a = sb.nvim(&setup(
+            r#"missing = { command = "surely-not-a-command-xyz", lazy = true },
+               quick = { command = "sh", args = { "-c", "exit 3" }, lazy = true }"#,
+        ));
+        let ret = a.lua(
+            "local ss = require('sharedserver') \
+             local _, missing = ss.start('missing') \
+             local _, quick = ss.start('quick') \
+             local _, stop = ss.stop('quick', { force = true }) \
+             return { missing, quick, stop }",
+        );
+        a.cmd("silent! ServerStop! quick");
+        let notes = a.notes();
+        for text in ret
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .chain(notes.iter().cloned())
+        {
+            assert!(
+                !text.contains("runtime error")
+                    && !text.contains("traceback")
+                    && !text.contains("[C]:"),
+                "{text}"
+            );
+        }
+        let msgs: Vec<&str> = ret
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default())
+            .collect();
+        assert!(msgs[0].contains("surely-not-a-command-xyz"), "{msgs:?}");
+        assert!(msgs[1].contains("'quick'"), "{msgs:?}");
+        assert!(
+            msgs[2].contains("'quick' is not running") && !msgs[2].contains('\n'),
+            "{msgs:?}"
+        );
+    });
+}
