@@ -196,16 +196,12 @@ fn use_during_shutdown_waits_and_starts_a_fresh_server() {
 fn server_crash_is_cleaned_up_with_its_exit_code() {
     let mut w = World::new();
     let a = w.client().to_string();
-    w.ok(&[
-        "use",
-        "x",
-        "--pid",
-        &a,
-        "--",
-        "sh",
-        "-c",
-        "sleep 0.3; exit 3",
-    ]);
+    // Started, then crashes when the test says so.
+    let gate = Gate::new(w.path("gate"));
+    let script = format!("{}; exit 3", gate.sh());
+    w.ok(&["use", "x", "--pid", &a, "--", "sh", "-c", &script]);
+    assert_eq!(w.check("x"), 0);
+    gate.open();
     eventually(SOON, "record cleared after the crash", || {
         !w.record_path("x").exists()
     });

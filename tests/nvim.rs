@@ -6,7 +6,7 @@
 mod common;
 
 use common::nvim::{clean_tree, lua_str, nvims, plugin_dir, NvimBin, Sandbox, DEADLINE};
-use common::{alive, eventually, BIN, REPO};
+use common::{alive, eventually, Gate, BIN, REPO};
 use serde_json::json;
 use sharedserver::State;
 use std::path::Path;
@@ -526,23 +526,27 @@ fn a_server_that_fails_to_start_is_reported_with_its_log() {
 fn on_start_and_on_exit_fire_with_the_right_arguments() {
     each_nvim(|sb| {
         let log = sb.path("crashy.log");
+        let gate = Gate::new(sb.path("gate"));
         let init = setup(&format!(
             r#"web = {{ command = "sleep", args = {{ "1000" }},
                  on_start = function(pid) _G.web_started = pid end,
                  on_exit = function(code, exit) _G.web_exit = {{ code = code, reason = exit.reason }} end }},
                crashy = {{ command = "sh",
-                 args = {{ "-c", "echo booting; echo 'fatal: port 8000 in use' >&2; sleep 0.5; exit 3" }},
+                 args = {{ "-c", "echo booting; echo 'fatal: port 8000 in use' >&2; {wait}; exit 3" }},
                  log_file = {log},
                  on_start = function(pid) _G.crashy_started = pid end,
                  on_exit = function(code) _G.crashy_code = code end }}"#,
-            log = lua_str(log.to_str().unwrap())
+            log = lua_str(log.to_str().unwrap()),
+            wait = gate.sh(),
         ));
         let mut a = sb.nvim(&init);
         let web = eventually(DEADLINE, "web started", || sb.status("web").pid);
         assert_eq!(a.lua("return _G.web_started"), json!(web));
 
-        // crashy dies 0.5 s after starting: on_exit gets its code and the
-        // error names it, with the last lines of its log.
+        // crashy dies once started: on_exit gets its code and the error
+        // names it, with the last lines of its log.
+        a.wait_for("crashy's on_start", "_G.crashy_started ~= nil");
+        gate.open();
         a.wait_for("crashy's on_exit", "_G.crashy_code ~= nil");
         assert_eq!(a.lua("return _G.crashy_code"), json!(3));
         let last = sb.status("crashy").last_exit.unwrap();
@@ -1118,32 +1122,39 @@ const TICKER: &str = "_G.ticks = 0 \
 fn on_ready_fires_with_the_status_once_the_server_answers_and_the_editor_never_freezes() {
     each_nvim(|sb| {
         let port = free_port();
+        let gate = Gate::new(sb.path("gate"));
         let init = format!(
             "{TICKER}\n{}",
             setup(&format!(
                 r#"web = {{ command = "python3",
-                     args = {{ "-c", "import time,http.server; time.sleep(0.7); http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()" }},
+                     args = {{ "-c", "import http.server; {wait}; http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()" }},
                      ready = "tcp://127.0.0.1:{port}",
                      on_start = function() _G.ticks_at_start = _G.ticks end,
                      on_ready = function(st)
                        _G.ready = {{ state = st.state, pid = st.pid, ready = st.ready, ticks = _G.ticks }}
                        _G.ready_calls = (_G.ready_calls or 0) + 1
-                     end }}"#
+                     end }}"#,
+                wait = gate.py().replace('"', "\\\""),
             ))
         );
         let mut a = sb.nvim(&init);
         // Neovim answers this request while the server is still starting.
-        let asked = std::time::Instant::now();
         let seen = a.lua(
             "return { state = require('sharedserver').status('web').state, \
                       line = require('sharedserver').statusline(), \
                       polling = require('sharedserver')._polling(), ready = _G.ready ~= nil }",
         );
-        assert!(asked.elapsed() < std::time::Duration::from_millis(300));
         assert_eq!(
             seen,
             json!({ "state": "starting", "line": "web…", "polling": true, "ready": false })
         );
+        // The event loop keeps running while the server starts.
+        a.wait_for(
+            "20 timer ticks while starting",
+            "_G.ticks_at_start and _G.ticks - _G.ticks_at_start >= 20",
+        );
+        assert_eq!(a.lua("return _G.ready == nil"), json!(true));
+        gate.open();
         a.wait_for("on_ready", "_G.ready ~= nil");
         let st = sb.status("web");
         assert_eq!(st.state, State::Active);
@@ -1151,10 +1162,6 @@ fn on_ready_fires_with_the_status_once_the_server_answers_and_the_editor_never_f
         assert_eq!(ready["state"], json!("active"));
         assert_eq!(ready["pid"], json!(st.pid.unwrap()));
         assert_eq!(ready["ready"], json!(format!("tcp://127.0.0.1:{port}")));
-        // The timer kept ticking through the ~0.7 s wait.
-        let ticked =
-            ready["ticks"].as_i64().unwrap() - a.lua("return _G.ticks_at_start").as_i64().unwrap();
-        assert!(ticked >= 20, "the event loop stalled: {ticked} ticks");
         // Once ready: no poll timer, on_ready ran once, the statusline says so.
         a.wait_for(
             "the poll timer to stop",

@@ -14,11 +14,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A Python HTTP server that only starts listening after `delay` seconds.
-fn slow_http(port: u16, delay: f64) -> String {
+/// A Python HTTP server that only starts listening once `gate` opens.
+fn slow_http(port: u16, gate: &Gate) -> String {
     format!(
-        "import time, http.server\nprint('warming up', flush=True)\ntime.sleep({delay})\n\
-         http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()"
+        "import http.server\nprint('warming up', flush=True)\n{}\n\
+         http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()",
+        gate.py()
     )
 }
 
@@ -28,7 +29,8 @@ fn use_returns_only_once_an_http_server_answers() {
     let port = free_port();
     let ready = format!("http://127.0.0.1:{port}/");
     let a = w.client().to_string();
-    let script = slow_http(port, 0.7);
+    let gate = Gate::new(w.path("gate"));
+    let script = slow_http(port, &gate);
     let first = w
         .cmd(&[
             "use", "web", "--pid", &a, "--ready", &ready, "--", "python3", "-c", &script,
@@ -39,10 +41,28 @@ fn use_returns_only_once_an_http_server_answers() {
         .unwrap();
     eventually(SOON, "state starting is visible", || w.check("web") == 3);
     assert_eq!(w.state("web"), "starting");
-    // A second client arriving while it starts waits too.
+    // A second client arriving while it starts waits too: it is attached,
+    // and the server still starting, until the gate opens.
     let b = w.client().to_string();
-    let second = w.ok(&["use", "web", "--pid", &b]);
-    assert!(second.stdout().contains("attached"), "{}", second.stdout());
+    let second = w
+        .cmd(&["use", "web", "--pid", &b])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(SOON, "the second client attached while starting", || {
+        let info = w.info("web");
+        info["refcount"] == 2 && info["state"] == "starting"
+    });
+    gate.open();
+    let second = second.wait_with_output().unwrap();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let said = String::from_utf8_lossy(&second.stdout);
+    assert!(said.contains("attached"), "{said}");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
         "ready when use returns"
@@ -71,19 +91,26 @@ fn tcp_probe_waits_for_the_listener() {
     let mut w = World::new();
     let port = free_port();
     let a = w.client().to_string();
-    let script = slow_http(port, 0.3);
-    w.ok(&[
-        "use",
-        "t",
-        "--pid",
-        &a,
-        "--ready",
-        &format!("tcp://127.0.0.1:{port}"),
-        "--",
-        "python3",
-        "-c",
-        &script,
-    ]);
+    let gate = Gate::new(w.path("gate"));
+    let script = slow_http(port, &gate);
+    let user = w
+        .cmd(&[
+            "use",
+            "t",
+            "--pid",
+            &a,
+            "--ready",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--",
+            "python3",
+            "-c",
+            &script,
+        ])
+        .spawn()
+        .unwrap();
+    eventually(SOON, "starting, the port closed", || w.check("t") == 3);
+    gate.open();
+    assert!(user.wait_with_output().unwrap().status.success());
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 }
 
@@ -92,22 +119,32 @@ fn log_probe_matches_a_line_of_output() {
     let mut w = World::new();
     let a = w.client().to_string();
     let flag = w.path("printed");
+    let gate = Gate::new(w.path("gate"));
     let script = format!(
-        "sleep 0.3; echo 'listening on port 4242'; touch '{}'; exec sleep 1000",
+        "echo 'listening soon'; {}; echo 'listening on port 4242'; touch '{}'; exec sleep 1000",
+        gate.sh(),
         flag.display()
     );
-    w.ok(&[
-        "use",
-        "l",
-        "--pid",
-        &a,
-        "--ready",
-        r"log:listening on port \d+",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let user = w
+        .cmd(&[
+            "use",
+            "l",
+            "--pid",
+            &a,
+            "--ready",
+            r"log:listening on port \d+",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .spawn()
+        .unwrap();
+    eventually(SOON, "starting, the line not yet printed", || {
+        w.check("l") == 3
+    });
+    gate.open();
+    assert!(user.wait_with_output().unwrap().status.success());
     assert!(
         flag.exists(),
         "use returned only after the line was printed"
@@ -158,18 +195,29 @@ fn server_that_never_becomes_ready_fails_use_and_leaves_nothing() {
 fn server_dying_before_ready_fails_use_with_its_log() {
     let mut w = World::new();
     let a = w.client().to_string();
-    let r = w.run(&[
-        "use",
-        "dies",
-        "--pid",
-        &a,
-        "--ready",
-        "tcp://127.0.0.1:9",
-        "--",
-        "sh",
-        "-c",
-        "sleep 0.2; echo port taken >&2; exit 2",
-    ]);
+    // Started (past the start-up check), then dies before it is ready.
+    let gate = Gate::new(w.path("gate"));
+    let script = format!("{}; echo port taken >&2; exit 2", gate.sh());
+    let user = w
+        .cmd(&[
+            "use",
+            "dies",
+            "--pid",
+            &a,
+            "--ready",
+            "tcp://127.0.0.1:9",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(SOON, "starting", || w.check("dies") == 3);
+    gate.open();
+    let r = Run(user.wait_with_output().unwrap());
     assert_eq!(r.code(), 10);
     assert!(
         r.stderr().contains("exited before it was ready"),
@@ -185,19 +233,30 @@ fn cmd_probe_runs_a_shell_command() {
     let mut w = World::new();
     let a = w.client().to_string();
     let marker = w.path("up");
-    let script = format!("sleep 0.2; touch '{}'; exec sleep 1000", marker.display());
-    w.ok(&[
-        "use",
-        "c",
-        "--pid",
-        &a,
-        "--ready",
-        &format!("cmd:test -e '{}'", marker.display()),
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let gate = Gate::new(w.path("gate"));
+    let script = format!(
+        "{}; touch '{}'; exec sleep 1000",
+        gate.sh(),
+        marker.display()
+    );
+    let user = w
+        .cmd(&[
+            "use",
+            "c",
+            "--pid",
+            &a,
+            "--ready",
+            &format!("cmd:test -e '{}'", marker.display()),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .spawn()
+        .unwrap();
+    eventually(SOON, "starting, the probe failing", || w.check("c") == 3);
+    gate.open();
+    assert!(user.wait_with_output().unwrap().status.success());
     assert!(marker.exists());
 }
 
@@ -285,9 +344,13 @@ fn clients_stay_attached_across_a_restart() {
     let mut w = World::new();
     let a = w.client().to_string();
     let flag = w.path("crashed-once");
+    // The first process crashes when the test opens the gate; the restarted
+    // one stays up.
+    let gate = Gate::new(w.path("gate"));
     let script = format!(
-        "if [ -e '{0}' ]; then exec sleep 1000; fi; touch '{0}'; sleep 0.2; exit 3",
-        flag.display()
+        "if [ -e '{0}' ]; then exec sleep 1000; fi; touch '{0}'; {1}; exit 3",
+        flag.display(),
+        gate.sh()
     );
     w.ok(&[
         "use",
@@ -302,6 +365,7 @@ fn clients_stay_attached_across_a_restart() {
         &script,
     ]);
     let first = pid_of(&w.info("rs"));
+    gate.open();
     eventually(SOON, "restarted with a new pid", || {
         let i = w.info("rs");
         i["state"] == "active" && i["pid"].as_u64() != Some(first as u64)
@@ -443,6 +507,8 @@ fn on_a_terminal_use_shows_what_it_waits_for_then_clears_the_line() {
     use std::io::Read;
     let mut w = World::new();
     let a = w.client().to_string();
+    let gate = Gate::new(w.path("gate"));
+    let script = format!("{}; echo READY; exec sleep 1000", gate.sh());
     let args = [
         "use",
         "slow",
@@ -453,31 +519,45 @@ fn on_a_terminal_use_shows_what_it_waits_for_then_clears_the_line() {
         "--",
         "sh",
         "-c",
-        "sleep 0.5; echo READY; exec sleep 1000",
+        &script,
     ];
     let (mut master, slave) = pty();
-    let status = w
+    let mut user = w
         .cmd(&args)
         .stderr(std::process::Stdio::from(slave))
-        .status()
+        .spawn()
         .unwrap();
-    assert!(status.success());
-    // Every slave end is closed now, so reading ends (EIO) after the data.
+    // The server waits at the gate until the line is shown.
+    let shown = "\r\x1b[2Kslow: waiting for log:READY (";
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(shown) {
+        match master.read(&mut buf) {
+            Ok(n @ 1..) => seen.extend_from_slice(&buf[..n]),
+            _ => panic!("the terminal closed before: {shown:?}"),
+        }
+    }
+    gate.open();
+    assert!(user.wait().unwrap().success());
+    // Every slave end is closed now, so reading ends (EIO) after the data.
     while let Ok(n @ 1..) = master.read(&mut buf) {
         seen.extend_from_slice(&buf[..n]);
     }
     let seen = String::from_utf8_lossy(&seen);
-    assert!(
-        seen.contains("\r\x1b[2Kslow: waiting for log:READY (0."),
-        "{seen:?}"
-    );
+    assert!(seen.contains(shown), "{seen:?}");
     assert!(seen.ends_with("\r\x1b[2K"), "the line is cleared: {seen:?}");
 
     // The same wait with stderr not a terminal prints nothing at all.
     w.ok(&["admin", "stop", "slow", "--force"]);
-    let r = w.run(&args);
+    let user = w
+        .cmd(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(SOON, "starting", || w.check("slow") == 3);
+    gate.open();
+    let r = Run(user.wait_with_output().unwrap());
     assert_eq!(r.code(), 0, "{}", r.stderr());
     assert_eq!(r.stderr(), "");
 }

@@ -158,6 +158,48 @@ impl Run {
     }
 }
 
+/// A FIFO a test server waits at, so it stays where the test wants it
+/// (starting, say) for as long as the test wants, with no sleep on either
+/// side: the server blocks opening the FIFO until `open()` opens it too.
+pub struct Gate {
+    pub path: PathBuf,
+}
+
+impl Gate {
+    /// A gate at `path` (in the test's scratch space).
+    pub fn new(path: PathBuf) -> Gate {
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+        Gate { path }
+    }
+
+    /// A shell command that returns once the gate is open.
+    pub fn sh(&self) -> String {
+        format!(": < '{}'", self.path.display())
+    }
+
+    /// A Python statement that returns once the gate is open.
+    pub fn py(&self) -> String {
+        format!("open({:?}).close()", self.path.display().to_string())
+    }
+
+    /// Wait until the server is at the gate, then let it through.
+    pub fn open(&self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        eventually(
+            Duration::from_secs(10),
+            &format!("a server waiting at {}", self.path.display()),
+            || {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&self.path)
+                    .ok()
+            },
+        );
+    }
+}
+
 /// What a polled check gives: `bool` (holds or not yet), or `Option<T>`
 /// (the value, once there is one).
 pub trait Polled {
