@@ -46,10 +46,12 @@ fn members(opts: &StartOptions) -> sharedserver::Result<Resolved> {
     let here = current_dir()?;
     let defs = config::all(&here)?;
     if defs.is_empty() {
-        return Err(Error::Other(format!(
-            "--all: no servers defined here (looked for {} in this directory and its parents, and for the user config)",
+        // Nothing to hold is not a failure: an agent's hook runs in every
+        // project, most of which define no servers.
+        eprintln!(
+            "sharedserver: no servers defined here (looked for {} in this directory and its parents, and for the user config)",
             config::PROJECT_FILE
-        )));
+        );
     }
     let mut members = Vec::new();
     let mut failed = Vec::new();
