@@ -519,6 +519,20 @@ fn a_server_that_fails_to_start_is_reported_with_its_log() {
             a.lua("return { require('sharedserver').start('missing') }")[0],
             json!(false)
         );
+        // The failed start left its trace: health and the float show it.
+        let text = health(&mut a);
+        assert!(
+            text.contains("'broken' stopped after exit 4: exited at once with code 4"),
+            "{text}"
+        );
+        assert!(text.contains("no config file found"), "{text}");
+        let detail =
+            a.lua("return table.concat(require('sharedserver.status').lines('broken'), '\\n')");
+        let detail = detail.as_str().unwrap_or_default();
+        assert!(
+            detail.contains("exit 4") && detail.contains("no config file found"),
+            "{detail}"
+        );
     });
 }
 
