@@ -96,7 +96,11 @@ impl Handle {
             Kind::Kqueue(q) => q.fired() || !self.id.is_alive_uncached(),
             Kind::Child(pipe) => {
                 portable::drain_child_exits(*pipe);
+                // Our unreaped child keeps its pid, so a plain look (no
+                // start time to compare) is exact: a zombie is dead. It
+                // backs up waitid, whose WNOWAIT some systems honour poorly.
                 portable::child_exited(self.id.pid)
+                    || super::os::probe(self.id.pid) == super::Probe::Dead
             }
             Kind::Polled => !self.id.is_alive_uncached(),
         }
