@@ -561,3 +561,47 @@ fn on_a_terminal_use_shows_what_it_waits_for_then_clears_the_line() {
     assert_eq!(r.code(), 0, "{}", r.stderr());
     assert_eq!(r.stderr(), "");
 }
+
+/// A `log:` check is the new process's own: after a crash and restart, the
+/// old process's matching line does not make the new one ready.
+#[test]
+fn a_log_ready_match_is_reset_by_each_restart() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let (crashed, go) = (w.path("crashed"), w.path("go"));
+    let script = format!(
+        "if [ -e '{c}' ]; then while [ ! -e '{g}' ]; do sleep 0.05; done; echo READY; exec sleep 1000; fi; \
+         echo READY; touch '{c}'; sleep 0.2; exit 1",
+        c = crashed.display(),
+        g = go.display()
+    );
+    w.ok(&[
+        "use",
+        "relog",
+        "--pid",
+        &a,
+        "--ready",
+        "log:READY",
+        "--restart",
+        "on-failure",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let first = w.info("relog")["pid"].as_u64().unwrap();
+    let second = eventually(SOON, "the restart", || {
+        let info = w.info("relog");
+        info["pid"].as_u64().filter(|p| *p != first)
+    });
+    assert_eq!(
+        w.state("relog"),
+        "starting",
+        "pid {second} has not said READY"
+    );
+    assert_eq!(w.check("relog"), 3);
+    std::fs::write(&go, "").unwrap();
+    eventually(SOON, "ready once it says so", || {
+        w.state("relog") == "active"
+    });
+}
