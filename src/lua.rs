@@ -228,6 +228,7 @@ fn start(lua: &Lua, (raw, t, opts): (String, LuaValue, Option<LuaValue>)) -> Ans
     let status = to_lua(lua, attached.status())?;
     if let LuaValue::Table(t) = &status {
         t.set("started", matches!(attached, crate::Attached::Started(_)))?;
+        t.set("warning", attached.warning())?;
     }
     Ok(status)
 }

@@ -30,8 +30,9 @@ pub enum Outcome {
     /// Already running; the client was added.
     Joined {
         status: Status,
-        /// The running server's command differs from the definition.
-        command_differs: bool,
+        /// Set when the running server's options differ from the
+        /// definition (see `Attached::warning`).
+        warning: Option<String>,
     },
     /// A lazy server that is not running: left alone.
     SkippedLazy,
@@ -94,7 +95,7 @@ fn use_one(lc: &Lifecycle, m: &Member, client: ProcessId, metadata: Option<&str>
         Err(Error::NotRunning(_)) if m.lazy => return Outcome::SkippedLazy,
         Err(e) => return Outcome::Failed(e),
     };
-    let command_differs = m.spec.command != attached.status().command;
+    let warning = attached.warning();
     let mut status = attached.status().clone();
     if status.state == State::Starting {
         status = match lc.wait_ready(&m.name, |_| {}) {
@@ -104,10 +105,7 @@ fn use_one(lc: &Lifecycle, m: &Member, client: ProcessId, metadata: Option<&str>
     }
     match attached {
         Attached::Started(_) => Outcome::Started(status),
-        Attached::Joined { .. } => Outcome::Joined {
-            status,
-            command_differs,
-        },
+        Attached::Joined { .. } => Outcome::Joined { status, warning },
     }
 }
 

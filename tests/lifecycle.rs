@@ -266,6 +266,61 @@ fn different_command_warns_then_attaches() {
 }
 
 #[test]
+fn joining_names_every_option_that_differs_once() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let b = w.client().to_string();
+    let c = w.client().to_string();
+    let other = w.path("elsewhere");
+    std::fs::create_dir(&other).unwrap();
+    let here = w.path("here");
+    std::fs::create_dir(&here).unwrap();
+    let start = |w: &mut World, pid: &str, dir: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["use", "w", "--pid", pid, "--cwd"];
+        let dir = dir.to_str().unwrap().to_string();
+        args.push(&dir);
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "sleep", "1000"]);
+        w.ok(&args)
+    };
+    start(&mut w, &a, &here, &["--grace-period", "5m", "--env", "A=1"]);
+    // The same options: silence.
+    let same = start(&mut w, &b, &here, &["--grace-period", "5m", "--env", "A=1"]);
+    assert!(!same.stderr().contains("warning"), "{}", same.stderr());
+    let r = start(&mut w, &c, &other, &["--env", "A=2", "--env", "B=x"]);
+    let stderr = r.stderr();
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{}", r.stderr());
+    let line = warnings[0];
+    assert!(
+        line.contains(&format!("working directory ({})", here.display()))
+            && line.contains("environment (A, B)")
+            && line.contains("grace period (5m)")
+            && !line.contains("command ("),
+        "{line}"
+    );
+    assert_eq!(w.info("w")["refcount"], 3);
+    assert_eq!(
+        w.info("w")["grace_period"],
+        "5m",
+        "the starter's grace period"
+    );
+}
+
+#[test]
+fn the_cwd_is_shown_normalised() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let dir = w.path("proj");
+    std::fs::create_dir(&dir).unwrap();
+    w.cmd(&["use", "n", "--pid", &a, "--cwd", ".", "--", "sleep", "1000"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(w.info("n")["cwd"], dir.to_str().unwrap(), "no /proj/.");
+}
+
+#[test]
 fn admin_start_refuses_a_running_server_and_incref_never_starts() {
     let mut w = World::new();
     let c = w.client().to_string();

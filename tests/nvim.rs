@@ -1746,3 +1746,37 @@ fn native_failures_reach_the_user_without_a_traceback() {
         );
     });
 }
+
+#[test]
+fn joining_a_server_started_with_other_options_warns_once() {
+    each_nvim(|sb| {
+        let mut holder = Command::new("sleep").arg("1000").spawn().unwrap();
+        let out = Command::new(BIN)
+            .args(["use", "web", "--pid", &holder.id().to_string()])
+            .args(["--grace-period", "5m", "--", "sleep", "2000"])
+            .env("SHAREDSERVER_LOCKDIR", &sb.lockdir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut a = sb.nvim(&setup(WEB));
+        assert_eq!(sb.status("web").refcount, 2);
+        let notes = a.notes();
+        let warnings: Vec<&String> = notes
+            .iter()
+            .filter(|m| m.contains("already running with a different"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{notes:#?}");
+        assert!(
+            warnings[0].contains("command (sleep 2000)")
+                && warnings[0].contains("grace period (5m)"),
+            "{}",
+            warnings[0]
+        );
+        let _ = holder.kill();
+        let _ = holder.wait();
+    });
+}

@@ -52,6 +52,7 @@
 ---@field restarts integer automatic restarts within the current window
 ---@field backend "pidfd"|"portable"|nil how the watcher learns of exits
 ---@field started boolean|nil only from start(): true when this call started it
+---@field warning string|nil only from start(): the running server it joined differs from the options (what differs)
 ---@field error string|nil only from list(): why the record could not be read
 
 ---@class sharedserver.ConfigEntry

@@ -109,6 +109,11 @@ function M.start(name)
       "on_attach",
       string.format("attached to '%s' (pid %d, refcount %d)", name, st.pid, st.refcount)
     )
+    if st.warning then
+      -- Joined a server started with other options: once per attach, under
+      -- the on_error gate (on by default), since it may not be what was meant.
+      notify.send("on_error", st.warning, vim.log.levels.WARN)
+    end
   end
   ready.now_or_wait(e, st)
   return true, st

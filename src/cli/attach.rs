@@ -230,15 +230,9 @@ pub fn attach(
     let s = &s;
     match &attached {
         Attached::Started(_) => println!("started {} (pid {})", s.name, s.pid.unwrap_or(0)),
-        Attached::Joined {
-            command_differs, ..
-        } => {
-            if *command_differs {
-                eprintln!(
-                    "sharedserver: warning: '{}' is already running a different command ({}); attached to it anyway",
-                    s.name,
-                    shell_words(&s.command)
-                );
+        Attached::Joined { .. } => {
+            if let Some(warning) = attached.warning() {
+                eprintln!("sharedserver: warning: {warning}");
             }
             println!(
                 "attached to {} (pid {}, refcount {})",

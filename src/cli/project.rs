@@ -209,15 +209,9 @@ fn report(outcomes: Vec<(ServerName, Outcome)>, out: Out) -> i32 {
     for (name, outcome) in &outcomes {
         match outcome {
             Outcome::Started(s) => say(format!("started {name} (pid {})", s.pid.unwrap_or(0))),
-            Outcome::Joined {
-                status,
-                command_differs,
-            } => {
-                if *command_differs {
-                    eprintln!(
-                        "sharedserver: warning: '{name}' is already running a different command ({}); attached to it anyway",
-                        shell_words(&status.command)
-                    );
+            Outcome::Joined { status, warning } => {
+                if let Some(warning) = warning {
+                    eprintln!("sharedserver: warning: {warning}");
                 }
                 say(format!(
                     "attached to {name} (pid {}, refcount {})",

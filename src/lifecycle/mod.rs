@@ -18,7 +18,7 @@ mod recover;
 mod start;
 
 pub use recover::Repair;
-pub use start::{StartSpec, StartupCheck, DEFAULT_READY_TIMEOUT};
+pub use start::{Difference, StartSpec, StartupCheck, DEFAULT_READY_TIMEOUT};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IfRunning {
@@ -43,8 +43,9 @@ pub enum Attached {
     Started(Status),
     Joined {
         status: Status,
-        /// The running server's command differs from the one requested.
-        command_differs: bool,
+        /// How the running server differs from the spec the client asked
+        /// for (empty when it gave none, or when they agree).
+        differences: Vec<Difference>,
     },
 }
 
@@ -52,6 +53,17 @@ impl Attached {
     pub fn status(&self) -> &Status {
         match self {
             Attached::Started(s) | Attached::Joined { status: s, .. } => s,
+        }
+    }
+
+    /// The warning for joining a server that runs with other options.
+    pub fn warning(&self) -> Option<String> {
+        match self {
+            Attached::Started(_) => None,
+            Attached::Joined {
+                status,
+                differences,
+            } => Difference::warning(&status.name, differences),
         }
     }
 }
@@ -135,11 +147,14 @@ impl Lifecycle {
                     // The watcher journals the change (it sees every one).
                     rec.attach(req.client, req.metadata.clone(), now_ms());
                     self.commit(guard, name, &mut rec)?;
-                    let command_differs =
-                        req.start.as_ref().is_some_and(|s| s.command != rec.command);
+                    let differences = req
+                        .start
+                        .as_ref()
+                        .map(|s| s.differences(&rec))
+                        .unwrap_or_default();
                     return Ok(Attached::Joined {
                         status: Status::of(&rec, now_ms()),
-                        command_differs,
+                        differences,
                     });
                 }
                 None => {

@@ -91,6 +91,90 @@ impl StartSpec {
     }
 }
 
+/// One option in which a running server differs from the spec of a client
+/// that joined it. The running server's value is what counts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "option")]
+pub enum Difference {
+    Command {
+        running: Vec<String>,
+    },
+    Cwd {
+        running: String,
+    },
+    /// The variables whose values differ (or that only one side sets).
+    Env {
+        names: Vec<String>,
+    },
+    GracePeriod {
+        running: Duration,
+    },
+}
+
+impl Difference {
+    fn describe(&self) -> String {
+        match self {
+            Difference::Command { running } => {
+                format!("command ({})", crate::status::shell_words(running))
+            }
+            Difference::Cwd { running } => format!("working directory ({running})"),
+            Difference::Env { names } => format!("environment ({})", names.join(", ")),
+            Difference::GracePeriod { running } => {
+                format!("grace period ({})", crate::duration::format(*running))
+            }
+        }
+    }
+
+    /// The one-line warning for a client that joined `name` anyway, shown
+    /// by the CLI and by Neovim alike.
+    pub fn warning(name: &str, differences: &[Difference]) -> Option<String> {
+        if differences.is_empty() {
+            return None;
+        }
+        let what: Vec<String> = differences.iter().map(Difference::describe).collect();
+        Some(format!(
+            "'{name}' is already running with a different {}; attached to it as it runs (the starter's options, grace period included, stay in force)",
+            what.join(", ")
+        ))
+    }
+}
+
+impl StartSpec {
+    /// How the running server `rec` differs from this spec.
+    pub fn differences(&self, rec: &Record) -> Vec<Difference> {
+        let mut out = Vec::new();
+        if self.command != rec.command {
+            out.push(Difference::Command {
+                running: rec.command.clone(),
+            });
+        }
+        let cwd =
+            crate::options::absolute(std::path::Path::new(&rec.cwd), std::path::Path::new("/"));
+        if self.cwd != cwd {
+            out.push(Difference::Cwd {
+                running: cwd.to_string_lossy().into_owned(),
+            });
+        }
+        let names: Vec<String> = self
+            .env
+            .keys()
+            .chain(rec.env.keys())
+            .filter(|k| self.env.get(*k) != rec.env.get(*k))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !names.is_empty() {
+            out.push(Difference::Env { names });
+        }
+        let running = Duration::from_millis(rec.grace_period_ms);
+        if self.grace_period != running {
+            out.push(Difference::GracePeriod { running });
+        }
+        out
+    }
+}
+
 impl Lifecycle {
     pub(super) fn start_locked(
         &self,
