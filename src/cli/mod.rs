@@ -25,7 +25,10 @@ pub const EXIT_USAGE: i32 = 64;
         Each client takes a reference with `use` and drops it with `unuse` (or by exiting).\n\
         When the last reference goes, the server is stopped after its grace period.\n\n\
         State lives in $SHAREDSERVER_LOCKDIR, else $XDG_RUNTIME_DIR/sharedserver,\n\
-        else /tmp/sharedserver-<uid> (mode 0700, owned by you).",
+        else /tmp/sharedserver-<uid> (mode 0700, owned by you).\n\n\
+        Process exits are watched with pidfds (Linux 5.3+), else by the portable\n\
+        backend (SIGCHLD, and a 50 ms check of clients while any are attached);\n\
+        SHAREDSERVER_BACKEND=portable forces it. `admin debug` says which runs.",
     after_help = "Exit codes: 0 success; 10 runtime error; 64 bad command line.\n\
         `check` exits 0 active, 1 grace, 2 stopped or stopping, 3 starting,\n\
         4 stopped after giving up on restarts, 10 on error."

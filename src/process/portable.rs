@@ -107,3 +107,34 @@ pub fn child_exited(pid: u32) -> bool {
     // SAFETY: waitid filled in the pid field (0 if nothing has exited).
     unsafe { info.si_pid() != 0 }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+    /// The self-pipe turns readable when a child exits, and `child_exited`
+    /// says so without reaping it (the pid stays ours until `wait`).
+    #[test]
+    fn sigchld_wakes_the_pipe_and_the_child_stays_unreaped() {
+        let pipe = child_exits().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        drain_child_exits(pipe);
+        assert!(!child_exited(pid), "a running child has not exited");
+        child.kill().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !child_exited(pid) {
+            assert!(std::time::Instant::now() < deadline, "exit never seen");
+            let mut fds = [PollFd::new(pipe, PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::from(100u16));
+            drain_child_exits(pipe);
+        }
+        assert!(child_exited(pid), "still exited: nothing reaped it");
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "killed, and reaped only now");
+    }
+}
