@@ -1780,3 +1780,83 @@ fn joining_a_server_started_with_other_options_warns_once() {
         let _ = holder.wait();
     });
 }
+
+/// Every setup() example in README.md and doc/sharedserver.txt: Lua blocks
+/// that call setup(), lazy.nvim specs (whose `opts` lazy.nvim passes to
+/// setup()), and inline `setup(...)` spans. Each as a chunk of Lua.
+fn setup_examples() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let as_chunk = |code: &str| -> Option<String> {
+        let code = code.trim();
+        if code.starts_with('{') && code.contains("opts") {
+            // A lazy.nvim plugin spec: lazy.nvim calls setup(spec.opts).
+            Some(format!(
+                "local spec = {code}\nrequire('sharedserver').setup(spec.opts)"
+            ))
+        } else if code.starts_with("setup(") {
+            Some(format!("require('sharedserver').{code}"))
+        } else if code.contains("setup(") {
+            Some(code.to_string())
+        } else {
+            None
+        }
+    };
+    for (file, open, close) in [
+        ("README.md", "```lua\n", "```"),
+        ("doc/sharedserver.txt", ">lua\n", "\n<"),
+    ] {
+        let text = std::fs::read_to_string(Path::new(REPO).join(file)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find(open) {
+            let body = &rest[i + open.len()..];
+            let end = body.find(close).unwrap_or(body.len());
+            if let Some(chunk) = as_chunk(&body[..end]) {
+                out.push((file.to_string(), chunk));
+            }
+            rest = &body[end..];
+        }
+        // Inline spans such as `setup({ project = true })`.
+        for span in text.split('`').skip(1).step_by(2) {
+            if span.starts_with("setup(") && span.ends_with(')') {
+                out.push((file.to_string(), as_chunk(span).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_setup_example_in_the_docs_runs() {
+    let mut examples = setup_examples();
+    assert!(
+        examples.len() >= 6
+            && examples.iter().any(|(_, c)| c.contains("project = true"))
+            && examples.iter().any(|(f, _)| f == "README.md"),
+        "the extractor found too few examples: {examples:#?}"
+    );
+    // Options-only tables are the options form, never a list of servers.
+    for chunk in [
+        "require('sharedserver').setup({ notify = { on_attach = true } })",
+        "require('sharedserver').setup({ commands = false })",
+        "require('sharedserver').setup({ project = true, notify = { on_error = false } })",
+    ] {
+        examples.push(("options-only".into(), chunk.into()));
+    }
+    let nv = &nvims()[0];
+    for (file, chunk) in &examples {
+        // No binary: the examples' servers (redis-server, chroma, ...) are
+        // never really started; setup() itself must accept every form.
+        let mut sb = Sandbox::new(nv);
+        sb.hide_binary_from_path();
+        let mut a = sb.nvim(&format!(
+            "_G.example_error = nil\n\
+             local ok, err = pcall(function()\n{chunk}\nend)\n\
+             if not ok then _G.example_error = tostring(err) end"
+        ));
+        assert_eq!(
+            a.lua("return _G.example_error"),
+            serde_json::Value::Null,
+            "{file}: {chunk}"
+        );
+    }
+}
