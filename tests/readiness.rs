@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use nix::sys::signal::Signal;
 use std::time::Duration;
 
 const SOON: Duration = Duration::from_secs(10);
@@ -604,4 +605,92 @@ fn a_log_ready_match_is_reset_by_each_restart() {
     eventually(SOON, "ready once it says so", || {
         w.state("relog") == "active"
     });
+}
+
+/// A `use` waiting for readiness, interrupted by `sig`, and how it ended.
+fn interrupted_use(w: &mut World, name: &str, sig: Signal) -> std::process::Output {
+    let a = w.client().to_string();
+    let user = w
+        .cmd(&[
+            "use",
+            name,
+            "--pid",
+            &a,
+            "--ready",
+            "log:NEVER",
+            "--",
+            "sleep",
+            "1000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(SOON, "starting, waiting for readiness", || {
+        w.check(name) == 3
+    });
+    signal(user.id(), sig);
+    user.wait_with_output().unwrap()
+}
+
+#[test]
+fn an_interrupted_use_undoes_its_attach_and_stops_the_server_it_started() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut w = World::new();
+    let out = interrupted_use(&mut w, "int", Signal::SIGINT);
+    assert_eq!(out.status.signal(), Some(libc::SIGINT), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("interrupted; detached from 'int' and stopped it"),
+        "{err}"
+    );
+    let info = w.info("int");
+    assert_eq!(info["state"], "stopped");
+    assert!(!alive(info["last_exit"]["pid"].as_u64().unwrap() as u32));
+    assert!(!w.record_path("int").exists());
+}
+
+#[test]
+fn an_interrupted_use_leaves_a_server_another_client_joined() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut w = World::new();
+    let b = w.client();
+    // b joins while the first `use` waits; its own `use` waits too, so it
+    // runs in the background.
+    let a = w.client().to_string();
+    let first = w
+        .cmd(&[
+            "use",
+            "j",
+            "--pid",
+            &a,
+            "--ready",
+            "log:NEVER",
+            "--",
+            "sleep",
+            "1000",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(SOON, "starting", || w.check("j") == 3);
+    let mut second = w
+        .cmd(&["use", "j", "--pid", &b.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(SOON, "both attached", || w.info("j")["refcount"] == 2);
+    signal(first.id(), Signal::SIGTERM);
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGTERM), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("interrupted; detached from 'j'"), "{err}");
+    assert!(!err.contains("stopped it"), "{err}");
+    let info = w.info("j");
+    assert_eq!(info["state"], "starting");
+    assert_eq!(info["refcount"], 1);
+    assert_eq!(info["clients"][0]["pid"], b);
+    signal(second.id(), Signal::SIGKILL);
+    let _ = second.wait();
 }

@@ -225,7 +225,10 @@ pub fn attach(
     let attached = lc.attach(&req)?;
     let mut s = attached.status().clone();
     if s.state == State::Starting {
-        s = wait_ready(&lc, &req.name, s.ready.as_deref().unwrap_or("restart"))?;
+        let started = matches!(attached, Attached::Started(_));
+        let armed = interrupt::Armed::new(&lc, &req.name, req.client.pid, started);
+        let what = s.ready.as_deref().unwrap_or("restart");
+        s = wait_ready(&lc, &req.name, what, || armed.check())?;
     }
     let s = &s;
     match &attached {
@@ -245,16 +248,96 @@ pub fn attach(
     Ok(0)
 }
 
+/// Ctrl-C (or SIGTERM, SIGHUP) while `use` waits for readiness: the
+/// interrupted `use` undoes its own attach, and stops the server if it
+/// started it and nobody else has joined, then dies of the signal.
+mod interrupt {
+    use sharedserver::record::DEFAULT_STOP_TIMEOUT;
+    use sharedserver::{Lifecycle, ServerName};
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+    /// The signal that arrived (0: none). The handler only records it; the
+    /// wait loop acts on it.
+    static CAUGHT: AtomicI32 = AtomicI32::new(0);
+
+    extern "C" fn on_signal(sig: libc::c_int) {
+        CAUGHT.store(sig, Ordering::SeqCst);
+    }
+
+    /// While it lives, the signals are caught instead of ending `use`.
+    pub struct Armed<'a> {
+        pub lc: &'a Lifecycle,
+        pub name: &'a ServerName,
+        pub client: u32,
+        /// This `use` started the server.
+        pub started: bool,
+    }
+
+    impl<'a> Armed<'a> {
+        pub fn new(lc: &'a Lifecycle, name: &'a ServerName, client: u32, started: bool) -> Self {
+            for sig in SIGNALS {
+                // SAFETY: the handler only stores to an atomic.
+                unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+            }
+            Armed {
+                lc,
+                name,
+                client,
+                started,
+            }
+        }
+
+        /// If a signal came: undo the attach, and die of the signal.
+        pub fn check(&self) {
+            let sig = CAUGHT.load(Ordering::SeqCst);
+            if sig == 0 {
+                return;
+            }
+            let _ = self.lc.detach(self.name, self.client);
+            let stopped = self.started
+                // Refused (InUse) when another client has joined meanwhile.
+                && self.lc.stop(self.name, false, DEFAULT_STOP_TIMEOUT).is_ok();
+            eprintln!(
+                "\r\x1b[2Ksharedserver: interrupted; detached from '{}'{}",
+                self.name,
+                if stopped { " and stopped it" } else { "" }
+            );
+            // SAFETY: restoring the default disposition, then dying of it.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::raise(sig);
+            }
+            std::process::exit(128 + sig);
+        }
+    }
+
+    impl Drop for Armed<'_> {
+        fn drop(&mut self) {
+            // A signal between the last look and now still undoes the attach.
+            self.check();
+            for sig in SIGNALS {
+                // SAFETY: restoring the default disposition.
+                unsafe { libc::signal(sig, libc::SIG_DFL) };
+            }
+        }
+    }
+}
+
 /// Wait for readiness; on a terminal, show what we wait for and for how long.
+/// `each_tick` runs on every look at the server.
 fn wait_ready(
     lc: &sharedserver::Lifecycle,
     name: &ServerName,
     what: &str,
+    each_tick: impl Fn(),
 ) -> sharedserver::Result<sharedserver::Status> {
     use std::io::IsTerminal;
     let tty = std::io::stderr().is_terminal();
     let mut shown = Duration::ZERO;
     let result = lc.wait_ready(name, |elapsed| {
+        each_tick();
         if tty && elapsed >= shown + Duration::from_millis(100) {
             shown = elapsed;
             eprint!(
