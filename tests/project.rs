@@ -225,3 +225,79 @@ fn exec_of_a_missing_command_lets_go_and_exits_127() {
         r.stderr()
     );
 }
+
+/// The original product's files read as they are: `.sharedserver/servers.json`
+/// with camelCase keys, a user-level file whose servers run in the caller's
+/// directory, `skipIfEnv`, and an unrelated bad entry that breaks nothing.
+#[test]
+fn existing_configs_read_as_they_are() {
+    let mut w = World::new();
+    let proj = w.path("proj");
+    let deep = proj.join("src");
+    std::fs::create_dir_all(proj.join(".sharedserver")).unwrap();
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(
+        proj.join(".sharedserver/servers.json"),
+        r#"{"servers": {
+            "cfg": {"command": "sleep", "args": ["1000"], "gracePeriod": "5m", "metadata": "agent"},
+            "bad": {"command": "${SS_TEST_SURELY_UNSET_VAR}"},
+            "other": {"command": "sleep", "args": ["1001"], "skipIfEnv": "SS_TEST_LAUNCHED"}
+        }}"#,
+    )
+    .unwrap();
+    let xdg = w.path("xdg");
+    std::fs::create_dir_all(xdg.join("sharedserver")).unwrap();
+    std::fs::write(
+        xdg.join("sharedserver/servers.json"),
+        r#"{"servers": {"user": {"command": "sleep", "args": ["1002"], "idleTimeout": 60}}}"#,
+    )
+    .unwrap();
+    let run = |w: &World, args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = w.cmd(args);
+        cmd.current_dir(&deep).env("XDG_CONFIG_HOME", &xdg);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let p = w.client().to_string();
+    let r = run(&w, &["use", "cfg", "--pid", &p], &[]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let info = w.info("cfg");
+    assert_eq!(info["grace_period"], "5m");
+    assert_eq!(
+        info["cwd"],
+        proj.to_str().unwrap(),
+        "the project's directory"
+    );
+    assert_eq!(info["clients"][0]["metadata"], "agent");
+
+    let r = run(&w, &["use", "user", "--pid", &p], &[]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let info = w.info("user");
+    assert_eq!(
+        info["cwd"],
+        deep.to_str().unwrap(),
+        "the caller's directory"
+    );
+    assert_eq!(info["grace_period"], "1m");
+
+    let r = run(&w, &["config", "bad"], &[]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success()
+            && err.contains("servers.bad.command: ${SS_TEST_SURELY_UNSET_VAR} is not set"),
+        "{err}"
+    );
+
+    // --all skips an entry whose skipIfEnv variable is set.
+    let q = w.client().to_string();
+    let r = run(
+        &w,
+        &["use", "--all", "--pid", &q],
+        &[("SS_TEST_LAUNCHED", "1")],
+    );
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(!out.contains("other"), "{out}");
+    assert_eq!(w.state("other"), "stopped");
+}
