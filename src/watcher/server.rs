@@ -170,10 +170,12 @@ pub(super) fn terminate(server: &mut Server, pump: &mut Pump, timeout: Duration)
 }
 
 /// Wait until the process exits or the timeout passes, copying its output
-/// to the log meanwhile. A process with no exit event is looked at every
-/// POLL_INTERVAL.
+/// to the log meanwhile. A process with no exit event (an adopted server,
+/// under the portable backend on Linux) is looked at from 1 ms on, backing
+/// off to POLL_INTERVAL: a stop is worth the closer look.
 pub(super) fn wait_exit(handle: &Handle, mut pump: Option<&mut Pump>, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
     loop {
         if handle.has_exited() {
             return true;
@@ -191,7 +193,11 @@ pub(super) fn wait_exit(handle: &Handle, mut pump: Option<&mut Pump>, timeout: D
                 fds.push(PollFd::new(fd, PollFlags::POLLIN));
                 left
             }
-            None => left.min(POLL_INTERVAL),
+            None => {
+                let step = left.min(pause);
+                pause = (pause * 2).min(POLL_INTERVAL);
+                step
+            }
         };
         let _ = poll(&mut fds, poll_timeout(Some(step)));
         if let Some(p) = pump.as_deref_mut() {
