@@ -107,7 +107,9 @@ impl ReadySpec {
     }
 
     /// One probe, taking at most about `limit` (a `cmd:` probe is killed
-    /// when it runs out). `log:` specs are answered by the log pump, not here.
+    /// when it runs out). `log:` specs are answered by the log pump, not here;
+    /// the watcher runs `cmd:` probes itself, without waiting (see
+    /// [`spawn_cmd`]).
     pub fn check(&self, limit: Duration) -> bool {
         match self {
             ReadySpec::Tcp(addr) => connect_tcp(addr).is_some(),
@@ -118,12 +120,40 @@ impl ReadySpec {
         }
     }
 
+    /// The shell command of a `cmd:` spec.
+    pub fn cmd(&self) -> Option<&str> {
+        match self {
+            ReadySpec::Cmd(cmd) => Some(cmd),
+            _ => None,
+        }
+    }
+
     pub fn log_regex(&self) -> Option<&regex::Regex> {
         match self {
             ReadySpec::Log(re) => Some(re),
             _ => None,
         }
     }
+}
+
+/// Start `sh -c cmd` as the server runs: in its working directory, with its
+/// environment added, in a process group of its own (so it can be killed
+/// with everything it started). The caller waits for it and reaps it.
+pub fn spawn_cmd(
+    cmd: &str,
+    cwd: &std::path::Path,
+    env: &std::collections::BTreeMap<String, String>,
+) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .current_dir(cwd)
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
 }
 
 /// Run `sh -c cmd` in its own process group; success if it exits 0 within

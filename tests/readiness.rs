@@ -694,3 +694,91 @@ fn an_interrupted_use_leaves_a_server_another_client_joined() {
     signal(second.id(), Signal::SIGKILL);
     let _ = second.wait();
 }
+
+/// A `cmd:` probe that runs long never keeps the watcher from its work: a
+/// stop, then a kill, are carried out while one runs, and the probe goes
+/// with the server.
+#[test]
+fn a_long_cmd_probe_never_blocks_a_stop_or_a_kill() {
+    let mut w = World::new();
+    let marker = w.path("probe-pids");
+    // The probe records its pid, then runs for 40 s.
+    let probe = format!("cmd:echo $$ >> '{}'; exec sleep 40", marker.display());
+    for verb in ["stop", "kill"] {
+        let a = w.client().to_string();
+        let starter = w
+            .cmd(&[
+                "use",
+                "slowprobe",
+                "--pid",
+                &a,
+                "--ready",
+                &probe,
+                "--",
+                "sleep",
+                "1000",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        eventually(SOON, "the probe runs", || read(&marker).lines().count() > 0);
+        let args: Vec<&str> = match verb {
+            "stop" => vec!["admin", "stop", "slowprobe", "--force"],
+            _ => vec!["admin", "kill", "slowprobe"],
+        };
+        let r = w.run(&args);
+        assert_eq!(r.code(), 0, "{verb}: {}", r.stderr());
+        assert_eq!(w.state("slowprobe"), "stopped", "{verb}");
+        let _ = starter.wait_with_output();
+        let probes: Vec<u32> = read(&marker)
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect();
+        eventually(SOON, "the probe went with the server", || {
+            probes
+                .iter()
+                .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+        });
+        std::fs::remove_file(&marker).unwrap();
+        w.kill_client(a.parse().unwrap());
+    }
+}
+
+/// `cmd:` probes run where the server runs, with its environment.
+#[test]
+fn a_cmd_probe_runs_in_the_servers_directory_with_its_environment() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    let dir = w.path("srv");
+    std::fs::create_dir(&dir).unwrap();
+    let starter = w
+        .cmd(&[
+            "use",
+            "here",
+            "--pid",
+            &a,
+            "--cwd",
+            &dir.to_string_lossy(),
+            "--env",
+            "PROBE_WANT=yes",
+            "--ready",
+            "cmd:test -f marker && test \"$PROBE_WANT\" = yes",
+            "--",
+            "sleep",
+            "1000",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(SOON, "starting", || w.state("here") == "starting");
+    std::fs::write(dir.join("marker"), "").unwrap();
+    let out = starter.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(w.state("here"), "active");
+}

@@ -1,9 +1,17 @@
 //! The ready check as the watcher runs it: when the next probe is due, and
 //! running one. What a passed or missed check means for the record is
 //! decided by the record (`Record::check_ready_deadline`).
+//!
+//! A `cmd:` probe is a process the watcher starts and then watches like any
+//! other, so however long it runs, stops, kills and client deaths are
+//! handled meanwhile. It runs in the server's directory, with its
+//! environment.
 
 use crate::probe::{self, ReadySpec};
+use crate::process::Handle;
 use crate::record::{now_ms, Record};
+use crate::spawn::Launch;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 pub(super) struct Readiness {
@@ -12,6 +20,36 @@ pub(super) struct Readiness {
     interval: Option<Duration>,
     /// A probe is due; it runs after the tick releases the lock.
     due: bool,
+    /// The `cmd:` probe running now, if any.
+    running: Option<Running>,
+}
+
+/// A `cmd:` probe in flight, killed if it is still running at `until`.
+struct Running {
+    child: Child,
+    handle: Handle,
+    until: Instant,
+}
+
+impl Drop for Readiness {
+    /// A watcher that leaves never leaves a probe behind.
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+impl Running {
+    fn kill(self) {
+        kill_group(self.child);
+    }
+}
+
+/// Kill a probe's whole group and reap it. (Its leader is our unreaped
+/// child, so the group id cannot have been reused.)
+fn kill_group(mut child: Child) {
+    // SAFETY: plain syscall on the group our unreaped child leads.
+    unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+    let _ = child.wait();
 }
 
 /// What [`Readiness::check`] found.
@@ -33,14 +71,28 @@ impl Readiness {
             probe_at: None,
             interval: None,
             due: false,
+            running: None,
         }
     }
 
     /// A new process: it must pass its own check, from the first probe.
     pub(super) fn reset(&mut self) {
+        self.cancel();
         self.probe_at = None;
         self.interval = None;
         self.due = false;
+    }
+
+    /// Kill a `cmd:` probe still running (the server is going away).
+    pub(super) fn cancel(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.kill();
+        }
+    }
+
+    /// The running `cmd:` probe's handle, for the watcher to sleep on.
+    pub(super) fn probe_handle(&self) -> Option<&Handle> {
+        self.running.as_ref().map(|r| &r.handle)
     }
 
     /// Under the lock: record readiness (`log_matched`: the server's log
@@ -79,15 +131,34 @@ impl Readiness {
         Check::Unchanged
     }
 
-    /// How long until the next probe, if one is scheduled.
+    /// How long until the next probe is due, or a running one runs out.
     pub(super) fn next_probe(&self) -> Option<Duration> {
-        self.probe_at
-            .map(|t| t.saturating_duration_since(Instant::now()))
+        let at = match &self.running {
+            Some(r) => Some(r.until),
+            None => self.probe_at,
+        };
+        at.map(|t| t.saturating_duration_since(Instant::now()))
     }
 
-    /// Run the probe that `check` found due, if any, bounded by the time
-    /// left before `rec`'s readiness deadline. True if it passed.
-    pub(super) fn probe_if_due(&mut self, rec: &Record) -> bool {
+    /// Outside the lock: finish a `cmd:` probe that ended, or start the
+    /// probe that `check` found due (a `cmd:` one only starts; others run
+    /// here, bounded by the time left before `rec`'s readiness deadline).
+    /// True if a probe passed.
+    pub(super) fn probe(&mut self, rec: &Record, launch: &Launch) -> bool {
+        if let Some(running) = &mut self.running {
+            let passed = match running.child.try_wait() {
+                Ok(Some(status)) => status.success(),
+                Ok(None) if Instant::now() < running.until => return false,
+                Ok(None) | Err(_) => false,
+            };
+            if let Some(running) = self.running.take() {
+                running.kill(); // reaps it; kills what it left in its group
+            }
+            if passed {
+                return true;
+            }
+            // Failed: the next one may be due already.
+        }
         let Some(spec) = &self.spec else {
             return false;
         };
@@ -95,6 +166,24 @@ impl Readiness {
             return false;
         }
         let left = Duration::from_millis(rec.ready_deadline_ms().saturating_sub(now_ms()));
-        spec.check(left)
+        let Some(cmd) = spec.cmd() else {
+            return spec.check(left);
+        };
+        let cwd = std::path::Path::new(&launch.cwd);
+        let Ok(child) = probe::spawn_cmd(cmd, cwd, &launch.env) else {
+            return false;
+        };
+        match Handle::child(&child) {
+            Ok(handle) => {
+                let until = Instant::now() + left;
+                self.running = Some(Running {
+                    child,
+                    handle,
+                    until,
+                });
+            }
+            Err(_) => kill_group(child), // cannot watch it: do not run it
+        }
+        false
     }
 }

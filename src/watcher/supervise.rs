@@ -102,7 +102,9 @@ impl<'a> Watcher<'a> {
                     if self.probe() {
                         continue;
                     }
-                    self.sleep(timeout)
+                    // A probe started or ended just now moves the deadline.
+                    let probe = self.ready.next_probe();
+                    self.sleep(timeout.into_iter().chain(probe).min())
                 }
             }
         }
@@ -129,6 +131,7 @@ impl<'a> Watcher<'a> {
                 .or(rec.stop.is_some().then_some(Termination::Unknown)),
         };
         if let Some(how) = ended {
+            self.ready.cancel();
             self.server = None;
             self.pump.drain();
             match rec.on_exit(how, now) {
@@ -267,7 +270,7 @@ impl<'a> Watcher<'a> {
     /// before the readiness deadline. Returns true if it passed (and the
     /// record now says so), so the caller ticks again at once.
     fn probe(&mut self) -> bool {
-        if !self.ready.probe_if_due(&self.known) {
+        if !self.ready.probe(&self.known, &self.launch) {
             return false;
         }
         let Ok(guard) = self.store.lock(self.name) else {
@@ -322,6 +325,7 @@ impl<'a> Watcher<'a> {
     /// the lock; the next tick records the end and decides what follows
     /// (see `Record::on_exit`).
     fn carry_out(&mut self, request: &StopRequest) {
+        self.ready.cancel();
         if let Some(server) = &mut self.server {
             let line = format!("stopping pid {}: {}", server.id.pid, request.reason);
             self.store.journal(self.name, "watcher", &line);
@@ -363,7 +367,12 @@ impl<'a> Watcher<'a> {
         if self.server.as_ref().is_some_and(|s| s.exited()) {
             return;
         }
-        let handles = || (self.server.iter().map(|s| &s.handle)).chain(self.clients.values());
+        let probe = self.ready.probe_handle();
+        let handles = || {
+            (self.server.iter().map(|s| &s.handle))
+                .chain(self.clients.values())
+                .chain(probe)
+        };
         let mut fds = vec![
             PollFd::new(self.wake.fd(), PollFlags::POLLIN),
             PollFd::new(self.pump.fifo().as_fd(), PollFlags::POLLIN),
