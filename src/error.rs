@@ -59,6 +59,8 @@ pub enum Error {
         at: String,
         why: String,
     },
+    /// The server's port could not be had: (name, why).
+    Port(String, String),
     /// Anything else, already phrased for the user.
     Other(String),
 }
@@ -153,6 +155,7 @@ impl fmt::Display for Error {
             Error::Signal(name, sig, err) => write!(f, "server '{name}': {sig} failed: {err}"),
             Error::Options { origin, at, why } if at.is_empty() => write!(f, "{origin}: {why}"),
             Error::Options { origin, at, why } => write!(f, "{origin}: {at}: {why}"),
+            Error::Port(name, why) => write!(f, "cannot start '{name}': {why}"),
             Error::Other(msg) => f.write_str(msg),
         }
     }

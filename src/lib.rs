@@ -34,6 +34,7 @@ mod lua;
 pub(crate) mod name;
 pub mod options;
 pub(crate) mod pipe;
+pub mod port;
 pub mod probe;
 pub mod process;
 pub mod project;

@@ -12,6 +12,7 @@
 use crate::duration;
 use crate::error::Error;
 use crate::lifecycle::{StartSpec, StartupCheck, DEFAULT_READY_TIMEOUT};
+use crate::port::{self, PortSpec};
 use crate::probe::ReadySpec;
 use crate::record::RestartPolicy;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,7 @@ pub const KEYS: &[&str] = &[
     "ready_timeout",
     "restart",
     "startup_check",
+    "port",
 ];
 
 /// Other names of a key: (alias, canonical key).
@@ -67,6 +69,9 @@ pub struct ServerSpec {
     /// `Some(None)` is an explicit "no" (it overrides a file's policy).
     pub restart: Option<Option<RestartPolicy>>,
     pub startup_check: Option<StartupCheck>,
+    /// `auto` or a number: found or checked at start, given as `$PORT`
+    /// and replacing `${PORT}` in args, env and ready (see `port.rs`).
+    pub port: Option<PortSpec>,
 }
 
 /// A bad option: the key it concerns (canonical, with any index such as
@@ -333,6 +338,22 @@ impl ServerSpec {
                     },
                 })
             }
+            "port" => {
+                self.port = Some(match v {
+                    Value::String(s) => PortSpec::parse(s).map_err(|e| OptionError::new(key, e))?,
+                    Value::Number(n) => n
+                        .as_f64()
+                        .filter(|f| f.fract() == 0.0 && *f >= 1.0 && *f <= 65535.0)
+                        .map(|f| PortSpec::Fixed(f as u16))
+                        .ok_or_else(|| {
+                            OptionError::new(
+                                key,
+                                "must be \"auto\" or a port number from 1 to 65535",
+                            )
+                        })?,
+                    other => return Err(want(key, "\"auto\" or a port number", other)),
+                })
+            }
             _ => unreachable!("canonical() returns only known keys"),
         }
         Ok(())
@@ -358,7 +379,8 @@ impl ServerSpec {
             ready,
             ready_timeout,
             restart,
-            startup_check
+            startup_check,
+            port
         );
         self.lazy |= over.lazy;
         self
@@ -421,6 +443,7 @@ impl ServerSpec {
             ready_timeout: self.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
             restart: self.restart.unwrap_or(None),
             startup_check: self.startup_check.unwrap_or(StartupCheck::DEFAULT),
+            port: self.port,
         })
     }
 
@@ -481,6 +504,11 @@ impl ServerSpec {
                 if c.fixed { format!("fixed:{d}") } else { d }.into(),
             );
         }
+        match self.port {
+            Some(PortSpec::Auto) => put("port", "auto".into()),
+            Some(PortSpec::Fixed(n)) => put("port", n.into()),
+            None => {}
+        }
         Value::Object(m)
     }
 }
@@ -499,13 +527,25 @@ impl<'de> Deserialize<'de> for ServerSpec {
 }
 
 /// Expand `${VAR}` in every string of a definition (not in keys). An unset
-/// variable is an error naming the key, never an empty string.
+/// variable is an error naming the key, never an empty string. In a
+/// definition with a `port`, `${PORT}` is the port found at start, so it is
+/// left for then.
 pub fn expand_value(v: &mut Value, key: &str) -> Parsed<()> {
+    let keep = match v {
+        Value::Object(m) if key.is_empty() && m.contains_key("port") => Some(port::VAR),
+        _ => None,
+    };
+    expand_in(v, key, keep)
+}
+
+fn expand_in(v: &mut Value, key: &str, keep: Option<&str>) -> Parsed<()> {
     match v {
-        Value::String(s) => *s = expand(s).map_err(|why| OptionError::new(key, why))?,
+        Value::String(s) => {
+            *s = expand_keeping(s, keep).map_err(|why| OptionError::new(key, why))?
+        }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                expand_value(item, &format!("{key}[{}]", i + 1))?;
+                expand_in(item, &format!("{key}[{}]", i + 1), keep)?;
             }
         }
         Value::Object(m) => {
@@ -515,7 +555,7 @@ pub fn expand_value(v: &mut Value, key: &str) -> Parsed<()> {
                 } else {
                     format!("{key}.{k}")
                 };
-                expand_value(item, &at)?;
+                expand_in(item, &at, keep)?;
             }
         }
         _ => {}
@@ -525,6 +565,11 @@ pub fn expand_value(v: &mut Value, key: &str) -> Parsed<()> {
 
 /// Expand `${VAR}` from the environment. `$` not followed by `{` is kept.
 pub fn expand(text: &str) -> std::result::Result<String, String> {
+    expand_keeping(text, None)
+}
+
+/// [`expand`], leaving `${keep}` as it is.
+fn expand_keeping(text: &str, keep: Option<&str>) -> std::result::Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find("${") {
@@ -538,6 +583,7 @@ pub fn expand(text: &str) -> std::result::Result<String, String> {
             return Err(format!("bad variable name ${{{var}}} in {text:?}"));
         }
         match std::env::var(var) {
+            _ if keep == Some(var) => out.push_str(&rest[i..i + 3 + end]),
             Ok(v) => out.push_str(&v),
             Err(_) => {
                 return Err(format!(

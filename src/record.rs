@@ -60,6 +60,10 @@ pub struct Record {
     /// records written before the field existed.
     #[serde(default)]
     pub backend: Option<crate::process::Backend>,
+    /// The TCP port found or checked at start (`port` option), given to
+    /// the server as `$PORT`.
+    #[serde(default)]
+    pub port: Option<u16>,
 }
 
 /// `--restart on-failure[:MAX]`: restart after a non-zero exit or a signal,
@@ -459,6 +463,7 @@ mod tests {
             restart_at_ms: None,
             last_exit: None,
             backend: None,
+            port: None,
         }
     }
     const A: ProcessId = ProcessId {

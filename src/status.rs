@@ -32,6 +32,8 @@ pub struct Status {
     pub restarts: usize,
     /// How the watcher learns of exits: `pidfd` or `portable`.
     pub backend: Option<crate::process::Backend>,
+    /// The TCP port found or checked at start (`port` option).
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,6 +91,7 @@ impl Status {
             ready: None,
             restarts: 0,
             backend: None,
+            port: None,
         }
     }
 
@@ -125,6 +128,7 @@ impl Status {
             ready: rec.ready.clone(),
             restarts: rec.restarts_ms.len(),
             backend: rec.backend,
+            port: rec.port,
         }
     }
 }

@@ -1860,3 +1860,37 @@ fn every_setup_example_in_the_docs_runs() {
         );
     }
 }
+
+#[test]
+fn a_server_with_port_auto_shows_its_port_in_status_and_the_status_window() {
+    each_nvim(|sb| {
+        let mut a = sb.nvim(&setup(
+            r#"web = { command = "sh", args = { "-c", "exec sleep 1000", "${PORT}" }, port = "auto", idle_timeout = "30s" }"#,
+        ));
+        let st = eventually(DEADLINE, "web started", || {
+            let st = sb.status("web");
+            (st.refcount == 1).then_some(st)
+        });
+        let port = st.port.expect("the status has the port");
+        assert_eq!(st.command[3], port.to_string(), "${{PORT}} replaced");
+        assert_eq!(
+            a.lua("return require('sharedserver').status('web').port"),
+            json!(port)
+        );
+        a.cmd("ServerStatus");
+        let lines = a.lines();
+        assert!(
+            tokens(&lines[2]).ends_with(&["port".to_string(), port.to_string()]),
+            "{lines:#?}"
+        );
+        a.cmd("close");
+        a.cmd("ServerStatus web");
+        let lines = a.lines();
+        assert!(
+            lines
+                .iter()
+                .any(|l| tokens(l) == ["port", &port.to_string()]),
+            "{lines:#?}"
+        );
+    });
+}

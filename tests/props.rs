@@ -142,6 +142,7 @@ struct Supervision {
     restart_at_ms: Option<u64>,
     last_exit: Option<LastExit>,
     backend: Option<Backend>,
+    port: Option<u16>,
 }
 
 prop_compose! {
@@ -155,6 +156,7 @@ prop_compose! {
         restart_at_ms in proptest::option::of(any::<u64>()),
         last_exit in proptest::option::of(last_exit()),
         backend in proptest::option::of(proptest::sample::select(vec![Backend::Pidfd, Backend::Portable])),
+        port in proptest::option::of(1..=u16::MAX),
     ) -> Supervision {
         Supervision {
             ready,
@@ -165,6 +167,7 @@ prop_compose! {
             restart_at_ms,
             last_exit,
             backend,
+            port,
         }
     }
 }
@@ -211,6 +214,7 @@ prop_compose! {
             restart_at_ms: sup.restart_at_ms,
             last_exit: sup.last_exit,
             backend: sup.backend,
+            port: sup.port,
         }
     }
 }

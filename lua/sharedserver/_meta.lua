@@ -51,6 +51,7 @@
 ---@field ready string|nil readiness spec
 ---@field restarts integer automatic restarts within the current window
 ---@field backend "pidfd"|"portable"|nil how the watcher learns of exits
+---@field port integer|nil the TCP port found or checked at start (the `port` option)
 ---@field started boolean|nil only from start(): true when this call started it
 ---@field warning string|nil only from start(): the running server it joined differs from the options (what differs)
 ---@field error string|nil only from list(): why the record could not be read

@@ -19,6 +19,7 @@ local M = {}
 ---@field ready? string readiness check: "tcp://HOST:PORT", "http://HOST:PORT/PATH", "unix:///PATH", "log:REGEX" or "cmd:COMMAND"
 ---@field ready_timeout? string|number how long the server may take to pass `ready` ("30s", or seconds)
 ---@field restart? string "on-failure" or "on-failure:MAX": restart it when it crashes ("no": never)
+---@field port? string|integer "auto" (a free loopback TCP port) or a number checked to be free, found at start: the server gets it as $PORT, "${PORT}" in args, env and ready is replaced by it, and status() shows it
 ---@field on_start? fun(pid: integer) called when this instance started the server
 ---@field on_ready? fun(status: sharedserver.Status) called once the server is usable (ready), after each start, attach and automatic restart
 ---@field on_exit? fun(code: integer|nil, exit: sharedserver.LastExit|nil) called when a server this instance is attached to exits

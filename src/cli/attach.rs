@@ -4,6 +4,7 @@ use super::{client, lifecycle, parse_duration, parse_env, parse_name};
 use clap::Args;
 use sharedserver::lifecycle::StartupCheck;
 use sharedserver::options::ServerSpec;
+use sharedserver::port::PortSpec;
 use sharedserver::process::ProcessId;
 use sharedserver::record::RestartPolicy;
 use sharedserver::{config, AttachRequest, Attached, IfRunning, ServerName, StartSpec, State};
@@ -41,6 +42,11 @@ pub struct StartOptions {
     /// timer before they fail. 0s returns on spawn. Default: 50ms
     #[arg(long, value_parser = parse_startup_check, value_name = "D|fixed:D")]
     pub startup_check: Option<StartupCheck>,
+    /// A TCP port for the server: `auto` finds a free one on 127.0.0.1, a
+    /// number is checked to be free first. The server gets it as $PORT, and
+    /// '${PORT}' in its arguments, --env values and --ready is replaced by it
+    #[arg(long, value_name = "auto|N", value_parser = parse_port)]
+    pub port: Option<PortSpec>,
 }
 
 /// The trailing `-- CMD ARGS...` of `use` and `admin start`.
@@ -50,6 +56,10 @@ pub struct ServerCommand {
     /// Without it, NAME is looked up in .sharedserver.json (see `config`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+fn parse_port(raw: &str) -> Result<PortSpec, String> {
+    PortSpec::parse(raw)
 }
 
 fn parse_startup_check(raw: &str) -> Result<StartupCheck, String> {
@@ -93,6 +103,7 @@ impl StartOptions {
             ready_timeout: self.ready_timeout,
             restart: self.restart.clone().map(|RestartArg(r)| r),
             startup_check: self.startup_check,
+            port: self.port,
             ..ServerSpec::default()
         }
     }
@@ -232,16 +243,22 @@ pub fn attach(
     }
     let s = &s;
     match &attached {
-        Attached::Started(_) => println!("started {} (pid {})", s.name, s.pid.unwrap_or(0)),
+        Attached::Started(_) => println!(
+            "started {} (pid {}{})",
+            s.name,
+            s.pid.unwrap_or(0),
+            on_port(s)
+        ),
         Attached::Joined { .. } => {
             if let Some(warning) = attached.warning() {
                 eprintln!("sharedserver: warning: {warning}");
             }
             println!(
-                "attached to {} (pid {}, refcount {})",
+                "attached to {} (pid {}, refcount {}{})",
                 s.name,
                 s.pid.unwrap_or(0),
-                s.refcount
+                s.refcount,
+                on_port(s)
             );
         }
     }
@@ -370,3 +387,8 @@ pub fn detach(name: &ServerName, pid: u32) -> sharedserver::Result<i32> {
 }
 
 pub use sharedserver::status::shell_words;
+
+/// `, port N` for a server with a port, else nothing.
+pub fn on_port(s: &sharedserver::Status) -> String {
+    s.port.map(|p| format!(", port {p}")).unwrap_or_default()
+}

@@ -50,6 +50,8 @@ enum Command {
     List(show::ListArgs),
     /// Show one server in detail
     Info(show::InfoArgs),
+    /// Print a running server's TCP port (its `port` option)
+    Port(show::PortArgs),
     /// Exit 0 if active, 1 in grace, 2 if stopped or stopping, 3 if starting,
     /// 4 if stopped after giving up on restarts (10 on error)
     Check(show::CheckArgs),
@@ -90,6 +92,7 @@ pub fn main() -> i32 {
         Command::Exec(args) => project::exec(args),
         Command::List(args) => show::list(args),
         Command::Info(args) => show::info(args),
+        Command::Port(args) => show::port(args),
         Command::Check(args) => show::check(args),
         Command::Logs(args) => files::logs(args),
         Command::Config(args) => files::show_config(args),

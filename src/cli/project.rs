@@ -1,7 +1,7 @@
 //! `use --all`, `unuse --all` and `exec`: a whole project, or a command
 //! that holds servers for exactly as long as it runs.
 
-use super::attach::{current_dir, shell_words, StartOptions};
+use super::attach::{current_dir, on_port, shell_words, StartOptions};
 use super::{lifecycle, parse_name, EXIT_ERROR};
 use clap::Args;
 use sharedserver::process::ProcessId;
@@ -208,15 +208,20 @@ fn report(outcomes: Vec<(ServerName, Outcome)>, out: Out) -> i32 {
     let mut failed = Vec::new();
     for (name, outcome) in &outcomes {
         match outcome {
-            Outcome::Started(s) => say(format!("started {name} (pid {})", s.pid.unwrap_or(0))),
+            Outcome::Started(s) => say(format!(
+                "started {name} (pid {}{})",
+                s.pid.unwrap_or(0),
+                on_port(s)
+            )),
             Outcome::Joined { status, warning } => {
                 if let Some(warning) = warning {
                     eprintln!("sharedserver: warning: {warning}");
                 }
                 say(format!(
-                    "attached to {name} (pid {}, refcount {})",
+                    "attached to {name} (pid {}, refcount {}{})",
                     status.pid.unwrap_or(0),
-                    status.refcount
+                    status.refcount,
+                    on_port(status)
                 ));
             }
             Outcome::SkippedLazy => say(format!("skipped {name} (lazy, not running)")),

@@ -23,6 +23,12 @@ pub struct InfoArgs {
 }
 
 #[derive(Args)]
+pub struct PortArgs {
+    #[arg(value_parser = parse_name)]
+    pub name: ServerName,
+}
+
+#[derive(Args)]
 pub struct CheckArgs {
     #[arg(value_parser = parse_name)]
     pub name: ServerName,
@@ -82,6 +88,24 @@ pub fn info(args: InfoArgs) -> sharedserver::Result<i32> {
     Ok(0)
 }
 
+/// Print the running server's port, for `curl localhost:$(sharedserver port web)`.
+pub fn port(args: PortArgs) -> sharedserver::Result<i32> {
+    let s = lifecycle()?.status(&args.name)?;
+    if s.state == State::Stopped {
+        return Err(sharedserver::Error::NotRunning(args.name.to_string()));
+    }
+    match s.port {
+        Some(port) => {
+            println!("{port}");
+            Ok(0)
+        }
+        None => Err(sharedserver::Error::Other(format!(
+            "server '{}' has no port: give it \"port\": \"auto\" (or a number) in its config, or start it with --port",
+            args.name
+        ))),
+    }
+}
+
 pub fn check(args: CheckArgs) -> sharedserver::Result<i32> {
     let s = lifecycle()?.status(&args.name)?;
     Ok(match s.state {
@@ -106,6 +130,9 @@ fn print_info(s: &Status) {
     if let Some(pid) = s.pid {
         row("pid", pid.to_string());
         row("refcount", s.refcount.to_string());
+        if let Some(port) = s.port {
+            row("port", port.to_string());
+        }
         for c in &s.clients {
             let meta = c
                 .metadata

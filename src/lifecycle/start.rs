@@ -2,6 +2,7 @@
 
 use super::{AttachRequest, Lifecycle};
 use crate::error::{Error, Result};
+use crate::port::PortSpec;
 use crate::record::{
     now_ms, ExitKind, LastExit, Record, RestartPolicy, Termination, FORMAT, VERSION,
 };
@@ -28,6 +29,9 @@ pub struct StartSpec {
     /// How long the fresh server must stay up for the start to count as a
     /// success (catches servers that exit at once).
     pub startup_check: StartupCheck,
+    /// A port to find or check at start (`${PORT}` in command, env and
+    /// ready is replaced by it).
+    pub port: Option<PortSpec>,
 }
 
 /// The start-up check: `D` (until the server waits idle, at most D) or
@@ -87,6 +91,22 @@ impl StartSpec {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             restart: None,
             startup_check: StartupCheck::DEFAULT,
+            port: None,
+        }
+    }
+
+    /// The spec with `port` in place: `$PORT` set, and `${PORT}` replaced
+    /// in the argv, the env values and the ready check.
+    pub fn with_port(&self, port: u16) -> StartSpec {
+        let sub = |t: &String| crate::port::substitute(t, port);
+        let mut env: BTreeMap<String, String> =
+            self.env.iter().map(|(k, v)| (k.clone(), sub(v))).collect();
+        env.insert(crate::port::VAR.to_string(), port.to_string());
+        StartSpec {
+            command: self.command.iter().map(sub).collect(),
+            env,
+            ready: self.ready.as_ref().map(sub),
+            ..self.clone()
         }
     }
 }
@@ -142,6 +162,19 @@ impl Difference {
 impl StartSpec {
     /// How the running server `rec` differs from this spec.
     pub fn differences(&self, rec: &Record) -> Vec<Difference> {
+        // With its port in place, as the running server got it.
+        let with_port;
+        let this = match rec.port {
+            Some(p) => {
+                with_port = self.with_port(p);
+                &with_port
+            }
+            None => self,
+        };
+        this.differences_as_given(rec)
+    }
+
+    fn differences_as_given(&self, rec: &Record) -> Vec<Difference> {
         let mut out = Vec::new();
         if self.command != rec.command {
             out.push(Difference::Command {
@@ -186,6 +219,22 @@ impl Lifecycle {
         if spec.command.is_empty() || spec.command[0].is_empty() {
             return Err(Error::NoCommand(name.to_string()));
         }
+        // Found (or checked) under the name's lock, just before the spawn.
+        let port = match spec.port {
+            Some(p) => Some(
+                p.claim()
+                    .map_err(|why| Error::Port(name.to_string(), why))?,
+            ),
+            None => None,
+        };
+        let with_port;
+        let spec = match port {
+            Some(p) => {
+                with_port = spec.with_port(p);
+                &with_port
+            }
+            None => spec,
+        };
         if let Some(ready) = &spec.ready {
             crate::probe::ReadySpec::parse(ready)?;
         }
@@ -267,6 +316,7 @@ impl Lifecycle {
             restart_at_ms: None,
             last_exit: self.store.read_last(name),
             backend,
+            port,
         };
         rec.attach(req.client, req.metadata.clone(), now_ms());
         self.store.write(guard, name, &rec)?;

@@ -76,6 +76,9 @@ local function tags(st)
   if st.registered == false then
     t[#t + 1] = "[external]"
   end
+  if st.port and st.running then
+    t[#t + 1] = "port " .. st.port
+  end
   return t
 end
 
@@ -195,6 +198,7 @@ function M.detail(st, footer)
   if st.pid then
     row("pid", st.pid .. (st.watcher_pid and string.format(" (watcher %d)", st.watcher_pid) or ""))
     row("refcount", st.refcount)
+    row("port", st.port)
     row(
       "uptime",
       M.duration(st.uptime_secs) .. (st.started_at and (" (since " .. st.started_at .. ")") or "")
