@@ -50,6 +50,9 @@ pub enum Error {
     Stopping(String),
     /// A pid that cannot be a client: (the pid as the user gave it, why).
     BadPid(String, String),
+    /// The watcher could not set up supervision of a new server (and
+    /// stopped it): (name, why).
+    Unsupervised(String, String),
     /// Signalling the server failed: (name, signal, cause).
     Signal(String, &'static str, io::Error),
     /// A bad server option: where it came from (a config file, `setup()`,
@@ -152,6 +155,10 @@ impl fmt::Display for Error {
                 "server '{name}' is stopping; start it again once it has stopped (`sharedserver use {name} -- CMD...`)"
             ),
             Error::BadPid(pid, why) => write!(f, "{pid}: {why}"),
+            Error::Unsupervised(name, why) => write!(
+                f,
+                "server '{name}' was not started: its watcher cannot supervise it ({why}); run `sharedserver admin doctor {name}`"
+            ),
             Error::Signal(name, sig, err) => write!(f, "server '{name}': {sig} failed: {err}"),
             Error::Options { origin, at, why } if at.is_empty() => write!(f, "{origin}: {why}"),
             Error::Options { origin, at, why } => write!(f, "{origin}: {at}: {why}"),

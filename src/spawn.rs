@@ -69,13 +69,36 @@ pub enum Hello {
 pub struct Handshake {
     pub hello: Hello,
     stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+/// The watcher's second answer, to the commit: whether it supervises the
+/// server now (its wake FIFO is open), or why not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Supervising {
+    Yes,
+    No { message: String },
 }
 
 impl Handshake {
+    /// Hand the watcher the record, and wait for it to confirm that
+    /// supervision is set up: only then has a start succeeded. (A watcher
+    /// that cannot supervise stops the server it started.)
     pub fn commit(mut self, rec: &Record) -> Result<()> {
         let json = serde_json::to_string(rec).expect("records serialize");
         crate::pipe::write_all(&mut self.stdin, format!("{json}\n").as_bytes())
-            .map_err(|e| Error::Other(format!("handing the record to the watcher: {e}")))
+            .map_err(|e| Error::Other(format!("handing the record to the watcher: {e}")))?;
+        let mut line = String::new();
+        let _ = self.stdout.read_line(&mut line);
+        match serde_json::from_str::<Supervising>(line.trim()) {
+            Ok(Supervising::Yes) => Ok(()),
+            Ok(Supervising::No { message }) => Err(Error::Unsupervised(rec.name.clone(), message)),
+            Err(_) => Err(Error::Unsupervised(
+                rec.name.clone(),
+                "the watcher exited before it confirmed supervision".into(),
+            )),
+        }
     }
 }
 
@@ -130,8 +153,9 @@ pub fn watcher(exe: &Path, lockdir: &Path, name: &str, launch: &Launch) -> Resul
     let payload = serde_json::to_string(launch).expect("launch serializes");
     crate::pipe::write_all(&mut stdin, format!("{payload}\n").as_bytes())
         .map_err(|e| Error::Spawn(exe.display().to_string(), format!("watcher handshake: {e}")))?;
+    let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
-    BufReader::new(stdout)
+    stdout
         .read_line(&mut line)
         .map_err(|e| Error::Spawn(exe.display().to_string(), format!("watcher handshake: {e}")))?;
     let hello = serde_json::from_str(line.trim()).map_err(|_| {
@@ -142,7 +166,11 @@ pub fn watcher(exe: &Path, lockdir: &Path, name: &str, launch: &Launch) -> Resul
             ),
         )
     })?;
-    Ok(Handshake { hello, stdin })
+    Ok(Handshake {
+        hello,
+        stdin,
+        stdout,
+    })
 }
 
 /// The soft descriptor limit, for messages.

@@ -94,7 +94,14 @@ impl Store {
         let mut removed = Vec::new();
         for ext in ["out", "wake", "journal", "journal.old", "lock"] {
             let path = self.path(name, ext);
-            match std::fs::remove_file(&path) {
+            // (A directory planted there goes too, if it is empty.)
+            let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+            let result = if is_dir {
+                std::fs::remove_dir(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match result {
                 Ok(()) => removed.push(path),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(path, "removing", e)),

@@ -559,3 +559,32 @@ fn doctor_removes_the_leftovers_of_names_that_are_not_running_and_queries_create
     assert_eq!(c.code(), 0, "{}", c.stderr());
     w.ok(&["admin", "stop", "q", "--force"]);
 }
+
+/// `use` reports a start only once the watcher confirms that it supervises
+/// the server; a watcher that cannot (here: a directory where its wake FIFO
+/// goes) stops the server, and `use` fails saying why.
+#[test]
+fn use_fails_when_the_watcher_cannot_supervise_and_leaves_nothing_running() {
+    let w = World::new();
+    w.make_lockdir();
+    std::fs::create_dir(w.lockdir.join("w.wake")).unwrap();
+    let pidfile = w.path("server.pid");
+    let script = format!("echo $$ > '{}'; exec sleep 1000", pidfile.display());
+    let me = std::process::id().to_string();
+    let r = w.run(&["use", "w", "--pid", &me, "--", "sh", "-c", &script]);
+    assert_eq!(r.code(), 10, "{}", r.stdout());
+    assert!(!r.stdout().contains("started"), "{}", r.stdout());
+    assert!(r.stderr().contains("cannot supervise it"), "{}", r.stderr());
+    assert!(r.stderr().contains("w.wake"), "{}", r.stderr());
+    assert!(!w.record_path("w").exists());
+    assert_eq!(w.state("w"), "stopped");
+    let pid = read(&pidfile).trim().to_string();
+    eventually(SOON, "the unsupervised server stopped", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    // doctor clears the way, and the name works again.
+    w.ok(&["admin", "doctor"]);
+    assert!(!w.lockdir.join("w.wake").exists());
+    w.ok(&["use", "w", "--pid", &me, "--", "sleep", "1000"]);
+    w.ok(&["admin", "stop", "w", "--force"]);
+}

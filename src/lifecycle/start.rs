@@ -320,7 +320,11 @@ impl Lifecycle {
         };
         rec.attach(req.client, req.metadata.clone(), now_ms());
         self.store.write(guard, name, &rec)?;
-        handshake.commit(&rec)?;
+        if let Err(e) = handshake.commit(&rec) {
+            // The watcher stops the server it cannot supervise: forget it.
+            let _ = self.store.remove(guard, name);
+            return Err(e);
+        }
         self.store.journal(
             name,
             "start",

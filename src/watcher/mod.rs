@@ -31,7 +31,7 @@ use crate::name::ServerName;
 use crate::probe::ReadySpec;
 use crate::process::ProcessId;
 use crate::record::{now_ms, Record, DEFAULT_STOP_TIMEOUT};
-use crate::spawn::{Hello, Launch};
+use crate::spawn::{Hello, Launch, Supervising};
 use crate::store::Store;
 use server::{begin, terminate};
 use std::io::{BufRead, Write};
@@ -101,8 +101,8 @@ fn watch(raw_name: &str) -> Result<()> {
     let mut commit = String::new();
     let _ = input.read_line(&mut commit);
     drop(input);
-    detach_stdio();
     let Ok(known) = serde_json::from_str::<Record>(commit.trim()) else {
+        detach_stdio();
         if launch.adopt.is_none() {
             store.journal(
                 &name,
@@ -115,7 +115,19 @@ fn watch(raw_name: &str) -> Result<()> {
     };
     // Only a committed watcher listens on the wake FIFO: callers take a
     // reader there as proof that a watcher owns the name.
-    let wake = match Wake::open(&store, &name) {
+    // Then confirm: the caller reports a start only once we supervise it.
+    let opened = Wake::open(&store, &name);
+    let answer = match &opened {
+        Ok(_) => Supervising::Yes,
+        Err(e) => Supervising::No {
+            message: e.to_string(),
+        },
+    };
+    let line = serde_json::to_string(&answer).expect("answer serializes");
+    let _ = crate::pipe::write_all(&mut out, format!("{line}\n").as_bytes());
+    let _ = out.flush();
+    detach_stdio();
+    let wake = match opened {
         Ok(wake) => wake,
         Err(e) => {
             store.journal(
