@@ -15,23 +15,28 @@ pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
     let store = &lc.store;
     let mut report = Vec::new();
     let dir = store.dir().to_path_buf();
-    let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, "listing", e))?;
     let mut names = std::collections::BTreeSet::new();
     // Names with files that only a running server needs.
     let mut leftovers = std::collections::BTreeSet::new();
-    for entry in entries.flatten() {
-        let Ok(file) = entry.file_name().into_string() else {
-            continue;
-        };
+    for file in store.entries()? {
         if let Some(name) = leftover_of(&file).filter(|n| only.is_none_or(|o| o == n)) {
             leftovers.insert(name);
         }
-        let path = entry.path();
+        let path = dir.join(&file);
         if let Some(tmp) = file.strip_prefix('.').and_then(|f| f.strip_suffix(".tmp")) {
-            // `.TARGET.PID.N.tmp`: an interrupted atomic write, if PID is gone.
-            let writer = tmp.rsplit('.').nth(1).and_then(|p| p.parse::<u32>().ok());
-            if writer.is_some_and(|pid| crate::process::ProcessId::of(pid).is_none()) {
-                let _ = std::fs::remove_file(&path);
+            // `.NAME.EXT.PID.N.tmp`: an interrupted atomic write, if PID is
+            // gone. `doctor NAME` touches only NAME's.
+            let mut parts = tmp.rsplitn(3, '.');
+            let (_, writer, target) = (parts.next(), parts.next(), parts.next());
+            let owner = target
+                .and_then(|t| t.rsplit_once('.'))
+                .and_then(|(stem, _)| ServerName::parse(stem).ok());
+            if only.is_some_and(|o| owner.as_ref() != Some(o)) {
+                continue;
+            }
+            let writer = writer.and_then(|p| p.parse::<u32>().ok());
+            if writer.is_some_and(|pid| !ProcessId::of_alive_or_unknown(pid)) {
+                let _ = store.unlink_at(&file);
                 report.push(format!("removed interrupted write {}", path.display()));
             }
             continue;
@@ -45,9 +50,18 @@ pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
         if only.is_some_and(|o| *o != name) {
             continue;
         }
+        if let Some(fixed) = misplaced(store, &file, ext)? {
+            report.push(fixed);
+            continue;
+        }
         if ext == "json" {
-            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-                std::fs::remove_file(&path).map_err(|e| Error::io(&path, "removing symlink", e))?;
+            if store
+                .stat_at(&file)
+                .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
+            {
+                store
+                    .unlink_at(&file)
+                    .map_err(|e| Error::io(&path, "removing symlink", e))?;
                 report.push(format!(
                     "removed symlink {} (records are never symlinks)",
                     path.display()
@@ -90,6 +104,46 @@ fn leftover_of(file: &str) -> Option<ServerName> {
         .iter()
         .find_map(|ext| file.strip_suffix(ext))
         .and_then(|stem| ServerName::parse(stem).ok())
+}
+
+/// A state file of the wrong kind (a FIFO at `NAME.json`, a regular file
+/// or directory at `NAME.wake`...) hangs or confuses every command on that
+/// name: remove it, and say what it was and what belongs there.
+fn misplaced(store: &Store, file: &str, ext: &str) -> Result<Option<String>> {
+    let want = match ext {
+        "json" | "last" | "lock" | "journal" | "log" => libc::S_IFREG,
+        "wake" | "out" => libc::S_IFIFO,
+        _ if ext.starts_with("journal.") || ext.starts_with("json.") || ext == "log.1" => {
+            libc::S_IFREG
+        }
+        _ => return Ok(None),
+    };
+    let Ok(st) = store.stat_at(file) else {
+        return Ok(None);
+    };
+    let kind = st.st_mode & libc::S_IFMT;
+    // Symlinks at a record are reported by the record check below.
+    if kind == want || (ext == "json" && kind == libc::S_IFLNK) {
+        return Ok(None);
+    }
+    let what = |k| match k {
+        libc::S_IFREG => "a regular file",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFLNK => "a symlink",
+        libc::S_IFSOCK => "a socket",
+        _ => "a device",
+    };
+    let path = store.dir().join(file);
+    store
+        .remove_at(file, kind == libc::S_IFDIR)
+        .map_err(|e| Error::io(&path, "removing a misplaced file", e))?;
+    Ok(Some(format!(
+        "removed {} {} (it must be {})",
+        what(kind),
+        path.display(),
+        what(want)
+    )))
 }
 
 /// The process-group leader whose environment says it is `name`'s server in
@@ -148,8 +202,11 @@ fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Res
         Ok(rec) => rec,
         Err(e @ (Error::CorruptRecord(..) | Error::SymlinkRecord(..))) => {
             let path = store.record_path(name);
-            let aside = store.path(name, &format!("json.corrupt-{}", now_ms()));
-            std::fs::rename(&path, &aside).map_err(|e| Error::io(&path, "moving aside", e))?;
+            let aside_ext = format!("json.corrupt-{}", now_ms());
+            let aside = store.path(name, &aside_ext);
+            store
+                .rename_at(&format!("{name}.json"), &format!("{name}.{aside_ext}"))
+                .map_err(|e| Error::io(&path, "moving aside", e))?;
             drop(guard);
             report.push(format!("{name}: {e}"));
             report.push(format!("{name}: moved it to {}", aside.display()));

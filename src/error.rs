@@ -84,6 +84,10 @@ impl fmt::Display for Error {
                 let in_lockdir = path.starts_with(crate::lockdir::resolve());
                 match err.raw_os_error() {
                     Some(libc::ENOSPC) => write!(f, " (free some space on that filesystem)"),
+                    Some(libc::EMFILE | libc::ENFILE) => write!(
+                        f,
+                        " (out of file descriptors; raise the limit with `ulimit -n 1024`)"
+                    ),
                     Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) if in_lockdir => {
                         write!(
                             f,

@@ -5,20 +5,27 @@
 //! call itself (no window where it is wider), and an existing one is refused
 //! unless it is ours and closed to group and others: anyone who can write
 //! there could forge a record and make us signal an arbitrary process.
+//!
+//! The check is made on an open handle, never on the path: a path that
+//! passed a check can be swapped (`renameat2(RENAME_EXCHANGE)`) by anyone who
+//! can write its parent. So the directory is opened once (O_DIRECTORY |
+//! O_NOFOLLOW), the handle is checked with fstat, and the store does every
+//! later access relative to it (openat, renameat, mkfifoat, unlinkat).
 
 use crate::error::{Error, Result};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
 
 pub const ENV_VAR: &str = "SHAREDSERVER_LOCKDIR";
 
 /// The directory we would use, without touching the filesystem.
 pub fn resolve() -> PathBuf {
     if let Some(dir) = std::env::var_os(ENV_VAR).filter(|v| !v.is_empty()) {
-        return absolute(PathBuf::from(dir));
+        return normalize(&absolute(PathBuf::from(dir)));
     }
     if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        return absolute(PathBuf::from(runtime).join("sharedserver"));
+        return normalize(&absolute(PathBuf::from(runtime).join("sharedserver")));
     }
     PathBuf::from(format!("/tmp/sharedserver-{}", nix::unistd::geteuid()))
 }
@@ -32,8 +39,19 @@ fn absolute(path: PathBuf) -> PathBuf {
         .unwrap_or(path)
 }
 
-/// Create the directory if needed and check that it is safe to use.
-pub fn ensure(dir: &Path) -> Result<()> {
+/// Drop trailing slashes and `.` components. A trailing slash (`/tmp/x/`)
+/// or `/.` makes the kernel resolve the last name as a directory, following
+/// a symlink even under O_NOFOLLOW: without this, `x -> elsewhere` passes.
+fn normalize(path: &Path) -> PathBuf {
+    path.components().collect()
+}
+
+/// Create the directory if needed, open it once, and check the handle (not
+/// the path, which another user could swap after the check): a real
+/// directory, owned by us, closed to group and others. Every later access
+/// goes through the returned descriptor.
+pub fn ensure(dir: &Path) -> Result<OwnedFd> {
+    let dir = &normalize(dir);
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -52,40 +70,67 @@ pub fn ensure(dir: &Path) -> Result<()> {
         }
         Err(e) => return Err(Error::io(dir, "creating lock directory", e)),
     }
-    verify(dir)
+    open_verified(dir)
 }
 
-/// Check an existing directory: a real directory, owned by us, mode 0700.
-pub fn verify(dir: &Path) -> Result<()> {
-    let meta = std::fs::symlink_metadata(dir)
-        .map_err(|e| Error::io(dir, "inspecting lock directory", e))?;
-    let unsafe_dir = |why: String| Err(Error::UnsafeLockDir(dir.to_path_buf(), why));
-    if meta.file_type().is_symlink() {
-        return unsafe_dir(format!(
-            "it is a symlink; remove it (`rm {}`) or set {ENV_VAR} to a real directory",
-            dir.display()
+/// Open an existing lock directory and check the handle (see [`ensure`]).
+pub fn open_verified(dir: &Path) -> Result<OwnedFd> {
+    if dir.components().any(|c| c == Component::ParentDir) {
+        return Err(Error::UnsafeLockDir(
+            dir.to_path_buf(),
+            format!("it contains '..'; set {ENV_VAR} to a plain absolute path"),
         ));
     }
+    let unsafe_dir = |why: String| Error::UnsafeLockDir(dir.to_path_buf(), why);
+    let fd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(|e| match e.raw_os_error() {
+            // O_NOFOLLOW | O_DIRECTORY on a symlink gives ENOTDIR.
+            Some(libc::ELOOP | libc::ENOTDIR)
+                if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) =>
+            {
+                unsafe_dir(format!(
+                    "it is a symlink; remove it (`rm {}`) or set {ENV_VAR} to a real directory",
+                    dir.display()
+                ))
+            }
+            Some(libc::ELOOP | libc::ENOTDIR) => unsafe_dir(format!(
+                "it is not a directory; remove it or set {ENV_VAR} to another path"
+            )),
+            _ => Error::io(dir, "opening lock directory", e),
+        })?;
+    let meta = fd
+        .metadata()
+        .map_err(|e| Error::io(dir, "inspecting lock directory", e))?;
     if !meta.is_dir() {
-        return unsafe_dir(format!(
+        return Err(unsafe_dir(format!(
             "it is not a directory; remove it or set {ENV_VAR} to another path"
-        ));
+        )));
     }
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
-        return unsafe_dir(format!(
+        return Err(unsafe_dir(format!(
             "it is owned by uid {} but you are uid {me}; set {ENV_VAR} to a directory you own",
             meta.uid()
-        ));
+        )));
     }
     let mode = meta.mode() & 0o777;
     if mode & 0o077 != 0 {
-        return unsafe_dir(format!(
+        return Err(unsafe_dir(format!(
             "its mode is {mode:03o}, open to group or others; run `chmod 700 {}`",
             dir.display()
-        ));
+        )));
     }
-    Ok(())
+    Ok(fd.into())
+}
+
+/// Check an existing directory by the same rule, without creating anything
+/// (for `:checkhealth`).
+#[cfg_attr(not(feature = "nvim"), allow(dead_code))]
+pub fn verify(dir: &Path) -> Result<()> {
+    open_verified(&normalize(dir)).map(|_| ())
 }
 
 #[cfg(test)]

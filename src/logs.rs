@@ -56,10 +56,12 @@ impl Pump {
         matcher: Option<regex::Regex>,
     ) -> Result<Pump> {
         let fifo_path = store.path(name, "out");
-        crate::pipe::make_fifo(&fifo_path, "creating output fifo")?;
-        let (out, regular) = open_log(log)?;
+        store
+            .mkfifo_at(&format!("{name}.out"))
+            .map_err(|e| Error::io(&fifo_path, "creating output fifo", e))?;
+        let (out, regular) = open_log_in(store, log)?;
         let size = out.metadata().map_or(0, |m| m.len());
-        let fifo = open_fifo(&fifo_path, true)?;
+        let fifo = open_fifo(store, name, true)?;
         Ok(Pump {
             fifo,
             path: log.to_path_buf(),
@@ -76,7 +78,7 @@ impl Pump {
 
     /// A descriptor for the server's stdout and stderr.
     pub fn server_end(store: &Store, name: &ServerName) -> Result<File> {
-        open_fifo(&store.path(name, "out"), false)
+        open_fifo(store, name, false)
     }
 
     pub fn fifo(&self) -> &File {
@@ -126,8 +128,12 @@ impl Pump {
     fn rotate(&mut self) {
         let mut rotated = self.path.clone().into_os_string();
         rotated.push(".1");
-        let why = match std::fs::rename(&self.path, &rotated) {
-            Ok(()) => match open_log(&self.path) {
+        let renamed = match in_store(&self.store, &self.path) {
+            Some(file) => self.store.rename_at(file, &format!("{file}.1")),
+            None => std::fs::rename(&self.path, &rotated),
+        };
+        let why = match renamed {
+            Ok(()) => match open_log_in(&self.store, &self.path) {
                 Ok((out, regular)) => {
                     self.out = Some(out);
                     self.regular = regular;
@@ -168,15 +174,49 @@ impl Pump {
 /// without a reader fails at once. Returns the file and whether it is a
 /// regular file (only those are rotated).
 pub fn open_log(path: &Path) -> Result<(File, bool)> {
-    let base = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
-    let open = |extra: libc::c_int| {
+    open_log_with(path, |extra| {
         let mut o = OpenOptions::new();
-        o.append(true).custom_flags(base | extra);
+        o.append(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | extra);
         if extra & libc::O_CREAT != 0 {
             o.create_new(true).mode(0o600);
         }
         o.open(path)
-    };
+    })
+}
+
+/// [`open_log`], but a log in the lock directory (the default `NAME.log`)
+/// is opened through the store's verified descriptor, like every state file.
+fn open_log_in(store: &Store, path: &Path) -> Result<(File, bool)> {
+    let file = in_store(store, path);
+    match file {
+        Some(file) => open_log_with(path, |extra| {
+            let excl = if extra & libc::O_CREAT != 0 {
+                libc::O_EXCL
+            } else {
+                0
+            };
+            store.open_at(
+                file,
+                libc::O_WRONLY | libc::O_APPEND | libc::O_NONBLOCK | extra | excl,
+                0o600,
+            )
+        }),
+        None => open_log(path),
+    }
+}
+
+/// The file name of `path` when it lies directly in the lock directory.
+fn in_store<'a>(store: &Store, path: &'a Path) -> Option<&'a str> {
+    (path.parent() == Some(store.dir()))
+        .then(|| path.file_name()?.to_str())
+        .flatten()
+}
+
+fn open_log_with(
+    path: &Path,
+    open: impl Fn(libc::c_int) -> std::io::Result<File>,
+) -> Result<(File, bool)> {
     // Existing target first, without O_CREAT; create only if it is absent.
     let file = match open(0) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => match open(libc::O_CREAT) {
@@ -205,15 +245,7 @@ pub fn open_log(path: &Path) -> Result<(File, bool)> {
         )));
     }
     // Blocking writes from here on (a terminal or device may be slow).
-    // SAFETY: fcntl on a descriptor we own.
-    unsafe {
-        use std::os::fd::AsRawFd;
-        let fd = file.as_raw_fd();
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags >= 0 {
-            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
-        }
-    }
+    set_blocking(&file);
     Ok((file, kind.is_file()))
 }
 
@@ -241,7 +273,10 @@ fn log_error(path: &Path, e: std::io::Error) -> Error {
 /// Make sure a log file can be opened before anything starts: its
 /// directory is created (0700) when missing, and the file itself must be
 /// something `open_log` accepts. The error names the path and the reason.
-pub fn prepare(path: &Path) -> Result<()> {
+pub fn prepare(store: &Store, path: &Path) -> Result<()> {
+    if in_store(store, path).is_some() {
+        return open_log_in(store, path).map(|_| ());
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
             use std::os::unix::fs::DirBuilderExt;
@@ -255,18 +290,42 @@ pub fn prepare(path: &Path) -> Result<()> {
     open_log(path).map(|_| ())
 }
 
-fn open_fifo(path: &Path, nonblocking: bool) -> Result<File> {
-    let mut flags = libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    if nonblocking {
-        flags |= libc::O_NONBLOCK;
-    }
+fn open_fifo(store: &Store, name: &ServerName, nonblocking: bool) -> Result<File> {
+    let path = store.path(name, "out");
+    // O_NONBLOCK for the open itself, so a planted regular file or device
+    // never blocks us; the server's end is made blocking again below.
     // Read-write on both ends: neither side ever sees EOF or SIGPIPE.
-    OpenOptions::new()
+    let f = store
+        .open_at(&format!("{name}.out"), libc::O_RDWR | libc::O_NONBLOCK, 0)
+        .map_err(|e| Error::io(&path, "opening output fifo", e))?;
+    crate::pipe::check_fifo(&f, &path)?;
+    if !nonblocking {
+        set_blocking(&f);
+    }
+    Ok(f)
+}
+
+fn set_blocking(f: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let fd = f.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+}
+
+/// A log file opened for reading, if it is a regular file: opening a FIFO
+/// planted at its path must not hang `logs`.
+pub fn open_for_reading(path: &Path) -> Option<File> {
+    let f = OpenOptions::new()
         .read(true)
-        .write(true)
-        .custom_flags(flags)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| Error::io(path, "opening output fifo", e))
+        .ok()?;
+    f.metadata().is_ok_and(|m| m.is_file()).then_some(f)
 }
 
 /// The last `lines` lines of a log file (looking into the rotated file too).
@@ -275,7 +334,8 @@ pub fn tail(path: &Path, lines: usize) -> Option<String> {
     rotated.push(".1");
     let mut text = Vec::new();
     for p in [PathBuf::from(rotated), path.to_path_buf()] {
-        if let Ok(bytes) = std::fs::read(&p) {
+        let mut bytes = Vec::new();
+        if open_for_reading(&p).is_some_and(|mut f| f.read_to_end(&mut bytes).is_ok()) {
             text.extend_from_slice(&bytes[bytes.len().saturating_sub(256 * 1024)..]);
         }
     }

@@ -64,7 +64,10 @@ fn lifecycle(binary: Option<PathBuf>) -> Answer<Lifecycle> {
         .lock()
         .ok()
         .and_then(|s| s.clone())
-        .filter(|s| s.dir() == dir);
+        // Re-verified on every call (two stats): a directory removed by a
+        // tmp cleaner or a logout is recreated safely instead of failing
+        // every call until Neovim restarts.
+        .filter(|s| s.dir() == dir && s.is_current());
     let store = match cached {
         Some(store) => store,
         None => {

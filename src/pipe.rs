@@ -36,13 +36,18 @@ pub fn write_all(w: &mut impl Write, buf: &[u8]) -> io::Result<()> {
     result
 }
 
-/// Create a FIFO at `path` (mode 0600), or accept the one already there.
-/// One place for both FIFOs the watcher reads (`NAME.wake`, `NAME.out`).
-pub fn make_fifo(path: &std::path::Path, doing: &'static str) -> crate::Result<()> {
-    use nix::sys::stat::Mode;
-    match nix::unistd::mkfifo(path, Mode::S_IRUSR | Mode::S_IWUSR) {
-        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
-        Err(e) => Err(crate::Error::io(path, doing, e.into())),
+/// The wake and output files must be FIFOs: a regular file planted there
+/// would read as "no watcher" forever, a device could block (doctor
+/// removes either).
+pub fn check_fifo(f: &std::fs::File, path: &std::path::Path) -> crate::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match f.metadata() {
+        Ok(m) if m.file_type().is_fifo() => Ok(()),
+        Ok(_) => Err(crate::Error::Other(format!(
+            "{} is not a FIFO (something else was put there); run `sharedserver admin doctor`",
+            path.display()
+        ))),
+        Err(e) => Err(crate::Error::io(path, "inspecting", e)),
     }
 }
 

@@ -19,17 +19,25 @@ use crate::error::{Error, Result};
 use crate::lockdir;
 use crate::name::ServerName;
 use crate::record::{self, LastExit, Record};
-use std::fs::{File, OpenOptions};
+use std::ffi::CString;
+use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 const JOURNAL_LIMIT: u64 = 64 * 1024;
 
+/// The lock directory, by path (for messages and for the tag servers carry)
+/// and by the descriptor checked when it was opened. Every file access goes
+/// through the descriptor (see `lockdir`), so swapping the path afterwards
+/// changes nothing we read, write, rename or signal.
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+    fd: Arc<OwnedFd>,
 }
 
 /// Holding this means holding the exclusive lock for one name. The lock file
@@ -46,16 +54,165 @@ impl Store {
     }
 
     pub fn at(dir: PathBuf) -> Result<Store> {
-        lockdir::ensure(&dir)?;
-        Ok(Store { dir })
+        let fd = lockdir::ensure(&dir)?;
+        let dir = dir.components().collect();
+        Ok(Store {
+            dir,
+            fd: Arc::new(fd),
+        })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// A file's path, for messages (and for log paths handed to others).
     pub fn path(&self, name: &ServerName, ext: &str) -> PathBuf {
-        self.dir.join(format!("{name}.{ext}"))
+        self.dir.join(file_name(name, ext))
+    }
+
+    /// True while the directory we hold is still the one at our path: not
+    /// removed (a tmp cleaner, a logout), not replaced. A long-lived caller
+    /// (Neovim) checks this before using a cached store, and opens the
+    /// directory afresh (recreating it safely) when it is not.
+    pub fn is_current(&self) -> bool {
+        let Ok(held) = fstat(self.fd.as_raw_fd()) else {
+            return false;
+        };
+        let Ok(now) = std::fs::symlink_metadata(&self.dir) else {
+            return false;
+        };
+        held.st_nlink > 0 && held.st_dev == now.dev() && held.st_ino == now.ino()
+    }
+
+    /// Open `file` in the lock directory (never following a symlink, never
+    /// blocking on a FIFO).
+    pub fn open_at(
+        &self,
+        file: &str,
+        flags: libc::c_int,
+        mode: libc::mode_t,
+    ) -> std::io::Result<File> {
+        let c = cstr(file)?;
+        let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: plain syscall; on success it returns a new owned fd.
+        let fd =
+            unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags, mode as libc::c_uint) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd was just returned to us.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// Create a FIFO (0600) in the lock directory; an existing one is fine.
+    pub fn mkfifo_at(&self, file: &str) -> std::io::Result<()> {
+        let c = cstr(file)?;
+        // SAFETY: plain syscall.
+        if unsafe { libc::mkfifoat(self.fd.as_raw_fd(), c.as_ptr(), 0o600) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove `file` from the lock directory; a missing one is fine.
+    pub fn unlink_at(&self, file: &str) -> std::io::Result<()> {
+        let c = cstr(file)?;
+        // SAFETY: plain syscall.
+        if unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// True while `file` in the lock directory still names the open `f`
+    /// (not removed or replaced).
+    fn still_at(&self, f: &File, file: &str) -> bool {
+        match (f.metadata(), self.stat_at(file)) {
+            (Ok(open), Ok(named)) => open.ino() == named.st_ino && open.dev() == named.st_dev,
+            _ => false,
+        }
+    }
+
+    /// Remove `file`, or the empty directory `file` when `dir` is set.
+    pub fn remove_at(&self, file: &str, dir: bool) -> std::io::Result<()> {
+        let c = cstr(file)?;
+        let flags = if dir { libc::AT_REMOVEDIR } else { 0 };
+        // SAFETY: plain syscall.
+        if unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), flags) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Rename within the lock directory (replaces `to`, never follows it).
+    pub fn rename_at(&self, from: &str, to: &str) -> std::io::Result<()> {
+        let (f, t) = (cstr(from)?, cstr(to)?);
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: plain syscall.
+        if unsafe { libc::renameat(fd, f.as_ptr(), fd, t.as_ptr()) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// lstat of `file` in the lock directory.
+    pub fn stat_at(&self, file: &str) -> std::io::Result<libc::stat> {
+        let c = cstr(file)?;
+        // SAFETY: zeroed stat is a valid out-buffer; plain syscall.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let rc = unsafe {
+            libc::fstatat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(st)
+    }
+
+    /// The names of the files in the lock directory.
+    pub fn entries(&self) -> Result<Vec<String>> {
+        let err = |e: std::io::Error| Error::io(&self.dir, "listing", e);
+        // A fresh descriptor for the same directory: readdir consumes it.
+        let dir = self
+            .open_at(".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            .map_err(err)?;
+        let fd: OwnedFd = dir.into();
+        // SAFETY: fdopendir takes ownership of the descriptor on success.
+        let dirp = unsafe { libc::fdopendir(fd.as_raw_fd()) };
+        if dirp.is_null() {
+            return Err(err(std::io::Error::last_os_error()));
+        }
+        std::mem::forget(fd);
+        let mut out = Vec::new();
+        loop {
+            // SAFETY: dirp is a valid DIR* until closedir.
+            let ent = unsafe { libc::readdir(dirp) };
+            if ent.is_null() {
+                break;
+            }
+            // SAFETY: d_name is NUL-terminated.
+            let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) };
+            if let Ok(name) = name.to_str() {
+                if name != "." && name != ".." {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        // SAFETY: closes the DIR* and its descriptor.
+        unsafe { libc::closedir(dirp) };
+        Ok(out)
     }
 
     pub fn record_path(&self, name: &ServerName) -> PathBuf {
@@ -64,20 +221,19 @@ impl Store {
 
     pub fn lock(&self, name: &ServerName) -> Result<Guard> {
         let path = self.path(name, "lock");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
+        let file = self
+            .open_at(
+                &file_name(name, "lock"),
+                libc::O_RDWR | libc::O_CREAT | libc::O_NONBLOCK,
+                0o600,
+            )
             .map_err(|e| nofollow_error(&path, "opening lock file", e))?;
+        regular(&file, &path)?;
         fs4::fs_std::FileExt::lock_exclusive(&file).map_err(|e| Error::io(&path, "locking", e))?;
         // `admin doctor` removes the lock file of a name that is not
         // running, holding its lock. Whoever waited on that file now holds
         // a lock nobody else will ask for: take the one at the path instead.
-        if !still_at(&file, &path) {
+        if !self.still_at(&file, &file_name(name, "lock")) {
             return self.lock(name);
         }
         Ok(Guard { _file: file })
@@ -95,13 +251,11 @@ impl Store {
         for ext in ["out", "wake", "journal", "journal.old", "lock"] {
             let path = self.path(name, ext);
             // (A directory planted there goes too, if it is empty.)
-            let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
-            let result = if is_dir {
-                std::fs::remove_dir(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            match result {
+            let file = file_name(name, ext);
+            let is_dir = self
+                .stat_at(&file)
+                .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+            match self.remove_at(&file, is_dir) {
                 Ok(()) => removed.push(path),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(path, "removing", e)),
@@ -115,7 +269,7 @@ impl Store {
     /// record, and it needs no lock when the caller only wants a snapshot.
     pub fn read(&self, name: &ServerName) -> Result<Option<Record>> {
         let path = self.record_path(name);
-        let Some(text) = read_nofollow(&path)? else {
+        let Some(text) = self.read_file(&file_name(name, "json"))? else {
             return Ok(None);
         };
         parse_record(&path, &text).map(Some)
@@ -123,23 +277,19 @@ impl Store {
 
     pub fn write(&self, _lock: &Guard, name: &ServerName, rec: &Record) -> Result<()> {
         let json = serde_json::to_vec_pretty(rec).expect("records always serialize");
-        self.write_atomic(&self.record_path(name), &json)
+        self.write_atomic(&file_name(name, "json"), &json)
     }
 
     pub fn remove(&self, _lock: &Guard, name: &ServerName) -> Result<()> {
         for ext in ["json", "wake", "out"] {
-            let path = self.path(name, ext);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(path, "removing", e)),
-            }
+            self.unlink_at(&file_name(name, ext))
+                .map_err(|e| Error::io(self.path(name, ext), "removing", e))?;
         }
         Ok(())
     }
 
     pub fn read_last(&self, name: &ServerName) -> Option<LastExit> {
-        let text = read_nofollow(&self.path(name, "last")).ok()??;
+        let text = self.read_file(&file_name(name, "last")).ok()??;
         serde_json::from_str::<LastExit>(&text)
             .ok()
             .filter(|l| l.format == record::FORMAT)
@@ -147,20 +297,16 @@ impl Store {
 
     pub fn write_last(&self, _lock: &Guard, name: &ServerName, last: &LastExit) -> Result<()> {
         let json = serde_json::to_vec_pretty(last).expect("exit records always serialize");
-        self.write_atomic(&self.path(name, "last"), &json)
+        self.write_atomic(&file_name(name, "last"), &json)
     }
 
     /// Names of every server that has a record (sorted). Files that are not
     /// records of a valid name are ignored, never touched.
     pub fn names(&self) -> Result<Vec<ServerName>> {
-        let entries =
-            std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, "listing", e))?;
-        let mut names: Vec<ServerName> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let file = e.file_name().into_string().ok()?;
-                ServerName::parse(file.strip_suffix(".json")?).ok()
-            })
+        let mut names: Vec<ServerName> = self
+            .entries()?
+            .into_iter()
+            .filter_map(|file| ServerName::parse(file.strip_suffix(".json")?).ok())
             .collect();
         names.sort();
         Ok(names)
@@ -169,23 +315,24 @@ impl Store {
     /// Append one line to the name's journal (for `admin debug`). Best effort:
     /// a journal that cannot be written must never fail the operation.
     pub fn journal(&self, name: &ServerName, actor: &str, line: &str) {
-        let path = self.path(name, "journal");
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.len() > JOURNAL_LIMIT) {
-            let _ = std::fs::rename(&path, self.path(name, "journal.old"));
+        let file = file_name(name, "journal");
+        if self
+            .stat_at(&file)
+            .is_ok_and(|st| st.st_size as u64 > JOURNAL_LIMIT)
+        {
+            let _ = self.rename_at(&file, &file_name(name, "journal.old"));
         }
         let entry = format!(
             "{} pid={} {actor}: {line}\n",
             record::rfc3339(record::now_ms()),
             std::process::id()
         );
-        if let Ok(mut f) = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-        {
-            let _ = f.write_all(entry.as_bytes());
+        let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_NONBLOCK;
+        if let Ok(mut f) = self.open_at(&file, flags, 0o600) {
+            // Only into a regular file: never a planted FIFO or device.
+            if f.metadata().is_ok_and(|m| m.is_file()) {
+                let _ = f.write_all(entry.as_bytes());
+            }
         }
     }
 
@@ -193,39 +340,83 @@ impl Store {
     pub fn read_journal(&self, name: &ServerName) -> Result<String> {
         let mut out = String::new();
         for ext in ["journal.old", "journal"] {
-            if let Some(text) = read_nofollow(&self.path(name, ext))? {
+            if let Some(text) = self.read_file(&file_name(name, ext))? {
                 out.push_str(&text);
             }
         }
         Ok(out)
     }
 
-    fn write_atomic(&self, target: &Path, bytes: &[u8]) -> Result<()> {
+    fn write_atomic(&self, target: &str, bytes: &[u8]) -> Result<()> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let file_name = target.file_name().and_then(|n| n.to_str()).unwrap_or("x");
-        let tmp = self.dir.join(format!(
-            ".{file_name}.{}.{}.tmp",
+        let tmp = format!(
+            ".{target}.{}.{}.tmp",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        );
+        let tmp_path = self.dir.join(&tmp);
         let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&tmp)
-                .map_err(|e| Error::io(&tmp, "creating temporary file", e))?;
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+            let mut f = self
+                .open_at(&tmp, flags, 0o600)
+                .map_err(|e| Error::io(&tmp_path, "creating temporary file", e))?;
             f.write_all(bytes)
-                .map_err(|e| Error::io(&tmp, "writing temporary file", e))?;
+                .map_err(|e| Error::io(&tmp_path, "writing temporary file", e))?;
             // rename(2) replaces the name atomically; it never follows a
             // symlink at the target, it replaces the link itself.
-            std::fs::rename(&tmp, target).map_err(|e| Error::io(target, "replacing", e))
+            self.rename_at(&tmp, target)
+                .map_err(|e| Error::io(self.dir.join(target), "replacing", e))
         })();
         if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = self.unlink_at(&tmp);
         }
         result
+    }
+
+    /// Read a small state file without following a symlink, without
+    /// blocking on a planted FIFO, and only if it is a regular file; None if
+    /// it does not exist.
+    pub(crate) fn read_file(&self, file: &str) -> Result<Option<String>> {
+        let path = self.dir.join(file);
+        match self.open_at(file, libc::O_RDONLY | libc::O_NONBLOCK, 0) {
+            Ok(f) => {
+                regular(&f, &path)?;
+                read_all(f, &path).map(Some)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(nofollow_error(&path, "opening", e)),
+        }
+    }
+}
+
+/// `NAME.ext`: the one place a name becomes a file name.
+fn file_name(name: &ServerName, ext: &str) -> String {
+    format!("{name}.{ext}")
+}
+
+fn cstr(file: &str) -> std::io::Result<CString> {
+    CString::new(file).map_err(|_| std::io::ErrorKind::InvalidInput.into())
+}
+
+fn fstat(fd: libc::c_int) -> std::io::Result<libc::stat> {
+    // SAFETY: zeroed stat is a valid out-buffer; plain syscall.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// State files are regular files: a FIFO, device or directory planted under
+/// a state file's name is refused with a clear message (doctor removes it).
+fn regular(f: &File, path: &Path) -> Result<()> {
+    match f.metadata() {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(Error::CorruptRecord(
+            path.to_path_buf(),
+            "not a regular file (something else was put there)".into(),
+        )),
+        Err(e) => Err(Error::io(path, "inspecting", e)),
     }
 }
 
@@ -237,17 +428,8 @@ fn nofollow_error(path: &Path, doing: &'static str, e: std::io::Error) -> Error 
     }
 }
 
-/// Read a small file without following a symlink; None if it does not exist.
-pub(crate) fn read_nofollow(path: &Path) -> Result<Option<String>> {
-    let mut file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(nofollow_error(path, "opening", e)),
-    };
+/// Read a small file we opened (without following a symlink).
+fn read_all(mut file: File, path: &Path) -> Result<String> {
     // Plain reads into a buffer sized for a typical record: no fstat for a
     // size hint, which is one syscall too many on the status hot path.
     let mut bytes = Vec::with_capacity(4096);
@@ -273,7 +455,6 @@ pub(crate) fn read_nofollow(path: &Path) -> Result<Option<String>> {
         }
     }
     String::from_utf8(bytes)
-        .map(Some)
         .map_err(|_| Error::CorruptRecord(path.to_path_buf(), "not UTF-8 text".into()))
 }
 
@@ -308,13 +489,4 @@ pub fn parse_record(path: &Path, text: &str) -> Result<Record> {
         None => return Err(corrupt("no format version".into())),
     }
     serde_json::from_value(value).map_err(|e| corrupt(format!("unexpected layout ({e})")))
-}
-
-/// True while `path` still names the open `file` (not removed or replaced).
-fn still_at(file: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), std::fs::symlink_metadata(path)) {
-        (Ok(open), Ok(named)) => open.ino() == named.ino() && open.dev() == named.dev(),
-        _ => false,
-    }
 }

@@ -419,3 +419,160 @@ fn too_few_descriptors_to_start_a_watcher_says_so() {
         );
     }
 }
+
+#[test]
+fn a_trailing_slash_or_dot_does_not_let_a_symlinked_lock_dir_through() {
+    let w = World::new();
+    let real = w.path("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let link = w.path("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    for suffix in ["", "/", "//", "/."] {
+        let dir = format!("{}{suffix}", link.display());
+        let r = Run(Command::new(BIN)
+            .args(["list"])
+            .env("SHAREDSERVER_LOCKDIR", &dir)
+            .output()
+            .unwrap());
+        assert_ne!(r.code(), 0, "{dir} was accepted");
+        assert!(r.stderr().contains("symlink"), "{dir}: {}", r.stderr());
+    }
+}
+
+/// Swap two directories (`renameat2(RENAME_EXCHANGE)`) until told to stop.
+fn swapper(
+    a: &Path,
+    b: &Path,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let (a, b) = (
+        CString::new(a.as_os_str().as_bytes()).unwrap(),
+        CString::new(b.as_os_str().as_bytes()).unwrap(),
+    );
+    std::thread::spawn(move || {
+        let mut swaps = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // SAFETY: plain syscall on two paths we own.
+            let rc = unsafe {
+                libc::renameat2(
+                    libc::AT_FDCWD,
+                    a.as_ptr(),
+                    libc::AT_FDCWD,
+                    b.as_ptr(),
+                    libc::RENAME_EXCHANGE,
+                )
+            };
+            assert_eq!(rc, 0, "renameat2: {}", std::io::Error::last_os_error());
+            swaps += 1;
+        }
+        swaps
+    })
+}
+
+#[test]
+fn a_lock_dir_swapped_after_its_check_is_never_used() {
+    // Another user who can write the lock dir's parent swaps in a forged
+    // directory of their own, holding a record for a live "server".
+    let mut w = World::new();
+    w.make_lockdir();
+    let forged = w.path("forged");
+    std::fs::create_dir(&forged).unwrap();
+    let c = w.client();
+    w.ok(&[
+        "use",
+        "template",
+        "--pid",
+        &c.to_string(),
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    let mut rec = record(&w, "template");
+    w.ok(&["admin", "kill", "template"]);
+    let (server, watcher) = (Bystander::new(), Bystander::new());
+    rec["name"] = json!("foo");
+    rec["server"] = id(server.pid());
+    rec["watcher"] = id(watcher.pid());
+    std::fs::write(forged.join("foo.json"), rec.to_string()).unwrap();
+    std::os::unix::fs::chown(&forged, Some(65534), Some(65534)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swaps = swapper(&w.lockdir, &forged, stop.clone());
+    let mut forged_reads = 0;
+    for _ in 0..300 {
+        let r = w.run(&["info", "foo", "--json"]);
+        if r.stdout().contains("\"active\"") {
+            forged_reads += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = swaps.join().unwrap();
+    if swaps % 2 == 1 {
+        // An odd number of exchanges: put both back.
+        let _ = std::fs::rename(&w.lockdir, w.path("tmp-swap"));
+        let _ = std::fs::rename(&forged, &w.lockdir);
+        let _ = std::fs::rename(w.path("tmp-swap"), &forged);
+    }
+    assert_eq!(forged_reads, 0, "a forged record was read ({swaps} swaps)");
+    assert!(alive(server.pid()) && alive(watcher.pid()));
+}
+
+/// Run a command with a deadline (see `run_bounded`), any exit accepted.
+fn bounded(w: &World, args: &[&str]) -> Run {
+    run_bounded(w, args)
+}
+
+#[test]
+fn special_files_planted_in_the_lock_dir_hang_nothing_and_doctor_removes_them() {
+    let mut w = World::new();
+    w.make_lockdir();
+    let c = w.client().to_string();
+    let fifo = |file: &str| {
+        nix::unistd::mkfifo(&w.lockdir.join(file), nix::sys::stat::Mode::S_IRWXU).unwrap()
+    };
+    fifo("a.json");
+    fifo("b.last");
+    fifo("b.journal");
+    fifo("b.log");
+    std::fs::write(w.lockdir.join("d.wake"), "").unwrap();
+    std::fs::create_dir(w.lockdir.join("e.wake")).unwrap();
+    for args in [
+        &["list"][..],
+        &["info", "a"],
+        &["check", "a"],
+        &["info", "b"],
+        &["check", "b"],
+        &["logs", "b"],
+        &["admin", "debug", "b"],
+    ] {
+        bounded(&w, args);
+    }
+    let r = bounded(&w, &["use", "a", "--pid", &c, "--", "sleep", "1000"]);
+    assert!(r.stderr().contains("doctor"), "{}", r.stderr());
+    let report = bounded(&w, &["admin", "doctor"]);
+    assert_eq!(report.code(), 0, "{}", report.stderr());
+    let out = report.stdout();
+    for file in ["a.json", "b.last", "b.journal", "b.log", "d.wake", "e.wake"] {
+        assert!(out.contains(file), "doctor did not fix {file}:\n{out}");
+    }
+    for name in ["a", "b", "d", "e"] {
+        bounded(&w, &["use", name, "--pid", &c, "--", "sleep", "1000"]);
+        assert_eq!(w.state(name), "active", "{name} after doctor");
+    }
+}
+
+#[test]
+fn doctor_for_one_name_removes_only_that_names_interrupted_writes() {
+    let w = World::new();
+    w.make_lockdir();
+    // Writers that are gone: pids far beyond pid_max.
+    let mine = w.lockdir.join(".a.json.999999999.0.tmp");
+    let other = w.lockdir.join(".b.json.999999999.0.tmp");
+    std::fs::write(&mine, "x").unwrap();
+    std::fs::write(&other, "x").unwrap();
+    w.ok(&["admin", "doctor", "a"]);
+    assert!(!mine.exists(), "a's interrupted write stayed");
+    assert!(other.exists(), "doctor a removed b's file");
+}

@@ -39,6 +39,28 @@ fn each_nvim(f: impl Fn(&Sandbox)) {
 }
 
 #[test]
+fn a_lock_dir_removed_while_neovim_runs_is_recreated_safely_on_the_next_call() {
+    use std::os::unix::fs::PermissionsExt;
+    each_nvim(|sb| {
+        let mut nv = sb.nvim(&setup(WEB_LAZY));
+        // The module has checked (and cached) the directory by now.
+        nv.lua("return require('sharedserver').status('web').state");
+        // A tmp cleaner, or a logout that empties $XDG_RUNTIME_DIR.
+        std::fs::remove_dir_all(&sb.lockdir).unwrap();
+        nv.lua("require('sharedserver').start('web') return true");
+        let record = sb.lockdir.join("web.json");
+        eventually(
+            DEADLINE,
+            "the server starts in a recreated lock dir",
+            || record.exists().then_some(()),
+        );
+        let mode = std::fs::metadata(&sb.lockdir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(sb.status("web").refcount, 1);
+    });
+}
+
+#[test]
 fn two_instances_share_one_server() {
     each_nvim(|sb| {
         let mut a = sb.nvim(&setup(WEB));

@@ -46,7 +46,7 @@ pub fn logs(args: LogsArgs) -> sharedserver::Result<i32> {
     let mut out = std::io::stdout();
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        let Ok(mut file) = std::fs::File::open(&path) else {
+        let Some(mut file) = sharedserver::logs::open_for_reading(&path) else {
             continue;
         };
         let len = file.metadata().map_or(0, |m| m.len());

@@ -241,7 +241,7 @@ impl Lifecycle {
         let log_file = crate::logs::path_for(&self.store, name, spec.log_file.as_deref());
         // A log that cannot be written fails the start here, with the path
         // and the reason, instead of losing the output in silence.
-        crate::logs::prepare(&log_file)?;
+        crate::logs::prepare(&self.store, &log_file)?;
         let launch = Launch {
             command: spec.command.clone(),
             env: spec.env.clone(),

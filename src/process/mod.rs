@@ -51,6 +51,11 @@ impl ProcessId {
         os::start_time(pid).map(|start_time| ProcessId { pid, start_time })
     }
 
+    /// False only when `pid` is proven gone (see [`Liveness`]).
+    pub fn of_alive_or_unknown(pid: u32) -> bool {
+        !matches!(os::probe(pid), Probe::Dead)
+    }
+
     pub fn current() -> ProcessId {
         cache::current()
     }

@@ -9,7 +9,6 @@ use nix::poll::{poll, PollFd};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 /// The byte a poke writes: routine changes may be coalesced, urgent not.
@@ -25,7 +24,8 @@ const POKE_MAX: Duration = Duration::from_millis(20);
 /// exactly when nobody reads it. Needs no record and cannot be fooled by a
 /// recycled pid.
 pub fn listening(store: &Store, name: &ServerName) -> bool {
-    open_writer(store, name).is_ok()
+    use std::os::unix::fs::FileTypeExt;
+    open_writer(store, name).is_ok_and(|f| f.metadata().is_ok_and(|m| m.file_type().is_fifo()))
 }
 
 /// Wake the watcher of `name`, if any. Never blocks, never fails loudly: a
@@ -43,10 +43,11 @@ pub fn poke_now(store: &Store, name: &ServerName) {
 /// Write-only, so that `listening` stays exact: a poker holding a read end
 /// would look like a watcher.
 fn open_writer(store: &Store, name: &ServerName) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(store.path(name, "wake"))
+    store.open_at(
+        &format!("{name}.wake"),
+        libc::O_WRONLY | libc::O_NONBLOCK,
+        0,
+    )
 }
 
 fn send(store: &Store, name: &ServerName, byte: u8) {
@@ -64,16 +65,17 @@ impl Wake {
     /// Create the FIFO if needed and open it to read. Only a committed
     /// watcher does this: callers take a reader as proof of ownership.
     pub(super) fn open(store: &Store, name: &ServerName) -> Result<Wake> {
+        let file = format!("{name}.wake");
         let path = store.path(name, "wake");
-        crate::pipe::make_fifo(&path, "creating wake fifo")?;
+        store
+            .mkfifo_at(&file)
+            .map_err(|e| Error::io(&path, "creating wake fifo", e))?;
         // Read-write so the FIFO never reports EOF when pokers come and go.
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map(Wake)
-            .map_err(|e| Error::io(&path, "opening wake fifo", e))
+        let fifo = store
+            .open_at(&file, libc::O_RDWR | libc::O_NONBLOCK, 0)
+            .map_err(|e| Error::io(&path, "opening wake fifo", e))?;
+        crate::pipe::check_fifo(&fifo, &path)?;
+        Ok(Wake(fifo))
     }
 
     pub(super) fn fd(&self) -> BorrowedFd<'_> {
