@@ -53,15 +53,20 @@ impl Handle {
         (id.liveness() == Liveness::Alive).then_some(Handle { id: *id, kind })
     }
 
-    /// A handle on our own freshly spawned, unreaped child. Fails only if
-    /// the backend cannot watch it; the caller must then stop the child.
+    /// A handle on our own freshly spawned, unreaped child. A child can
+    /// always be watched through SIGCHLD, so a pidfd that cannot be opened
+    /// now (descriptors exhausted) falls back to that. Fails only if neither
+    /// works; the caller must then stop the child.
     pub fn child(child: &std::process::Child) -> io::Result<Handle> {
         let pid = child.id();
         // Unreaped, so neither its pid nor its identity can change.
         let id = ProcessId::of(pid).unwrap_or(ProcessId { pid, start_time: 0 });
         let kind = match backend::current() {
             #[cfg(target_os = "linux")]
-            backend::Backend::Pidfd => Kind::Pidfd(super::linux::PidFd::open(pid)?),
+            backend::Backend::Pidfd => match super::linux::PidFd::open(pid) {
+                Ok(fd) => Kind::Pidfd(fd),
+                Err(_) => Kind::Child(portable::child_exits()?),
+            },
             _ => Kind::Child(portable::child_exits()?),
         };
         Ok(Handle { id, kind })
