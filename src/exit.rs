@@ -36,6 +36,9 @@ pub enum ExitKind {
     Unsupervised,
     /// `admin doctor` stopped it: its record was lost with its watcher.
     Orphaned,
+    /// It exited but left processes running in the background (it
+    /// daemonized); they were stopped.
+    Daemonized,
 }
 
 impl ExitKind {
@@ -48,8 +51,18 @@ impl ExitKind {
                 | ExitKind::GaveUp
                 | ExitKind::RestartFailed
                 | ExitKind::NotReady
+                | ExitKind::Daemonized
         )
     }
+}
+
+/// Why a server that left `pids` behind failed, and what to do about it.
+pub fn daemonized_reason(pids: &[u32]) -> String {
+    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    format!(
+        "exited but left process(es) {} running in the background (it daemonized; they were stopped): run it in the foreground (often --foreground, --no-daemon, -f or `daemonize no`)",
+        list.join(", ")
+    )
 }
 
 /// How a process ended: its exit code, the signal that killed it, or

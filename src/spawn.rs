@@ -54,6 +54,9 @@ pub enum Hello {
     DiedAtStart {
         /// The server's pid, for its exit record.
         pid: u32,
+        /// Processes it left running (it daemonized); stopped since.
+        #[serde(default)]
+        left_behind: Vec<u32>,
         #[serde(flatten)]
         how: crate::exit::Termination,
     },
@@ -111,6 +114,8 @@ pub fn watcher(exe: &Path, lockdir: &Path, name: &str, launch: &Launch) -> Resul
         // Do not make the server believe it runs inside a Neovim terminal.
         .env_remove("NVIM")
         .env_remove("NVIM_LISTEN_ADDRESS")
+        // A watcher started from inside a server is not part of it.
+        .env_remove(NAME_VAR)
         .current_dir("/")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -588,3 +588,28 @@ fn use_fails_when_the_watcher_cannot_supervise_and_leaves_nothing_running() {
     w.ok(&["use", "w", "--pid", &me, "--", "sleep", "1000"]);
     w.ok(&["admin", "stop", "w", "--force"]);
 }
+
+/// A server that daemonizes (its work goes on in a child of a new session,
+/// out of reach of its process group) fails the start with a hint, and the
+/// processes it left are stopped.
+#[test]
+fn a_server_that_daemonizes_fails_with_a_foreground_hint_and_leaves_nothing() {
+    let w = World::new();
+    let child = w.path("child.pid");
+    let script = format!(
+        "setsid sh -c 'echo $$ > \"{c}\"; exec sleep 1000' & \
+         while [ ! -s '{c}' ]; do sleep 0.01; done; exit 0",
+        c = child.display()
+    );
+    let me = std::process::id().to_string();
+    let r = w.run(&["use", "dmn", "--pid", &me, "--", "sh", "-c", &script]);
+    assert_eq!(r.code(), 10, "{}", r.stdout());
+    assert!(r.stderr().contains("daemonized"), "{}", r.stderr());
+    assert!(r.stderr().contains("--foreground"), "{}", r.stderr());
+    let pid = read(&child).trim().to_string();
+    assert!(!pid.is_empty());
+    eventually(SOON, "the daemon's child stopped", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    assert_eq!(w.info("dmn")["last_exit"]["kind"], "daemonized");
+}

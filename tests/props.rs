@@ -56,6 +56,7 @@ fn exit_kinds() -> Vec<ExitKind> {
         ExitKind::Restarted,
         ExitKind::Unsupervised,
         ExitKind::Orphaned,
+        ExitKind::Daemonized,
     ];
     for kind in &all {
         match kind {
@@ -71,7 +72,8 @@ fn exit_kinds() -> Vec<ExitKind> {
             | ExitKind::GraceExpired
             | ExitKind::Restarted
             | ExitKind::Unsupervised
-            | ExitKind::Orphaned => {}
+            | ExitKind::Orphaned
+            | ExitKind::Daemonized => {}
         }
     }
     all

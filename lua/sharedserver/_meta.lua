@@ -31,6 +31,7 @@
 ---| "restarted"
 ---| "unsupervised"
 ---| "orphaned"
+---| "daemonized"
 
 ---@class sharedserver.Status
 ---@field name string

@@ -119,6 +119,7 @@ local FAILURES = {
   ["gave-up"] = true,
   ["restart-failed"] = true,
   ["not-ready"] = true,
+  ["daemonized"] = true,
 }
 
 ---@param h sharedserver.Health

@@ -264,12 +264,26 @@ impl Lifecycle {
             Hello::SpawnFailed { message } => {
                 return Err(Error::Spawn(spec.command[0].clone(), message));
             }
-            Hello::DiedAtStart { pid, how } => {
-                let detail = match how {
+            Hello::DiedAtStart {
+                pid,
+                how,
+                left_behind,
+            } => {
+                let (kind, detail) = if left_behind.is_empty() {
+                    (ExitKind::ExitedAtStart, String::new())
+                } else {
+                    let why = crate::exit::daemonized_reason(&left_behind);
+                    (ExitKind::Daemonized, why)
+                };
+                let detail = if !detail.is_empty() {
+                    detail
+                } else {
+                    match how {
                     Termination::Code(0) => "exited at once with code 0 (a server that daemonizes must be told to stay in the foreground)".to_string(),
                     Termination::Code(c) => format!("exited at once with code {c}"),
                     Termination::Signal(s) => format!("was killed at once by signal {s}"),
                     Termination::Unknown => "exited at once".to_string(),
+                    }
                 };
                 let log_tail = crate::logs::tail(&log_file, 10);
                 // Leave a trace for `info`, health and the float: the
@@ -279,7 +293,7 @@ impl Lifecycle {
                     how,
                     log_file: Some(launch.log_file.clone()),
                     log_tail: log_tail.clone(),
-                    ..LastExit::unrecorded(name.as_str(), pid, ExitKind::ExitedAtStart, &detail)
+                    ..LastExit::unrecorded(name.as_str(), pid, kind, &detail)
                 };
                 if let Err(e) = self.store.write_last(guard, name, &last) {
                     self.store

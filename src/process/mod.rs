@@ -148,6 +148,22 @@ pub fn is_tagged_leader(pid: u32, name: &str, dir: &std::path::Path) -> bool {
     leads && has_tag(pid, name, dir)
 }
 
+/// Every live process (but this one) that carries `name`'s tag in `dir`:
+/// what a server started, wherever it went (a daemon's child in a session
+/// of its own, too). Only where process environments can be read (Linux).
+pub fn tagged(name: &str, dir: &std::path::Path) -> Vec<ProcessId> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    let me = std::process::id();
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()))
+        .filter(|&pid| pid != me && has_tag(pid, name, dir))
+        .filter_map(ProcessId::of)
+        .collect()
+}
+
 /// True when the environment of `pid` carries `name`'s tag in `dir`.
 pub fn has_tag(pid: u32, name: &str, dir: &std::path::Path) -> bool {
     let Some(environ) = os::environ(pid) else {

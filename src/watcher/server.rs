@@ -83,9 +83,11 @@ pub(super) fn begin(
         let mut server = server;
         let how = server.reap();
         pump.drain();
+        let left_behind = stop_left_behind(store, name);
         return Err(Hello::DiedAtStart {
             pid: server.id.pid,
             how,
+            left_behind,
         });
     }
     Ok(server)
@@ -204,4 +206,18 @@ pub(super) fn wait_exit(handle: &Handle, mut pump: Option<&mut Pump>, timeout: D
             p.drain();
         }
     }
+}
+
+/// After the server exited: stop whatever still carries its tag (a server
+/// that daemonizes leaves its real work in a child of a new session, out of
+/// reach of its group). Returns their pids.
+pub(super) fn stop_left_behind(store: &Store, name: &ServerName) -> Vec<u32> {
+    let left = crate::process::tagged(name.as_str(), store.dir());
+    for id in &left {
+        if let Some(handle) = id.open() {
+            let timeout = crate::record::DEFAULT_STOP_TIMEOUT;
+            crate::process::terminate(&handle, timeout, |t| handle.wait_exit(t));
+        }
+    }
+    left.iter().map(|id| id.pid).collect()
 }

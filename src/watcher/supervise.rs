@@ -1,7 +1,7 @@
 //! The supervision loop: one tick under the lock per wake-up.
 
 use super::readiness::{Check, Readiness};
-use super::server::{spawn_server, terminate, Server};
+use super::server::{spawn_server, stop_left_behind, terminate, Server};
 use super::wake::Wake;
 use crate::error::Result;
 use crate::logs::Pump;
@@ -134,7 +134,19 @@ impl<'a> Watcher<'a> {
             self.ready.cancel();
             self.server = None;
             self.pump.drain();
-            match rec.on_exit(how, now) {
+            // What it started must not outlive it. Left behind by a server
+            // that exited by itself, they mean it daemonized: a failure no
+            // restart can fix.
+            let left = stop_left_behind(self.store, self.name);
+            let after = if left.is_empty() || rec.stop.is_some() {
+                rec.on_exit(how, now)
+            } else {
+                AfterExit::Finish {
+                    kind: ExitKind::Daemonized,
+                    reason: crate::exit::daemonized_reason(&left),
+                }
+            };
+            match after {
                 AfterExit::Finish { kind, reason } => {
                     self.finish(&guard, &rec, how, kind, &reason)?;
                     return Ok(Next::Exit);
