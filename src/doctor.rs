@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::lifecycle::{poll_until, Lifecycle};
 use crate::name::ServerName;
-use crate::process::ProcessId;
+use crate::process::{Handle, ProcessId};
 use crate::record::now_ms;
 use crate::store::Store;
 use crate::watcher::poke_now;
@@ -16,6 +16,8 @@ pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
     let mut report = Vec::new();
     let dir = store.dir().to_path_buf();
     let mut names = std::collections::BTreeSet::new();
+    // Every name with a file of any kind here.
+    let mut known = std::collections::BTreeSet::new();
     // Names with files that only a running server needs.
     let mut leftovers = std::collections::BTreeSet::new();
     for file in store.entries()? {
@@ -50,6 +52,7 @@ pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
         if only.is_some_and(|o| *o != name) {
             continue;
         }
+        known.insert(name.clone());
         if let Some(fixed) = misplaced(store, &file, ext)? {
             report.push(fixed);
             continue;
@@ -76,6 +79,11 @@ pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
     }
     for name in &names {
         check_one(lc, name, &mut report)?;
+    }
+    // Any name with files here may have left processes behind, also one
+    // whose record another command already cleared.
+    for name in names.union(&known) {
+        stop_leftover_processes(store, name, &mut report)?;
     }
     // Files left by failed starts and stopped servers: a name that is not
     // running needs none of them (its log and last exit are kept).
@@ -146,23 +154,19 @@ fn misplaced(store: &Store, file: &str, ext: &str) -> Result<Option<String>> {
     )))
 }
 
-/// The process-group leader whose environment says it is `name`'s server in
-/// this lock directory (see `spawn::NAME_VAR`).
-fn find_orphan(store: &Store, name: &ServerName) -> Option<ProcessId> {
-    let want_name = format!("{}={name}", crate::spawn::NAME_VAR);
-    let want_dir = format!("{}={}", crate::lockdir::ENV_VAR, store.dir().display());
-    let tagged = |pid: u32| {
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            return false;
-        };
-        let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
-        let has = |want: &str| vars.contains(&want.as_bytes());
-        // Only the group leader: its children inherit the tag too.
-        let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)));
-        has(&want_name) && has(&want_dir) && pgid.is_ok_and(|g| g.as_raw() as u32 == pid)
-    };
+/// Every live process that carries `name`'s tag in this lock directory
+/// (see `spawn::NAME_VAR`): the server and everything it started, which
+/// inherit its environment, whatever group or session they moved to. Each
+/// is held by a handle taken before a second look at its tag, so a pid
+/// reused between the scan and the signal is never stopped.
+fn tagged_processes(store: &Store, name: &ServerName) -> Vec<Handle> {
     let me = std::process::id();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    let tagged = |pid: u32| crate::process::has_tag(pid, name.as_str(), store.dir());
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
             .to_str()
@@ -173,26 +177,66 @@ fn find_orphan(store: &Store, name: &ServerName) -> Option<ProcessId> {
         if pid == me || !tagged(pid) {
             continue;
         }
-        // The pid may have been reused since the first look. Hold a handle,
-        // then look again: if the process is still alive afterwards, that
-        // second look was at the very process the handle (and the returned
-        // identity) refers to.
-        let Some(id) = ProcessId::of(pid) else {
+        let Some(handle) = ProcessId::of(pid).and_then(|id| id.open()) else {
             continue;
         };
-        let Some(fd) = id.open() else { continue };
-        if tagged(pid) && !fd.has_exited() {
-            return Some(id);
+        if tagged(pid) && !handle.has_exited() {
+            found.push(handle);
         }
     }
-    None
+    found
 }
 
-/// Stop the orphan as its watcher would have (`process::terminate`).
-fn stop_orphan(id: &ProcessId) {
-    let Some(handle) = id.open() else { return };
-    let timeout = crate::record::DEFAULT_STOP_TIMEOUT;
-    crate::process::terminate(&handle, timeout, |t| handle.wait_exit(t));
+/// Stop them as a watcher stops a server: SIGTERM, then SIGKILL whatever
+/// is left after the stop timeout. Returns their pids.
+fn stop_tagged(handles: &[Handle]) -> Vec<u32> {
+    for h in handles {
+        let _ = h.signal(libc::SIGTERM);
+    }
+    let deadline = Instant::now() + crate::record::DEFAULT_STOP_TIMEOUT;
+    for h in handles {
+        h.wait_exit(deadline.saturating_duration_since(Instant::now()));
+    }
+    for h in handles.iter().filter(|h| !h.has_exited()) {
+        let _ = h.signal(libc::SIGKILL);
+        h.wait_exit(Duration::from_secs(5));
+    }
+    handles.iter().map(|h| h.id().pid).collect()
+}
+
+/// A name that is not running (no record, no watcher) owns no process: stop
+/// any that still carry its tag, such as the children of a server that was
+/// killed together with its watcher. Checked under the name's lock, so a
+/// start in progress (whose record is not written yet) is never mistaken.
+fn stop_leftover_processes(
+    store: &Store,
+    name: &ServerName,
+    report: &mut Vec<String>,
+) -> Result<()> {
+    let _guard = store.lock(name)?;
+    if !matches!(store.read(name), Ok(None)) || crate::watcher::listening(store, name) {
+        return Ok(());
+    }
+    let handles = tagged_processes(store, name);
+    if handles.is_empty() {
+        return Ok(());
+    }
+    let pids = stop_tagged(&handles);
+    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    store.journal(
+        name,
+        "doctor",
+        &format!(
+            "stopped processes left by a server that is gone: {}",
+            list.join(" ")
+        ),
+    );
+    report.push(format!(
+        "{name}: not running, but {} process(es) still carried its tag (left by a server killed with its watcher); stopped pid {}",
+        pids.len(),
+        list.join(", ")
+    ));
+    Ok(())
 }
 
 fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Result<()> {
@@ -231,9 +275,15 @@ fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Res
             // No watcher: the server, if any, is unsupervised and nobody knows
             // its clients. Find it by the tag every server carries and stop it,
             // so the next `use` starts a fresh one instead of a duplicate.
-            match find_orphan(store, name) {
+            let handles = tagged_processes(store, name);
+            let leader = handles
+                .iter()
+                .map(Handle::id)
+                .find(|id| crate::process::is_tagged_leader(id.pid, name.as_str(), store.dir()))
+                .or_else(|| handles.first().map(Handle::id));
+            match leader {
                 Some(id) => {
-                    stop_orphan(&id);
+                    stop_tagged(&handles);
                     let guard = store.lock(name)?;
                     let last = crate::record::LastExit::unrecorded(
                         name.as_str(),

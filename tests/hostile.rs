@@ -576,3 +576,35 @@ fn doctor_for_one_name_removes_only_that_names_interrupted_writes() {
     assert!(!mine.exists(), "a's interrupted write stayed");
     assert!(other.exists(), "doctor a removed b's file");
 }
+
+/// The children of `pid` (as listed by its main thread).
+fn children(pid: u32) -> Vec<u32> {
+    read(Path::new(&format!("/proc/{pid}/task/{pid}/children")))
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn doctor_stops_the_children_of_a_server_killed_with_its_watcher() {
+    let mut w = World::new();
+    let c = w.client().to_string();
+    let script = "sleep 1000 & setsid sleep 1000 & wait";
+    w.ok(&["use", "kids", "--pid", &c, "--", "sh", "-c", script]);
+    let info = w.info("kids");
+    let (server, watcher) = (pid_of(&info), watcher_of(&info));
+    eventually(SOON, "the server started both children", || {
+        children(server).len() == 2
+    });
+    let kids = children(server);
+    signal(watcher, nix::sys::signal::Signal::SIGKILL);
+    eventually(SOON, "the watcher is gone", || !alive(watcher));
+    signal(server, nix::sys::signal::Signal::SIGKILL);
+    eventually(SOON, "the server is gone", || !alive(server));
+    assert!(kids.iter().all(|&k| alive(k)), "the children outlive both");
+    let report = w.ok(&["admin", "doctor"]).stdout();
+    for k in &kids {
+        assert!(!alive(*k), "child {k} survived doctor:\n{report}");
+        assert!(report.contains(&k.to_string()), "{report}");
+    }
+}
