@@ -1916,3 +1916,29 @@ fn a_server_with_port_auto_shows_its_port_in_status_and_the_status_window() {
         );
     });
 }
+
+#[test]
+fn setup_works_before_the_native_module_is_built() {
+    each_nvim(|sb| {
+        // A fresh install: lazy.nvim runs setup() before the first build.
+        let tree = sb.path("plugin");
+        common::nvim::copy_tree(plugin_dir(), &tree);
+        let _ = std::fs::remove_file(tree.join("lua/sharedserver/native.so"));
+        let mut a = sb.nvim(&format!(
+            "vim.opt.rtp:prepend({})\n{}",
+            lua_str(tree.to_str().unwrap()),
+            setup(WEB)
+        ));
+        assert_eq!(
+            a.lua("return require('sharedserver').list()"),
+            json!(["web"])
+        );
+        let notes = a.notes();
+        assert!(
+            notes
+                .iter()
+                .any(|m| m.contains("native module not found") && m.contains("build")),
+            "{notes:#?}"
+        );
+    });
+}

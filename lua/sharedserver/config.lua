@@ -102,7 +102,13 @@ function M.server(name, cfg, origin)
   if type(name) ~= "string" then
     error(string.format("sharedserver: %s: servers: a server name must be a string", origin), 0)
   end
-  local valid = require("sharedserver.native").spec(name, plain, origin)
+  local native = require("sharedserver.loader").try_load()
+  if not native then
+    -- Not built yet: keep the options as given. Starting the server needs
+    -- the library, and reports then that it is missing and how to build it.
+    return vim.tbl_extend("force", plain, own)
+  end
+  local valid = native.spec(name, plain, origin)
   return vim.tbl_extend("force", valid, own)
 end
 

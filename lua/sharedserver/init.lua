@@ -195,6 +195,12 @@ end
 function M.setup(servers, opts)
   local list, order, o = config.normalize(servers, opts)
   state.opts = o
+  local loader = require("sharedserver.loader")
+  if loader.loaded_path then
+    -- Opened already (by this setup() checking its servers, or earlier):
+    -- the global `binary` restores lost watchers from now on.
+    require("sharedserver.native").set_binary((require("sharedserver.binary").resolve(o.binary)))
+  end
   local commands = require("sharedserver.commands")
   -- plugin/sharedserver.lua only defines the commands; setup() decides now.
   vim.g.loaded_sharedserver = true
