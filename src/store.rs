@@ -82,7 +82,7 @@ impl Store {
         let Ok(now) = std::fs::symlink_metadata(&self.dir) else {
             return false;
         };
-        held.st_nlink > 0 && held.st_dev == now.dev() && held.st_ino == now.ino()
+        held.st_nlink > 0 && st_dev(&held) == now.dev() && held.st_ino == now.ino()
     }
 
     /// Open `file` in the lock directory (never following a symlink, never
@@ -135,7 +135,7 @@ impl Store {
     /// (not removed or replaced).
     fn still_at(&self, f: &File, file: &str) -> bool {
         match (f.metadata(), self.stat_at(file)) {
-            (Ok(open), Ok(named)) => open.ino() == named.st_ino && open.dev() == named.st_dev,
+            (Ok(open), Ok(named)) => open.ino() == named.st_ino && open.dev() == st_dev(&named),
             _ => false,
         }
     }
@@ -489,4 +489,11 @@ pub fn parse_record(path: &Path, text: &str) -> Result<Record> {
         None => return Err(corrupt("no format version".into())),
     }
     serde_json::from_value(value).map_err(|e| corrupt(format!("unexpected layout ({e})")))
+}
+
+/// The device of a stat, as std's metadata reports it (`st_dev` is `i32`
+/// on macOS, `u64` on Linux).
+#[allow(clippy::unnecessary_cast)]
+fn st_dev(st: &libc::stat) -> u64 {
+    st.st_dev as u64
 }
