@@ -498,7 +498,7 @@ fn a_server_that_leaves_its_process_group_can_be_stopped_and_killed() {
         assert_eq!(w.state("p"), "stopped");
         let kind = &w.info("p")["last_exit"]["kind"];
         assert_eq!(kind, verb, "{how}");
-        let gone = !std::path::Path::new(&format!("/proc/{pid}")).exists();
+        let gone = !exists(pid as u32);
         assert!(gone, "{how}: server pid {pid} still runs");
         w.kill_client(c.parse().unwrap());
     }
@@ -580,7 +580,7 @@ fn use_fails_when_the_watcher_cannot_supervise_and_leaves_nothing_running() {
     assert_eq!(w.state("w"), "stopped");
     let pid = read(&pidfile).trim().to_string();
     eventually(SOON, "the unsupervised server stopped", || {
-        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        !exists(pid.parse().unwrap())
     });
     // doctor clears the way, and the name works again.
     w.ok(&["admin", "doctor"]);
@@ -609,7 +609,7 @@ fn a_server_that_daemonizes_fails_with_a_foreground_hint_and_leaves_nothing() {
     let pid = read(&child).trim().to_string();
     assert!(!pid.is_empty());
     eventually(SOON, "the daemon's child stopped", || {
-        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        !exists(pid.parse().unwrap())
     });
     assert_eq!(w.info("dmn")["last_exit"]["kind"], "daemonized");
 }

@@ -122,7 +122,9 @@ fn log_probe_matches_a_line_of_output() {
     let flag = w.path("printed");
     let gate = Gate::new(w.path("gate"));
     let script = format!(
-        "echo 'listening soon'; {}; echo 'listening on port 4242'; touch '{}'; exec sleep 1000",
+        // The flag is touched before the line: touched after it, `use` may
+        // (rightly) return before the shell gets to it.
+        "echo 'listening soon'; {}; touch '{}'; echo 'listening on port 4242'; exec sleep 1000",
         gate.sh(),
         flag.display()
     );
@@ -736,9 +738,7 @@ fn a_long_cmd_probe_never_blocks_a_stop_or_a_kill() {
             .filter_map(|l| l.parse().ok())
             .collect();
         eventually(SOON, "the probe went with the server", || {
-            probes
-                .iter()
-                .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+            probes.iter().all(|p| !exists(*p))
         });
         std::fs::remove_file(&marker).unwrap();
         w.kill_client(a.parse().unwrap());

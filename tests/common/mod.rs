@@ -260,6 +260,11 @@ pub fn alive(pid: u32) -> bool {
     sharedserver::process::ProcessId::of(pid).is_some()
 }
 
+/// The pid exists at all (a zombie too), on any Unix: "gone" means reaped.
+pub fn exists(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
