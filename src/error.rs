@@ -64,6 +64,14 @@ pub enum Error {
     },
     /// The server's port could not be had: (name, why).
     Port(String, String),
+    /// Another process held the name's lock for longer than this process
+    /// waits (see `lockwait`).
+    LockBusy {
+        name: String,
+        path: PathBuf,
+        holder: Option<crate::lockwait::Holder>,
+        waited: std::time::Duration,
+    },
     /// Anything else, already phrased for the user.
     Other(String),
 }
@@ -154,6 +162,27 @@ impl fmt::Display for Error {
                 f,
                 "server '{name}' has lost its watcher and the sharedserver binary is unknown here, so supervision cannot be restored (set the `binary` option, or run `sharedserver admin doctor {name}`)"
             ),
+            Error::LockBusy {
+                name,
+                path,
+                holder,
+                waited,
+            } => {
+                write!(
+                    f,
+                    "gave up after {} waiting for the lock on '{name}' ({}), held by ",
+                    crate::duration::format(*waited),
+                    path.display()
+                )?;
+                match holder {
+                    Some(h) => write!(f, "{h}")?,
+                    None => write!(f, "another process")?,
+                }
+                write!(
+                    f,
+                    "; if it is stuck, `sharedserver admin kill {name}` stops the server without the lock"
+                )
+            }
             Error::Stopping(name) => write!(
                 f,
                 "server '{name}' is stopping; start it again once it has stopped (`sharedserver use {name} -- CMD...`)"

@@ -28,6 +28,7 @@ pub mod error;
 pub mod exit;
 pub mod lifecycle;
 pub(crate) mod lockdir;
+pub mod lockwait;
 pub mod logs;
 #[cfg(feature = "nvim")]
 mod lua;

@@ -229,7 +229,7 @@ impl Store {
             )
             .map_err(|e| nofollow_error(&path, "opening lock file", e))?;
         regular(&file, &path)?;
-        fs4::fs_std::FileExt::lock_exclusive(&file).map_err(|e| Error::io(&path, "locking", e))?;
+        crate::lockwait::acquire(&file, &path, name.as_str())?;
         // `admin doctor` removes the lock file of a name that is not
         // running, holding its lock. Whoever waited on that file now holds
         // a lock nobody else will ask for: take the one at the path instead.

@@ -785,3 +785,90 @@ fn a_truncated_record_with_a_dead_watcher_is_moved_aside_and_the_name_is_usable_
         "a fresh server, not a duplicate"
     );
 }
+
+// --- a stuck lock holder ----------------------------------------------------
+
+/// A process that takes `name`'s lock, says so by creating `held`, and
+/// stops itself (SIGSTOP), as a `use` stopped with the lock would be.
+fn stuck_lock_holder(w: &World, name: &str, held: &Path) -> KilledOnDrop {
+    let script = "import fcntl, os, signal, sys\n\
+                  f = open(sys.argv[1], 'a')\n\
+                  fcntl.flock(f, fcntl.LOCK_EX)\n\
+                  open(sys.argv[2], 'w').close()\n\
+                  os.kill(os.getpid(), signal.SIGSTOP)\n\
+                  os.read(0, 1)\n";
+    let child = Command::new("python3")
+        .args(["-c", script])
+        .arg(w.lockdir.join(format!("{name}.lock")))
+        .arg(held)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child = KilledOnDrop(child);
+    eventually(SOON, "the holder has the lock", || held.exists());
+    child
+}
+
+/// A child process that is killed (and reaped) even when the test fails.
+struct KilledOnDrop(Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_stuck_lock_holder_is_named_and_admin_kill_works_anyway() {
+    let mut w = World::new();
+    let a = w.client().to_string();
+    w.ok(&[
+        "use",
+        "held",
+        "--grace-period",
+        "1h",
+        "--pid",
+        &a,
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    let server = pid_of(&w.info("held"));
+    let holder = stuck_lock_holder(&w, "held", &w.path("holding"));
+    let holder_pid = holder.0.id();
+    eventually(SOON, "the holder stopped", || {
+        read(Path::new(&format!("/proc/{holder_pid}/stat")))
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+    });
+
+    // A command on the name waits a bounded time, saying whom for.
+    let r = Run(w
+        .cmd(&["unuse", "held", "--pid", &a])
+        .env("SHAREDSERVER_LOCK_TIMEOUT", "2s")
+        .output()
+        .unwrap());
+    assert_eq!(r.code(), 10, "{}", r.stderr());
+    let who = format!("held by pid {holder_pid} (python3), which is stopped");
+    let err = r.stderr();
+    assert!(
+        err.contains(&format!("waiting up to 2s for the lock on 'held', {who}")),
+        "{err}"
+    );
+    assert!(
+        err.contains("gave up after 2s waiting for the lock on 'held'")
+            && err.contains(&who)
+            && err.contains("`sharedserver admin kill held`"),
+        "{err}"
+    );
+
+    // admin kill does not need the lock.
+    w.ok(&["admin", "kill", "held"]);
+    eventually(SOON, "the server killed", || !alive(server));
+
+    // Once the holder goes, the watcher records the end.
+    drop(holder);
+    eventually(SOON, "the record cleared", || w.state("held") == "stopped");
+    assert_eq!(w.info("held")["last_exit"]["signal"], 9);
+}

@@ -80,6 +80,16 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    if !matches!(cli.command, Command::Watch { .. }) {
+        // A stuck lock holder must not block a command forever.
+        match sharedserver::lockwait::cli_policy() {
+            Ok(policy) => sharedserver::lockwait::set_policy(policy),
+            Err(e) => {
+                eprintln!("sharedserver: {e}");
+                return EXIT_USAGE;
+            }
+        }
+    }
     let result = match cli.command {
         Command::Watch { name } => return sharedserver::watcher::main(&name),
         Command::Completion { shell } => {

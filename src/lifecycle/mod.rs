@@ -94,6 +94,9 @@ fn dying(rec: &Record) -> bool {
     rec.stop.is_some() || (!rec.server.is_alive() && rec.restart_at_ms.is_none())
 }
 
+/// How long `kill` waits for the name's lock before it kills without it.
+const KILL_LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// The library's front door: a store plus the binary that runs watchers.
 #[derive(Debug, Clone)]
 pub struct Lifecycle {
@@ -280,9 +283,12 @@ impl Lifecycle {
         }
     }
 
-    /// SIGKILL the server's process group now, then clean up.
+    /// SIGKILL the server's process group now, then clean up. If another
+    /// process holds the name's lock for more than a moment (stuck, say),
+    /// the server is killed without the lock, and its watcher records the
+    /// end once the lock is free.
     pub fn kill(&self, name: &ServerName) -> Result<Status> {
-        let result = self.request_stop(name, Duration::ZERO, true, |rec| {
+        let kill_server = |rec: &Record| -> Result<()> {
             if let Some(server) = rec.server.open() {
                 // We hold no child here: a record can be forged or stale, so
                 // only a process that carries this name's tag is ours, and
@@ -303,8 +309,21 @@ impl Lifecycle {
                 // (It may be gone by now: the group signal reached it.)
                 let _ = server.signal(libc::SIGKILL);
             }
-            Ok((ExitKind::Killed, "killed on request"))
+            Ok(())
+        };
+        let result = crate::lockwait::within(KILL_LOCK_WAIT, || {
+            self.request_stop(name, Duration::ZERO, true, |rec| {
+                kill_server(rec)?;
+                Ok((ExitKind::Killed, "killed on request"))
+            })
         });
+        let result = match result {
+            Err(busy @ Error::LockBusy { .. }) => match self.store.read(name)? {
+                Some(rec) => kill_server(&rec).map(|()| Status::of(&rec, now_ms())),
+                None => Err(busy),
+            },
+            other => other,
+        };
         self.logged(name, "kill", result)
     }
 
