@@ -1,7 +1,11 @@
 //! Where state lives, and why it is safe to trust.
 //!
 //! Resolution: `$SHAREDSERVER_LOCKDIR`, else `$XDG_RUNTIME_DIR/sharedserver`,
-//! else `/tmp/sharedserver-<uid>`. The directory is created 0700 by the mkdir
+//! else (Linux) `/dev/shm/sharedserver-<uid>` when /dev/shm is a tmpfs, else
+//! `/tmp/sharedserver-<uid>`. Every state change is an atomic rename, which
+//! costs about 200 µs on a disk-backed /tmp and a few µs in memory, so a
+//! memory filesystem is preferred when the runtime dir is missing
+//! (containers, SSH sessions without logind, CI). The directory is created 0700 by the mkdir
 //! call itself (no window where it is wider), and an existing one is refused
 //! unless it is ours and closed to group and others: anyone who can write
 //! there could forge a record and make us signal an arbitrary process.
@@ -27,7 +31,24 @@ pub fn resolve() -> PathBuf {
     if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
         return normalize(&absolute(PathBuf::from(runtime).join("sharedserver")));
     }
-    PathBuf::from(format!("/tmp/sharedserver-{}", nix::unistd::geteuid()))
+    let uid = nix::unistd::geteuid();
+    if shm_is_tmpfs() {
+        return PathBuf::from(format!("/dev/shm/sharedserver-{uid}"));
+    }
+    PathBuf::from(format!("/tmp/sharedserver-{uid}"))
+}
+
+/// True when /dev/shm exists and is a tmpfs (it is on most Linux systems;
+/// a container may lack it, or mount something else there).
+#[cfg(target_os = "linux")]
+fn shm_is_tmpfs() -> bool {
+    nix::sys::statfs::statfs("/dev/shm")
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn shm_is_tmpfs() -> bool {
+    false
 }
 
 fn absolute(path: PathBuf) -> PathBuf {

@@ -608,3 +608,32 @@ fn doctor_stops_the_children_of_a_server_killed_with_its_watcher() {
         assert!(report.contains(&k.to_string()), "{report}");
     }
 }
+
+#[test]
+fn without_a_runtime_dir_the_lock_dir_is_on_dev_shm_when_it_is_a_tmpfs_else_in_tmp() {
+    // Private mounts: a fresh /tmp, and /dev/shm as a tmpfs or as something
+    // else (ramfs). doctor shows the directory it chose.
+    let uid = nix::unistd::geteuid();
+    for (shm, want) in [
+        ("tmpfs", format!("/dev/shm/sharedserver-{uid}")),
+        ("ramfs", format!("/tmp/sharedserver-{uid}")),
+    ] {
+        let script = format!(
+            r#"mount -t tmpfs none /tmp && mount -t {shm} none /dev/shm && exec "$BIN" admin doctor"#
+        );
+        let out = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .env("BIN", BIN)
+            .env_remove("SHAREDSERVER_LOCKDIR")
+            .env_remove("XDG_RUNTIME_DIR")
+            .output()
+            .unwrap();
+        let run = Run(out);
+        assert_eq!(run.code(), 0, "{shm}: {}", run.stderr());
+        assert!(
+            run.stdout().contains(&format!("lock directory: {want}\n")),
+            "{shm}: {}",
+            run.stdout()
+        );
+    }
+}

@@ -151,6 +151,9 @@ pub fn run(cmd: AdminCommand) -> sharedserver::Result<i32> {
         AdminCommand::Doctor { name } => {
             let lc = lifecycle()?;
             let fixes = sharedserver::doctor::run(&lc, name.as_ref())?;
+            // Which directory was checked: the default depends on the
+            // environment ($XDG_RUNTIME_DIR, a tmpfs at /dev/shm).
+            println!("lock directory: {}", lc.store.dir().display());
             if fixes.is_empty() {
                 println!("{}: all good", lc.store.dir().display());
             }
