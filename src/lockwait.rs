@@ -27,6 +27,10 @@ pub enum Policy {
 /// The CLI's: a start holds the lock for its start-up check (seconds), so a
 /// holder still there after this long is stuck.
 pub const CLI_LIMIT: Duration = Duration::from_secs(30);
+/// The Neovim module's: the editor is frozen while it waits, so a stuck
+/// holder costs at most this, then an error that names it. A start holds
+/// the lock for its start-up check (50 ms by default), well within it.
+pub const EDITOR_LIMIT: Duration = Duration::from_secs(2);
 /// Overrides `CLI_LIMIT` (a duration such as `5s`).
 pub const ENV_VAR: &str = "SHAREDSERVER_LOCK_TIMEOUT";
 

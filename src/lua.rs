@@ -355,6 +355,11 @@ where
 // anyway.
 #[mlua::lua_module(name = "sharedserver_native", skip_memory_check)]
 fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
+    // A stuck lock holder must not freeze the editor for long.
+    crate::lockwait::set_policy(crate::lockwait::Policy::Bounded {
+        limit: crate::lockwait::EDITOR_LIMIT,
+        notice: None,
+    });
     let m = lua.create_table()?;
     export(lua, &m, "version", version)?;
     export(lua, &m, "backend", backend)?;

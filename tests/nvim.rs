@@ -1942,3 +1942,36 @@ fn setup_works_before_the_native_module_is_built() {
         );
     });
 }
+
+#[test]
+fn a_stuck_lock_holder_freezes_the_editor_for_a_bounded_time_and_is_named() {
+    each_nvim(|sb| {
+        let mut a = sb.nvim(&setup(
+            r#"web = { command = "sleep", args = { "1000" }, lazy = true }"#,
+        ));
+        // A process takes web's lock and stops itself, as a `use` stopped
+        // with the lock would.
+        let held = sb.path("held");
+        let script = "import fcntl, os, signal, sys\n\
+                      f = open(sys.argv[1], 'a')\n\
+                      fcntl.flock(f, fcntl.LOCK_EX)\n\
+                      open(sys.argv[2], 'w').close()\n\
+                      os.kill(os.getpid(), signal.SIGSTOP)\n";
+        let mut holder = Command::new("python3")
+            .args(["-c", script])
+            .arg(sb.lockdir.join("web.lock"))
+            .arg(&held)
+            .spawn()
+            .unwrap();
+        eventually(DEADLINE, "the holder has the lock", || held.exists());
+        let ret = a.lua("local _, err = require('sharedserver').start('web') return err");
+        let _ = holder.kill();
+        let _ = holder.wait();
+        let err = ret.as_str().unwrap_or_default();
+        assert!(
+            err.contains("gave up after 2s waiting for the lock on 'web'")
+                && err.contains(&format!("held by pid {}", holder.id())),
+            "{err}"
+        );
+    });
+}
