@@ -87,7 +87,7 @@ fn script(path: &PathBuf, body: &str) {
 const TARGET: &str = "{tmp}/target";
 
 fn lib() -> String {
-    format!("{REPO}: build --release --target-dir {TARGET} --lib")
+    format!("{REPO}: build --release --target-dir {TARGET} --lib --features nvim")
 }
 fn static_bin() -> String {
     format!("{REPO}: rustc --release --target-dir {TARGET} --bin sharedserver -- {STATIC_FLAGS}")
