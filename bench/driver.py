@@ -315,6 +315,35 @@ class Bench:
               f"`check` {fmt(check)})")
         self.ss("admin", "kill", "bench-attach")
 
+    def project(self):
+        """11: `use --all` joining a project's 5 running servers, against one
+        `use NAME` joining one of them (issue 15: <= 2x). Both read the
+        project file; the driver runs them, alternating, from its directory."""
+        proj = os.path.join(self.tmp, "project")
+        os.makedirs(proj)
+        names = [f"bench-all-{i}" for i in range(1, 6)]
+        with open(os.path.join(proj, ".sharedserver.json"), "w") as f:
+            json.dump({"servers": {n: {"command": "sleep", "args": ["1000"],
+                                       "grace_period": "1h"} for n in names}}, f)
+        holder = self.client()
+        here = os.getcwd()
+        os.chdir(proj)
+        try:
+            self.ss("use", "--all", "--pid", str(holder))
+            me = str(os.getpid())
+            a, b = [], []
+            for _ in range(self.n(200, 30)):
+                a.append(self.timed([BIN, "use", "--all", "--pid", me]))
+                b.append(self.timed([BIN, "use", names[0], "--pid", me]))
+            assert all(self.info(n)["refcount"] == 2 for n in names)
+        finally:
+            os.chdir(here)
+        ma, mb = statistics.median(a), statistics.median(b)
+        self.row(11, "CLI `use --all` joining a project's 5 running servers (baseline: `use NAME`, one)",
+                 ma, mb, "≤ 2× one `use`", ma <= 2 * mb)
+        for n in names:
+            self.ss("admin", "kill", n)
+
     def cold(self):
         """5: cold `use` of `sleep 1000`, against spawning sleep directly."""
         holder = self.client()
@@ -490,18 +519,18 @@ def table(rows):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--only", help="comma-separated benchmark numbers (1-10; 10 only if named)")
+    ap.add_argument("--only", help="comma-separated benchmark numbers (1-11; 10 only if named)")
     ap.add_argument("--quick", action="store_true", help="few iterations: a smoke test")
     ap.add_argument("--json", help="also write the rows as JSON to this file")
     args = ap.parse_args()
     for f in (BIN, LIB):
         if not os.path.exists(f):
             sys.exit(f"bench: {f} is missing; run ./build.sh (bench/run does)")
-    only = set(int(x) for x in args.only.split(",")) if args.only else set(range(1, 10))
+    only = set(int(x) for x in args.only.split(",")) if args.only else set(range(1, 10)) | {11}
     b = Bench(args.quick)
     steps = [((1, 2), b.native), ((3,), b.startup), ((4,), b.attach), ((5,), b.cold),
              ((6,), b.stop), ((7,), b.dead_client), ((8,), b.idle), ((9,), b.many),
-             ((10,), b.backends)]
+             ((10,), b.backends), ((11,), b.project)]
     print(f"bench: lock dir {b.lockdir}; {os.cpu_count()} CPUs; binary {BIN} ({linkage(BIN)}); "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     try:

@@ -47,10 +47,29 @@ impl Outcome {
     }
 }
 
+/// Where a member stands after the first, joining pass.
+enum Step {
+    Done(Box<Outcome>),
+    /// Not running: to be started.
+    Start,
+    /// Joined while it is still starting: to be waited for.
+    Wait(Option<String>),
+}
+
+/// An outcome now, or a thread that will have it.
+enum Either<T> {
+    Done(Box<Outcome>),
+    Thread(T),
+}
+
 /// Attach `client` to every member: non-lazy ones are started if needed,
-/// lazy ones only joined when running. Each member runs on its own thread;
-/// `done` is called (from that thread) as each one finishes. The result is
-/// in the members' order.
+/// lazy ones only joined when running. `done` is called as each one
+/// finishes. The result is in the members' order.
+///
+/// Joining a running server takes microseconds, so every member is first
+/// joined here, in turn. Only those that must be started or waited for get
+/// a thread each, so that their waits overlap: on a busy machine, waking
+/// threads costs more than the joins themselves.
 pub fn use_all(
     lc: &Lifecycle,
     members: &[Member],
@@ -58,47 +77,78 @@ pub fn use_all(
     metadata: Option<&str>,
     done: &(dyn Fn(&ServerName, &Outcome) + Sync),
 ) -> Vec<(ServerName, Outcome)> {
+    let request = |m: &Member| AttachRequest {
+        name: m.name.clone(),
+        client,
+        metadata: metadata.map(str::to_string),
+        start: Some(m.spec.clone()),
+        if_running: IfRunning::Attach,
+    };
+    let steps: Vec<Step> = members
+        .iter()
+        .map(|m| {
+            let step = match lc.join(&request(m)) {
+                Ok(a) if a.status().state == State::Starting => Step::Wait(a.warning()),
+                Ok(a) => Step::Done(Box::new(Outcome::Joined {
+                    status: a.status().clone(),
+                    warning: a.warning(),
+                })),
+                Err(Error::NotRunning(_)) if m.lazy => Step::Done(Box::new(Outcome::SkippedLazy)),
+                Err(Error::NotRunning(_)) => Step::Start,
+                Err(e) => Step::Done(Box::new(Outcome::Failed(e))),
+            };
+            if let Step::Done(outcome) = &step {
+                done(&m.name, outcome);
+            }
+            step
+        })
+        .collect();
     std::thread::scope(|scope| {
         let workers: Vec<_> = members
             .iter()
-            .map(|m| {
-                scope.spawn(move || {
-                    let outcome = use_one(lc, m, client, metadata);
+            .zip(steps)
+            .map(|(m, step)| match step {
+                Step::Done(outcome) => Either::Done(outcome),
+                Step::Start | Step::Wait(_) => Either::Thread(scope.spawn(move || {
+                    let outcome = match step {
+                        Step::Wait(warning) => match lc.wait_ready(&m.name, |_| {}) {
+                            Ok(status) => Outcome::Joined { status, warning },
+                            Err(e) => Outcome::Failed(e),
+                        },
+                        _ => start(lc, &request(m)),
+                    };
                     done(&m.name, &outcome);
                     outcome
-                })
+                })),
             })
             .collect();
         members
             .iter()
             .zip(workers)
             .map(|(m, w)| {
-                let outcome = w.join().unwrap_or_else(|_| {
-                    Outcome::Failed(Error::Other(format!("'{}': attaching panicked", m.name)))
-                });
+                let outcome = match w {
+                    Either::Done(outcome) => *outcome,
+                    Either::Thread(thread) => thread.join().unwrap_or_else(|_| {
+                        Outcome::Failed(Error::Other(format!("'{}': attaching panicked", m.name)))
+                    }),
+                };
                 (m.name.clone(), outcome)
             })
             .collect()
     })
 }
 
-fn use_one(lc: &Lifecycle, m: &Member, client: ProcessId, metadata: Option<&str>) -> Outcome {
-    let req = AttachRequest {
-        name: m.name.clone(),
-        client,
-        metadata: metadata.map(str::to_string),
-        start: (!m.lazy).then(|| m.spec.clone()),
-        if_running: IfRunning::Attach,
-    };
-    let attached = match lc.attach(&req) {
+/// Attach, starting the server if it is still not running, and wait until
+/// it is ready.
+fn start(lc: &Lifecycle, req: &AttachRequest) -> Outcome {
+    let attached = match lc.attach(req) {
         Ok(a) => a,
-        Err(Error::NotRunning(_)) if m.lazy => return Outcome::SkippedLazy,
         Err(e) => return Outcome::Failed(e),
     };
     let warning = attached.warning();
     let mut status = attached.status().clone();
     if status.state == State::Starting {
-        status = match lc.wait_ready(&m.name, |_| {}) {
+        status = match lc.wait_ready(&req.name, |_| {}) {
             Ok(s) => s,
             Err(e) => return Outcome::Failed(e),
         };

@@ -112,7 +112,18 @@ impl Lifecycle {
 
     /// Attach `client` to `name`, starting the server if the request allows.
     pub fn attach(&self, req: &AttachRequest) -> Result<Attached> {
-        self.logged(&req.name, "attach", self.attach_inner(req))
+        self.logged(&req.name, "attach", self.attach_inner(req, true))
+    }
+
+    /// [`Lifecycle::attach`] to a server that runs, never starting one
+    /// (`NotRunning` then, which is not journalled: it is a question). Unlike
+    /// an attach without a spec, the spec is compared with the running
+    /// server's, for the warning.
+    pub fn join(&self, req: &AttachRequest) -> Result<Attached> {
+        match self.attach_inner(req, false) {
+            Err(Error::NotRunning(n)) => Err(Error::NotRunning(n)),
+            other => self.logged(&req.name, "attach", other),
+        }
     }
 
     /// Failures go to the journal too, so `admin debug` shows what went wrong.
@@ -123,7 +134,7 @@ impl Lifecycle {
         result
     }
 
-    fn attach_inner(&self, req: &AttachRequest) -> Result<Attached> {
+    fn attach_inner(&self, req: &AttachRequest, may_start: bool) -> Result<Attached> {
         let name = &req.name;
         loop {
             let guard = self.store.lock(name)?;
@@ -161,7 +172,7 @@ impl Lifecycle {
                     });
                 }
                 None => {
-                    let Some(spec) = &req.start else {
+                    let Some(spec) = req.start.as_ref().filter(|_| may_start) else {
                         return Err(Error::NotRunning(name.to_string()));
                     };
                     if crate::watcher::listening(&self.store, name) {
