@@ -4,8 +4,10 @@
 //! a pid namespace), and checks that nothing we did not start is signalled
 //! and no live client is dropped.
 //!
-//! The namespace tests need root (CI runs as root); without it they fail and
-//! say so, rather than skip silently.
+//! The tests that need root (pid and mount namespaces, device nodes) are
+//! `#[ignore = "needs root"]`, so plain `cargo test` leaves them out;
+//! tests/run runs them with `--ignored` as root, and asked for without root
+//! they fail and say so.
 // Linux only: it uses pid namespaces, thread ids and /proc.
 #![cfg(target_os = "linux")]
 
@@ -73,6 +75,7 @@ fn in_pid_namespace(w: &World, script: &str) -> Run {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_record_naming_pid_1_never_makes_kill_signal_every_process() {
     // kill(-1, SIGKILL) inside the namespace would take the bystander with it.
     let w = World::new();
@@ -159,6 +162,7 @@ fn a_thread_id_is_refused_as_a_client() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn init_is_refused_as_a_client_given_or_implied_and_the_message_names_pid() {
     let w = World::new();
     let r = w.run(&["use", "i", "--pid", "1", "--", "sleep", "1000"]);
@@ -236,6 +240,7 @@ fn writes(bytes: u64) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_device_as_log_file_is_written_but_never_rotated_or_replaced() {
     // A private null device, so a regression cannot destroy /dev/null.
     let mut w = World::new();
@@ -359,6 +364,7 @@ fn a_log_file_in_a_missing_directory_gets_a_private_directory() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_log_that_cannot_be_rotated_is_truncated_in_place_and_says_why() {
     let mut w = World::new();
     let c = w.client().to_string();
@@ -610,6 +616,7 @@ fn doctor_stops_the_children_of_a_server_killed_with_its_watcher() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn without_a_runtime_dir_the_lock_dir_is_on_dev_shm_when_it_is_a_tmpfs_else_in_tmp() {
     // Private mounts: a fresh /tmp, and /dev/shm as a tmpfs or as something
     // else (ramfs). doctor shows the directory it chose.
