@@ -91,6 +91,9 @@ function M.gone(e, pid, exit)
       words or reason
     )
     notify.send("on_error", log.with_tail(e, msg), vim.log.levels.ERROR)
+  elseif kind == "daemonized" or kind == "restart-failed" then
+    local msg = string.format("'%s' (pid %d) failed: %s", e.name, pid, reason)
+    notify.send("on_error", log.with_tail(e, msg), vim.log.levels.ERROR)
   elseif on_its_own and code ~= 0 then
     notify.send(
       "on_error",
