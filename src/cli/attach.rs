@@ -53,7 +53,7 @@ pub struct StartOptions {
 #[derive(Args)]
 pub struct ServerCommand {
     /// The server command and its arguments, passed verbatim (no shell).
-    /// Without it, NAME is looked up in .sharedserver.json (see `config`).
+    /// Without it, NAME is looked up in the config files (see `config`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }

@@ -57,7 +57,8 @@ enum Command {
     Check(show::CheckArgs),
     /// Show a server's output (its log file)
     Logs(files::LogsArgs),
-    /// Print server definitions from .sharedserver.json and the user config
+    /// Print server definitions from the config files (.sharedserver.json,
+    /// .sharedserver/servers.json, ~/.config/sharedserver/servers.json)
     Config(files::ConfigArgs),
     /// Print a shell completion script
     Completion {
