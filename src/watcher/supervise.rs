@@ -116,9 +116,12 @@ impl<'a> Watcher<'a> {
 
     fn tick(&mut self) -> Result<Next> {
         let guard = self.store.lock(self.name)?;
-        let Some((mut rec, mut dirty)) = self.read_own()? else {
+        let Some((mut rec, damage)) = self.read_own()? else {
             return Ok(Next::Exit);
         };
+        // A damaged record is rewritten below; only then is it journaled as
+        // restored, so a reader who sees that line also sees the record.
+        let mut dirty = damage.is_some();
         let now = now_ms();
         // The server ended: by itself, or by the stop we just carried out.
         // (A stop during a restart backoff has no process left to end.)
@@ -148,6 +151,7 @@ impl<'a> Watcher<'a> {
             };
             match after {
                 AfterExit::Finish { kind, reason } => {
+                    self.journal_damage(damage.as_deref());
                     self.finish(&guard, &rec, how, kind, &reason)?;
                     return Ok(Next::Exit);
                 }
@@ -181,6 +185,7 @@ impl<'a> Watcher<'a> {
                     dirty = true;
                 }
                 Err(message) => {
+                    self.journal_damage(damage.as_deref());
                     self.finish(
                         &guard,
                         &rec,
@@ -207,9 +212,17 @@ impl<'a> Watcher<'a> {
         // keep the settled record in memory and try again shortly.
         let mut retry = None;
         if dirty {
-            if let Err(e) = self.store.write(&guard, self.name, &rec) {
-                self.journal(&format!("cannot update the record ({e}); retrying in 1s"));
-                retry = Some(WRITE_RETRY);
+            match self.store.write(&guard, self.name, &rec) {
+                Ok(()) => {
+                    if let Some(what) = &damage {
+                        self.journal(&format!("{what}; restored it from memory"));
+                    }
+                }
+                Err(e) => {
+                    self.journal_damage(damage.as_deref());
+                    self.journal(&format!("cannot update the record ({e}); retrying in 1s"));
+                    retry = Some(WRITE_RETRY);
+                }
             }
         }
         self.known = rec.clone();
@@ -234,12 +247,14 @@ impl<'a> Watcher<'a> {
     }
 
     /// Read the record, insisting that it is about our server and us.
-    /// A missing or damaged record is restored from memory; a record about
-    /// another live server means we were replaced and must leave.
-    fn read_own(&mut self) -> Result<Option<(Record, bool)>> {
+    /// A missing or damaged record is replaced by what we remember (and
+    /// what was wrong with it is returned, for the journal once the tick
+    /// has written it back); a record about another live server means we
+    /// were replaced and must leave.
+    fn read_own(&mut self) -> Result<Option<(Record, Option<String>)>> {
         let what = match self.store.read(self.name) {
             Ok(Some(r)) if r.server == self.known.server && r.watcher == Some(self.me) => {
-                return Ok(Some((r, false)));
+                return Ok(Some((r, None)));
             }
             Ok(Some(r)) if r.server == self.known.server => {
                 let by = r.watcher.map(|w| w.pid);
@@ -261,8 +276,14 @@ impl<'a> Watcher<'a> {
             Ok(None) => "record missing".to_string(),
             Err(e) => format!("record unreadable ({e})"),
         };
-        self.journal(&format!("{what}; restored it from memory"));
-        Ok(Some((self.known.clone(), true)))
+        Ok(Some((self.known.clone(), Some(what))))
+    }
+
+    /// Journal a damaged record that this tick does not write back.
+    fn journal_damage(&self, what: Option<&str>) {
+        if let Some(what) = what {
+            self.journal(what);
+        }
     }
 
     /// The ready check's part of a tick. Returns true if the record changed.
