@@ -88,17 +88,7 @@ fn kill_child(mut child: Child) {
 fn watcher_killed_mid_grace_then_use_rescues_the_same_server() {
     let mut w = World::new();
     let me = std::process::id().to_string();
-    w.ok(&[
-        "use",
-        "g",
-        "--grace-period",
-        "1h",
-        "--pid",
-        &me,
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    w.use_sleep("g", &me, &["--grace-period", "1h"]);
     w.ok(&["unuse", "g", "--pid", &me]);
     let info = w.info("g");
     assert_eq!(info["state"], "grace");
@@ -133,17 +123,7 @@ fn watcher_killed_mid_grace_then_use_rescues_the_same_server() {
 fn watcher_killed_mid_grace_lets_an_expired_grace_stop_the_server_on_the_next_command() {
     let w = World::new();
     let me = std::process::id().to_string();
-    w.ok(&[
-        "use",
-        "e",
-        "--grace-period",
-        "300ms",
-        "--pid",
-        &me,
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    w.use_sleep("e", &me, &["--grace-period", "300ms"]);
     w.ok(&["unuse", "e", "--pid", &me]);
     let info = w.info("e");
     let (server, watcher) = (pid_of(&info), watcher_of(&info));
@@ -610,17 +590,7 @@ fn a_read_only_lock_dir_fails_clearly_and_recovers_when_writable_again() {
     let mut w = World::new();
     let a = w.client().to_string();
     let b = w.client().to_string();
-    w.ok(&[
-        "use",
-        "r",
-        "--grace-period",
-        "1h",
-        "--pid",
-        &a,
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    w.use_sleep("r", &a, &["--grace-period", "1h"]);
     let server = pid_of(&w.info("r"));
 
     let mut mount = Mounted::read_only(&w.lockdir);
@@ -714,17 +684,7 @@ fn a_truncated_record_fails_every_command_clearly_and_doctor_restores_it() {
 fn a_truncated_record_is_rewritten_by_the_watcher_on_its_next_event() {
     let mut w = World::new();
     let a = w.client();
-    w.ok(&[
-        "use",
-        "y",
-        "--grace-period",
-        "1h",
-        "--pid",
-        &a.to_string(),
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    w.use_sleep("y", &a.to_string(), &["--grace-period", "1h"]);
     let server = pid_of(&w.info("y"));
     watcher_sleeps(&w, "y");
     std::fs::File::create(w.record_path("y")).unwrap();
@@ -823,17 +783,7 @@ impl Drop for KilledOnDrop {
 fn a_stuck_lock_holder_is_named_and_admin_kill_works_anyway() {
     let mut w = World::new();
     let a = w.client().to_string();
-    w.ok(&[
-        "use",
-        "held",
-        "--grace-period",
-        "1h",
-        "--pid",
-        &a,
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    w.use_sleep("held", &a, &["--grace-period", "1h"]);
     let server = pid_of(&w.info("held"));
     let holder = stuck_lock_holder(&w, "held", &w.path("holding"));
     let holder_pid = holder.0.id();

@@ -71,17 +71,7 @@ fn killed_client_is_dropped_quickly() {
     let mut w = World::new();
     let a = w.client();
     let b = w.client();
-    w.ok(&[
-        "use",
-        "k",
-        "--grace-period",
-        "1h",
-        "--pid",
-        &a.to_string(),
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    w.use_sleep("k", &a.to_string(), &["--grace-period", "1h"]);
     w.ok(&["use", "k", "--pid", &b.to_string()]);
     assert_eq!(w.info("k")["refcount"], 2);
     w.kill_client(a);
@@ -104,17 +94,11 @@ fn killed_client_is_dropped_quickly() {
 #[test]
 fn grace_period_expires_and_stops_the_server() {
     let w = World::new();
-    let out = w.ok(&[
-        "use",
+    let out = w.use_sleep(
         "g",
-        "--grace-period",
-        "300ms",
-        "--pid",
         &std::process::id().to_string(),
-        "--",
-        "sleep",
-        "1000",
-    ]);
+        &["--grace-period", "300ms"],
+    );
     assert!(out.stdout().contains("started g"));
     let pid = pid_of(&w.info("g"));
     w.ok(&["unuse", "g", "--pid", &std::process::id().to_string()]);
@@ -143,17 +127,7 @@ fn zero_grace_stops_at_once() {
 fn use_during_grace_cancels_it() {
     let mut w = World::new();
     let me = std::process::id().to_string();
-    w.ok(&[
-        "use",
-        "c",
-        "--grace-period",
-        "1h",
-        "--pid",
-        &me,
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    w.use_sleep("c", &me, &["--grace-period", "1h"]);
     let pid = pid_of(&w.info("c"));
     w.ok(&["unuse", "c", "--pid", &me]);
     assert_eq!(w.check("c"), 1);
@@ -344,17 +318,7 @@ fn check_reports_each_state_with_its_exit_code() {
     let w = World::new();
     let me = std::process::id().to_string();
     assert_eq!(w.check("q"), 2);
-    w.ok(&[
-        "use",
-        "q",
-        "--grace-period",
-        "1h",
-        "--pid",
-        &me,
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    w.use_sleep("q", &me, &["--grace-period", "1h"]);
     assert_eq!(w.check("q"), 0);
     w.ok(&["unuse", "q", "--pid", &me]);
     assert_eq!(w.check("q"), 1);
@@ -407,17 +371,7 @@ fn documented_json_keys() -> std::collections::BTreeSet<String> {
 fn list_json_has_the_documented_keys() {
     let mut w = World::new();
     let a = w.client().to_string();
-    w.ok(&[
-        "use",
-        "l1",
-        "--pid",
-        &a,
-        "--metadata",
-        "editor",
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    w.use_sleep("l1", &a, &["--metadata", "editor"]);
     w.ok(&["use", "l2", "--pid", &a, "--", "sleep", "1000"]);
     let list: serde_json::Value =
         serde_json::from_str(&w.ok(&["list", "--json"]).stdout()).unwrap();

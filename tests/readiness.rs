@@ -94,24 +94,14 @@ fn tcp_probe_waits_for_the_listener() {
     let a = w.client().to_string();
     let gate = Gate::new(w.path("gate"));
     let script = slow_http(port, &gate);
-    let user = w
-        .cmd(&[
-            "use",
-            "t",
-            "--pid",
-            &a,
-            "--ready",
-            &format!("tcp://127.0.0.1:{port}"),
-            "--",
-            "python3",
-            "-c",
-            &script,
-        ])
-        .spawn()
-        .unwrap();
-    eventually(SOON, "starting, the port closed", || w.check("t") == 3);
-    gate.open();
-    assert!(user.wait_with_output().unwrap().status.success());
+    w.use_through_gate(
+        "t",
+        &a,
+        &format!("tcp://127.0.0.1:{port}"),
+        &gate,
+        &["python3", "-c", &script],
+        "starting, the port closed",
+    );
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 }
 
@@ -128,26 +118,14 @@ fn log_probe_matches_a_line_of_output() {
         gate.sh(),
         flag.display()
     );
-    let user = w
-        .cmd(&[
-            "use",
-            "l",
-            "--pid",
-            &a,
-            "--ready",
-            r"log:listening on port \d+",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .spawn()
-        .unwrap();
-    eventually(SOON, "starting, the line not yet printed", || {
-        w.check("l") == 3
-    });
-    gate.open();
-    assert!(user.wait_with_output().unwrap().status.success());
+    w.use_through_gate(
+        "l",
+        &a,
+        r"log:listening on port \d+",
+        &gate,
+        &["sh", "-c", &script],
+        "starting, the line not yet printed",
+    );
     assert!(
         flag.exists(),
         "use returned only after the line was printed"
@@ -242,24 +220,14 @@ fn cmd_probe_runs_a_shell_command() {
         gate.sh(),
         marker.display()
     );
-    let user = w
-        .cmd(&[
-            "use",
-            "c",
-            "--pid",
-            &a,
-            "--ready",
-            &format!("cmd:test -e '{}'", marker.display()),
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .spawn()
-        .unwrap();
-    eventually(SOON, "starting, the probe failing", || w.check("c") == 3);
-    gate.open();
-    assert!(user.wait_with_output().unwrap().status.success());
+    w.use_through_gate(
+        "c",
+        &a,
+        &format!("cmd:test -e '{}'", marker.display()),
+        &gate,
+        &["sh", "-c", &script],
+        "starting, the probe failing",
+    );
     assert!(marker.exists());
 }
 

@@ -236,17 +236,7 @@ fn client_whose_start_time_does_not_match_is_not_counted() {
     let mut w = World::new();
     let a = w.client();
     let me = std::process::id();
-    w.ok(&[
-        "use",
-        "r",
-        "--grace-period",
-        "1h",
-        "--pid",
-        &a.to_string(),
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    w.use_sleep("r", &a.to_string(), &["--grace-period", "1h"]);
     // Forge a second client: a live pid (this test) with the wrong start
     // time, as if the recorded process had died and its pid been reused.
     let path = w.record_path("r");
@@ -309,17 +299,7 @@ fn recycled_server_pid_is_never_signalled() {
 fn killed_watcher_is_replaced_by_the_next_command() {
     let mut w = World::new();
     let a = w.client();
-    w.ok(&[
-        "use",
-        "v",
-        "--grace-period",
-        "200ms",
-        "--pid",
-        &a.to_string(),
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    w.use_sleep("v", &a.to_string(), &["--grace-period", "200ms"]);
     let info = w.info("v");
     let (server, watcher) = (pid_of(&info), watcher_of(&info));
     signal(watcher, Signal::SIGKILL);

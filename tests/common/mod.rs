@@ -76,6 +76,35 @@ impl World {
         r
     }
 
+    /// `use NAME --pid CLIENT OPTIONS... -- sleep 1000`, required to
+    /// succeed: the plain server most tests start.
+    pub fn use_sleep(&self, name: &str, client: &str, options: &[&str]) -> Run {
+        let mut args = vec!["use", name, "--pid", client];
+        args.extend_from_slice(options);
+        args.extend(["--", "sleep", "1000"]);
+        self.ok(&args)
+    }
+
+    /// `use NAME --pid CLIENT --ready READY -- SERVER...` for a server that
+    /// passes its ready check only once `gate` opens: it is `starting`
+    /// (`check` exits 3) until then, and `use` returns success after.
+    pub fn use_through_gate(
+        &self,
+        name: &str,
+        client: &str,
+        ready: &str,
+        gate: &Gate,
+        server: &[&str],
+        waiting: &str,
+    ) {
+        let mut args = vec!["use", name, "--pid", client, "--ready", ready, "--"];
+        args.extend_from_slice(server);
+        let user = self.cmd(&args).spawn().unwrap();
+        eventually(Duration::from_secs(10), waiting, || self.check(name) == 3);
+        gate.open();
+        assert!(user.wait_with_output().unwrap().status.success());
+    }
+
     /// A long-lived stand-in for a client (an editor, a script).
     pub fn client(&mut self) -> u32 {
         let child = Command::new("sleep")
