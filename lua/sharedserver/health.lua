@@ -144,7 +144,7 @@ local function check_servers(h)
         string.format(
           "'%s' %s, pid %d, refcount %d, up %s%s",
           name,
-          view.words[st.state],
+          st.state,
           st.pid,
           st.refcount,
           view.duration(st.uptime_secs),
@@ -152,12 +152,7 @@ local function check_servers(h)
         )
       )
     else
-      local msg = string.format(
-        "'%s' %s%s",
-        name,
-        view.words[st.state] or st.state,
-        cfg.lazy and " (lazy)" or ""
-      )
+      local msg = string.format("'%s' %s%s", name, st.state, cfg.lazy and " (lazy)" or "")
       local e = st.last_exit
       local failed = e and (e.kind == "exited" and e.code ~= 0 or FAILURES[e.kind])
       if failed then

@@ -152,6 +152,20 @@ impl Handle {
     /// event more often than the watcher does: from 1 ms, backing off to
     /// 20 ms.
     pub fn wait_exit(&self, timeout: Duration) -> bool {
+        self.wait_exit_serving(timeout, Duration::from_millis(20), None)
+    }
+
+    /// Wait until the process exits or `timeout` passes; true if it exited.
+    /// Meanwhile `work` is served whenever its descriptor is readable (the
+    /// watcher copies the server's output, so a server that logs on its way
+    /// out never blocks on the pipe). A process with no exit event is looked
+    /// at from 1 ms on, backing off to `max_pause`.
+    pub fn wait_exit_serving(
+        &self,
+        timeout: Duration,
+        max_pause: Duration,
+        mut work: Option<&mut dyn Served>,
+    ) -> bool {
         use nix::poll::{poll, PollFd, PollFlags};
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_millis(1);
@@ -163,20 +177,36 @@ impl Handle {
             if left.is_zero() {
                 return false;
             }
-            match self.exit_fd() {
+            let mut fds = Vec::with_capacity(2);
+            if let Some(w) = &work {
+                fds.push(PollFd::new(w.fd(), PollFlags::POLLIN));
+            }
+            let step = match self.exit_fd() {
                 Some(fd) => {
-                    let _ = poll(
-                        &mut [PollFd::new(fd, PollFlags::POLLIN)],
-                        poll_timeout(Some(left)),
-                    );
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                    left
                 }
                 None => {
-                    std::thread::sleep(left.min(pause));
-                    pause = (pause * 2).min(Duration::from_millis(20));
+                    let step = left.min(pause);
+                    pause = (pause * 2).min(max_pause);
+                    step
                 }
+            };
+            let _ = poll(&mut fds, poll_timeout(Some(step)));
+            drop(fds);
+            if let Some(w) = work.as_deref_mut() {
+                w.serve();
             }
         }
     }
+}
+
+/// Work to keep doing while waiting for an exit (see
+/// [`Handle::wait_exit_serving`]).
+pub trait Served {
+    /// Readable when there is work to do.
+    fn fd(&self) -> BorrowedFd<'_>;
+    fn serve(&mut self);
 }
 
 /// A poll(2) timeout from a duration, rounded up so that a caller never

@@ -31,7 +31,7 @@ use linux as os;
 use macos as os;
 
 pub use backend::Backend;
-pub use handle::{poll_timeout, Handle};
+pub use handle::{poll_timeout, Handle, Served};
 pub use portable::POLL_INTERVAL;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -4,11 +4,11 @@
 use crate::exit::Termination;
 use crate::logs::Pump;
 use crate::name::ServerName;
-use crate::process::{poll_timeout, Handle, ProcessId, POLL_INTERVAL};
+use crate::process::{Handle, ProcessId, Served, POLL_INTERVAL};
 use crate::spawn::{self, Hello, Launch};
 use crate::store::Store;
 use nix::poll::{poll, PollFd, PollFlags};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 /// The supervised server: a process handle always, the Child too when we
@@ -175,36 +175,17 @@ pub(super) fn terminate(server: &mut Server, pump: &mut Pump, timeout: Duration)
 /// to the log meanwhile. A process with no exit event (an adopted server,
 /// under the portable backend on Linux) is looked at from 1 ms on, backing
 /// off to POLL_INTERVAL: a stop is worth the closer look.
-pub(super) fn wait_exit(handle: &Handle, mut pump: Option<&mut Pump>, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if handle.has_exited() {
-            return true;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        let mut fds = Vec::with_capacity(2);
-        if let Some(p) = &pump {
-            fds.push(PollFd::new(p.fifo().as_fd(), PollFlags::POLLIN));
-        }
-        let step = match handle.exit_fd() {
-            Some(fd) => {
-                fds.push(PollFd::new(fd, PollFlags::POLLIN));
-                left
-            }
-            None => {
-                let step = left.min(pause);
-                pause = (pause * 2).min(POLL_INTERVAL);
-                step
-            }
-        };
-        let _ = poll(&mut fds, poll_timeout(Some(step)));
-        if let Some(p) = pump.as_deref_mut() {
-            p.drain();
-        }
+pub(super) fn wait_exit(handle: &Handle, pump: Option<&mut Pump>, timeout: Duration) -> bool {
+    handle.wait_exit_serving(timeout, POLL_INTERVAL, pump.map(|p| p as &mut dyn Served))
+}
+
+impl Served for Pump {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.fifo().as_fd()
+    }
+
+    fn serve(&mut self) {
+        self.drain();
     }
 }
 

@@ -13,15 +13,7 @@ M.markers = {
   stopped = "○",
   error = "✗",
 }
---- The state words are the CLI's and the JSON's, unchanged.
-M.words = {
-  starting = "starting",
-  active = "active",
-  grace = "grace",
-  stopping = "stopping",
-  stopped = "stopped",
-  error = "error",
-}
+-- A state is shown by its own word: the CLI's and the JSON's, unchanged.
 M.columns = { "NAME", "STATUS", "PID", "REFS", "UPTIME" }
 M.footer = "q/<Esc> close"
 
@@ -93,7 +85,7 @@ function M.table(entries, footer)
     local up = st.running and M.duration(st.uptime_secs) or "-"
     rows[#rows + 1] = {
       marker(st) .. st.name,
-      M.words[st.state] or st.state,
+      st.state,
       st.pid and tostring(st.pid) or "-",
       st.pid and tostring(st.refcount or 0) or "-",
       up,
@@ -181,10 +173,7 @@ end
 ---@return string[]
 function M.detail(st, footer)
   local lines = {
-    marker(st) .. st.name .. "  " .. (M.words[st.state] or st.state) .. "  " .. table.concat(
-      tags(st),
-      " "
-    ),
+    marker(st) .. st.name .. "  " .. st.state .. "  " .. table.concat(tags(st), " "),
   }
   lines[1] = lines[1]:gsub("%s+$", "")
   local function row(key, value)
