@@ -7,7 +7,6 @@ use crate::name::ServerName;
 use crate::process::{Handle, ProcessId, Served, POLL_INTERVAL};
 use crate::spawn::{self, Hello, Launch};
 use crate::store::Store;
-use nix::poll::{poll, PollFd, PollFlags};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
