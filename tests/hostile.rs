@@ -644,3 +644,28 @@ fn without_a_runtime_dir_the_lock_dir_is_on_dev_shm_when_it_is_a_tmpfs_else_in_t
         );
     }
 }
+
+#[test]
+fn a_watcher_whose_lock_dir_is_removed_stops_its_server_and_leaves_without_spinning() {
+    let mut w = World::new();
+    let c = w.client();
+    w.ok(&[
+        "use",
+        "gone",
+        "--pid",
+        &c.to_string(),
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    let info = w.info("gone");
+    let (server, watcher) = (pid_of(&info), watcher_of(&info));
+    // A tmp cleaner (or a logout) removes the whole lock directory.
+    std::fs::remove_dir_all(&w.lockdir).unwrap();
+    // The next event (here: the client's death) finds no lock file. The
+    // watcher used to retry at once, forever, at full speed; now it stops the
+    // server nobody can reach by name any more, and exits.
+    w.kill_client(c);
+    eventually(SOON, "the watcher leaves", || !alive(watcher));
+    assert!(!alive(server), "the unreachable server {server} still runs");
+}

@@ -88,11 +88,26 @@ impl<'a> Watcher<'a> {
             self.pump.drain();
             let next = match self.tick() {
                 Ok(next) => next,
+                Err(e) if !self.store.is_current() => {
+                    // The lock directory was removed or replaced (a tmp
+                    // cleaner, a logout). Nobody can reach this server by its
+                    // name any more, and the next `use` would start a second
+                    // one beside it: stop it and leave.
+                    let why = format!("its lock directory is gone ({e})");
+                    let request =
+                        StopRequest::new(ExitKind::Orphaned, why, DEFAULT_STOP_TIMEOUT, now_ms());
+                    self.carry_out(&request);
+                    return Ok(());
+                }
                 Err(e) => {
                     // Never give up supervision over a transient failure
                     // (descriptors exhausted, a lock file removed by hand).
+                    // Sleep the whole interval: the event that woke this tick
+                    // (a client's death, the server's exit) is still pending,
+                    // so waiting for events would return at once, a busy loop.
                     self.journal(&format!("tick failed ({e}); retrying in 1s"));
-                    Next::Sleep(Some(WRITE_RETRY))
+                    std::thread::sleep(WRITE_RETRY);
+                    continue;
                 }
             };
             match next {

@@ -170,8 +170,37 @@ impl Drop for World {
             let _ = c.kill();
             let _ = c.wait();
         }
+        kill_tagged(&self.lockdir);
     }
 }
+
+/// SIGKILL whatever still carries this world's lock-dir tag (a watcher or
+/// server left behind by a test that removed its records, or its whole lock
+/// dir), so no test leaks processes into the next.
+#[cfg(target_os = "linux")]
+fn kill_tagged(lockdir: &Path) {
+    let tag = format!("SHAREDSERVER_LOCKDIR={}", lockdir.display());
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let environ = std::fs::read(p.path().join("environ")).unwrap_or_default();
+        if environ.split(|&b| b == 0).any(|v| v == tag.as_bytes())
+            && pid != std::process::id() as i32
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kill_tagged(_lockdir: &Path) {}
 
 pub struct Run(pub Output);
 
