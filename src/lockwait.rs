@@ -3,8 +3,10 @@
 //! A lock holder that is stuck (stopped with SIGSTOP, hung on a bad file
 //! system) would otherwise block every other command on the name forever,
 //! without a word. The policy is the process's: the CLI waits a bounded
-//! time and says whom it waits for; the watcher waits as long as it takes
-//! (it must record what it saw, and has no one to tell).
+//! time and says whom it waits for; the Neovim module never waits (a busy
+//! lock comes back at once as `Error::LockBusy`, and its Lua layer retries
+//! from a timer, so the editor is never frozen); the watcher waits as long
+//! as it takes (it must record what it saw, and has no one to tell).
 
 use crate::error::{Error, Result};
 use std::fs::File;
@@ -17,6 +19,9 @@ use std::time::{Duration, Instant};
 pub enum Policy {
     /// Until it is free (the default; the watcher's).
     Forever,
+    /// Never: a busy lock is `Error::LockBusy` at once (the Neovim
+    /// module's, whose Lua layer retries the operation from a timer).
+    Try,
     /// At most `limit`; after `notice`, say on stderr whom we wait for.
     Bounded {
         limit: Duration,
@@ -27,10 +32,6 @@ pub enum Policy {
 /// The CLI's: a start holds the lock for its start-up check (seconds), so a
 /// holder still there after this long is stuck.
 pub const CLI_LIMIT: Duration = Duration::from_secs(30);
-/// The Neovim module's: the editor is frozen while it waits, so a stuck
-/// holder costs at most this, then an error that names it. A start holds
-/// the lock for its start-up check (50 ms by default), well within it.
-pub const EDITOR_LIMIT: Duration = Duration::from_secs(2);
 /// Overrides `CLI_LIMIT` (a duration such as `5s`).
 pub const ENV_VAR: &str = "SHAREDSERVER_LOCK_TIMEOUT";
 
@@ -88,6 +89,14 @@ pub fn acquire(file: &File, path: &Path, name: &str) -> Result<()> {
         Policy::Forever => {
             return fs4::fs_std::FileExt::lock_exclusive(file)
                 .map_err(|e| Error::io(path, "locking", e));
+        }
+        Policy::Try => {
+            return Err(Error::LockBusy {
+                name: name.to_string(),
+                path: path.to_path_buf(),
+                holder: Holder::of(file),
+                waited: Duration::ZERO,
+            });
         }
         Policy::Bounded { limit, notice } => (limit, notice),
     };
@@ -156,7 +165,7 @@ pub fn acquire(file: &File, path: &Path, name: &str) -> Result<()> {
 }
 
 /// The process holding a lock, as far as it can be found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Holder {
     pub pid: u32,
     /// Its command name, when readable.

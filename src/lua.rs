@@ -3,8 +3,9 @@
 //! its own; status, list, incref and decref run in Neovim's process without
 //! spawning anything.
 //!
-//! Every export reports failure as `nil, message` (one line, cause and fix),
-//! never as a Lua error: a raised Rust error reaches Lua as "runtime error"
+//! Every export reports failure as `nil, message, retry` (one line, cause
+//! and fix; `retry` is nil, or a [`Retry`] table when the failure passes and
+//! the call should be made again from a timer), never as a Lua error: a raised Rust error reaches Lua as "runtime error"
 //! with a stack traceback. lua/sharedserver/native.lua turns the pair into a
 //! plain error for the plugin's own code.
 
@@ -33,12 +34,41 @@ static DEFAULT_BINARY: Mutex<Option<PathBuf>> = Mutex::new(None);
 /// process, not on every status call.
 static STORE: Mutex<Option<Store>> = Mutex::new(None);
 
-/// A failure as Lua sees it: the message of a `nil, message` return.
-struct Failure(String);
+/// A failure as Lua sees it: the message of a `nil, message, retry`
+/// return, and the retry table when the call should be made again later.
+struct Failure(String, Option<Retry>);
+
+/// A failure that passes: the editor never waits for one (the module takes
+/// locks with `lockwait::Policy::Try` and never waits for a stop), so the
+/// Lua layer (lua/sharedserver/retry.lua) makes the call again from a timer.
+/// Serialized as `{ kind = "lock_busy", holder = { pid, comm, stopped } }`.
+#[derive(serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Retry {
+    /// Another process holds the name's lock.
+    LockBusy {
+        holder: Option<crate::lockwait::Holder>,
+    },
+    /// The server is stopping; attach once it has stopped.
+    Stopping,
+}
+
+impl Failure {
+    fn msg(text: String) -> Failure {
+        Failure(text, None)
+    }
+}
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
-        Failure(e.to_string())
+        let retry = match &e {
+            Error::LockBusy { holder, .. } => Some(Retry::LockBusy {
+                holder: holder.clone(),
+            }),
+            Error::Stopping(_) => Some(Retry::Stopping),
+            _ => None,
+        };
+        Failure(e.to_string(), retry)
     }
 }
 
@@ -46,13 +76,7 @@ impl From<LuaError> for Failure {
     fn from(e: LuaError) -> Failure {
         // Only conversions of our own values end up here; keep the first line.
         let text = e.to_string();
-        Failure(text.lines().next().unwrap_or_default().to_string())
-    }
-}
-
-impl IntoLua for Failure {
-    fn into_lua(self, lua: &Lua) -> LuaResult<LuaValue> {
-        self.0.into_lua(lua)
+        Failure::msg(text.lines().next().unwrap_or_default().to_string())
     }
 }
 
@@ -79,7 +103,9 @@ fn lifecycle(binary: Option<PathBuf>) -> Answer<Lifecycle> {
         }
     };
     let exe = binary.or_else(|| DEFAULT_BINARY.lock().ok().and_then(|b| b.clone()));
-    Ok(Lifecycle::new(store, exe))
+    // The editor never waits for a stop (nor, by the lock policy set at
+    // load, for a lock): the Lua layer retries from a timer.
+    Ok(Lifecycle::new(store, exe).without_waiting())
 }
 
 fn name(raw: &str) -> Answer<ServerName> {
@@ -89,9 +115,8 @@ fn name(raw: &str) -> Answer<ServerName> {
 fn client(pid: Option<u32>) -> Answer<ProcessId> {
     match pid {
         None => Ok(ProcessId::current()),
-        Some(pid) => {
-            ProcessId::of(pid).ok_or_else(|| Failure(format!("pid {pid} is not a running process")))
-        }
+        Some(pid) => ProcessId::of(pid)
+            .ok_or_else(|| Failure::msg(format!("pid {pid} is not a running process"))),
     }
 }
 
@@ -119,7 +144,7 @@ fn json(lua: &Lua, v: LuaValue) -> Result<serde_json::Value, OptionError> {
 /// A server's options table, read by the one parser every origin uses.
 fn spec_of(lua: &Lua, raw: &str, t: LuaValue, origin: &str) -> Answer<ServerSpec> {
     let at = format!("servers.{raw}");
-    name(raw).map_err(|Failure(why)| Failure(format!("{origin}: servers: {why}")))?;
+    name(raw).map_err(|Failure(why, _)| Failure::msg(format!("{origin}: servers: {why}")))?;
     json(lua, t)
         .and_then(|v| ServerSpec::from_value(&v))
         .map_err(|e| e.at(origin, &at).into())
@@ -249,7 +274,7 @@ fn stop(lua: &Lua, (raw, opts): (String, Option<LuaValue>)) -> Answer<LuaValue> 
         None | Some(LuaValue::Nil) => StopOpts::default(),
         Some(v) => lua
             .from_value(v)
-            .map_err(|e| Failure(format!("stop '{raw}': options: {e}")))?,
+            .map_err(|e| Failure::msg(format!("stop '{raw}': options: {e}")))?,
     };
     let timeout = timeout_opt(&format!("stop '{raw}'"), opts.timeout.as_ref())?;
     let status = lifecycle(None)?.stop(&name(&raw)?, opts.force, timeout)?;
@@ -264,8 +289,8 @@ fn timeout_opt(what: &str, v: Option<&serde_json::Value>) -> Answer<std::time::D
         Some(serde_json::Value::Number(n)) => n
             .as_f64()
             .and_then(|f| std::time::Duration::try_from_secs_f64(f).ok())
-            .ok_or_else(|| Failure(format!("{what}: timeout {n} is not a duration"))),
-        Some(other) => Err(Failure(format!(
+            .ok_or_else(|| Failure::msg(format!("{what}: timeout {n} is not a duration"))),
+        Some(other) => Err(Failure::msg(format!(
             "{what}: timeout must be a duration such as \"5s\", not {other}"
         ))),
     }
@@ -285,7 +310,7 @@ fn restart(lua: &Lua, (raw, opts): (String, Option<LuaValue>)) -> Answer<LuaValu
         None | Some(LuaValue::Nil) => RestartOpts::default(),
         Some(v) => lua
             .from_value(v)
-            .map_err(|e| Failure(format!("{what}: options: {e}")))?,
+            .map_err(|e| Failure::msg(format!("{what}: options: {e}")))?,
     };
     let timeout = timeout_opt(&what, opts.timeout.as_ref())?;
     let status = lifecycle(None)?.restart(&name(&raw)?, timeout)?;
@@ -337,15 +362,24 @@ fn backend(_: &Lua, (): ()) -> Answer<&'static str> {
     Ok(crate::process::backend::current().as_str())
 }
 
-/// Add `f` to the module as `key`, with failures as `nil, message`.
+/// Add `f` to the module as `key`, with failures as `nil, message, retry`.
 fn export<A, R>(lua: &Lua, m: &LuaTable, key: &str, f: fn(&Lua, A) -> Answer<R>) -> LuaResult<()>
 where
     A: FromLuaMulti + 'static,
-    Answer<R>: IntoLuaMulti + 'static,
+    R: IntoLuaMulti + 'static,
 {
     m.set(
         key,
-        lua.create_function(move |lua, args: A| Ok(f(lua, args)))?,
+        lua.create_function(move |lua, args: A| match f(lua, args) {
+            Ok(value) => value.into_lua_multi(lua),
+            Err(Failure(text, retry)) => {
+                let retry = match retry {
+                    Some(r) => to_lua(lua, &r).unwrap_or(LuaValue::Nil),
+                    None => LuaValue::Nil,
+                };
+                (LuaValue::Nil, text, retry).into_lua_multi(lua)
+            }
+        })?,
     )
 }
 
@@ -355,11 +389,9 @@ where
 // anyway.
 #[mlua::lua_module(name = "sharedserver_native", skip_memory_check)]
 fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
-    // A stuck lock holder must not freeze the editor for long.
-    crate::lockwait::set_policy(crate::lockwait::Policy::Bounded {
-        limit: crate::lockwait::EDITOR_LIMIT,
-        notice: None,
-    });
+    // A lock holder (stuck, or just busy) must never freeze the editor:
+    // a busy lock comes back at once, and Lua retries from a timer.
+    crate::lockwait::set_policy(crate::lockwait::Policy::Try);
     let m = lua.create_table()?;
     export(lua, &m, "version", version)?;
     export(lua, &m, "backend", backend)?;

@@ -69,7 +69,19 @@
 ---@field binary string|nil the sharedserver executable for this server's watcher
 ---@field origin string|nil where the options came from, for messages (default "setup()")
 
+---@class sharedserver.Holder
+---@field pid integer
+---@field comm string|nil its command name
+---@field stopped boolean stopped by a signal (SIGSTOP, Ctrl-Z)
+
+--- A failure that passes (the third value of a failed native call): the
+--- module never waits, so the call is made again from a timer.
+---@class sharedserver.Retry
+---@field kind "lock_busy"|"stopping"
+---@field holder sharedserver.Holder|nil for lock_busy, when known
+
 ---@class sharedserver.Native
+---@field try fun(key: string, ...): any, string|nil, sharedserver.Retry|nil the call, failures returned (not raised)
 ---@field version fun(): string
 ---@field backend fun(): "pidfd"|"portable" this process's process backend
 ---@field lockdir fun(): string

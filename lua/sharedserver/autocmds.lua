@@ -59,6 +59,9 @@ function M.detach_all()
   for name, e in pairs(state.servers) do
     if e.attached then
       e.attached, e.waiting = false, false
+      -- Never waits (the module only tries the lock). If the lock is busy
+      -- the reference stays in the record, and the watcher drops it when it
+      -- sees this process gone (dead-client detection).
       pcall(n.decref, name)
     end
   end

@@ -10,6 +10,7 @@ local config = require("sharedserver.config")
 local exits = require("sharedserver.exits")
 local notify = require("sharedserver.notify")
 local ready = require("sharedserver.ready")
+local retry = require("sharedserver.retry")
 local refresh = require("sharedserver.refresh")
 local state = require("sharedserver.state")
 
@@ -36,6 +37,19 @@ local function now_attached(e, st)
   refresh.watch()
 end
 
+--- attach_if_running's incref answered `res`: record and report it.
+---@param e sharedserver.Entry
+---@param name string
+---@param res sharedserver.Status
+local function joined(e, name, res)
+  now_attached(e, res)
+  notify.send(
+    "on_attach",
+    string.format("attached to '%s' (pid %d, refcount %d)", name, res.pid, res.refcount)
+  )
+  ready.now_or_wait(e, res)
+end
+
 --- Attach to `name` if it is running (the lazy servers' VimEnter action).
 ---@param name string
 ---@return boolean attached
@@ -48,42 +62,24 @@ function M.attach_if_running(name)
   end
   -- The binary is not needed to attach, but lets the library restore a
   -- dead watcher.
-  local ok, res = pcall(n.incref, name, nil, nil, { binary = (binary_for(e)) })
-  if not ok then
-    return false -- it stopped in between; a lazy server is then left alone
-  end
-  now_attached(e, res)
-  notify.send(
-    "on_attach",
-    string.format("attached to '%s' (pid %d, refcount %d)", name, res.pid, res.refcount)
-  )
-  ready.now_or_wait(e, res)
-  return true
+  local opts = { binary = (binary_for(e)) }
+  local finished = retry.run(function()
+    return n.try("incref", name, nil, nil, opts)
+  end, function(res)
+    if res then
+      joined(e, name, res)
+    end
+    -- Else it stopped in between, or stayed busy: a lazy server is then
+    -- left alone.
+  end)
+  return finished and e.attached == true
 end
 
---- Start the server, or attach to it if it already runs (for lazy servers
---- too). This instance then holds a reference until it detaches or exits.
---- Returns at once: a server with a `ready` check is then "starting", and
---- on_ready runs when it passes.
+--- What start() does once the native call has answered: record the
+--- attach, report it, and hand the server to ready.lua.
 ---@param name string
----@return boolean ok, sharedserver.Status|string status_or_error
-function M.start(name)
-  local ok, res = pcall(function()
-    local e = state.entry(name)
-    local bin, why = binary_for(e)
-    local n = require("sharedserver.native")
-    -- Without the binary only a running server can be joined: say why a
-    -- stopped one cannot start, rather than the library's generic words.
-    if not bin and n.status(name).state == "stopped" then
-      error(string.format("cannot start '%s': %s", name, why), 0)
-    end
-    local origin = e.source ~= "lua" and e.source or nil
-    return n.start(name, config.plain(e.config), { binary = bin, origin = origin })
-  end)
-  if not ok then
-    return notify.failed(res)
-  end
-  local st = res --[[@as sharedserver.Status]]
+---@param st sharedserver.Status
+local function started(name, st)
   local e = state.servers[name]
   now_attached(e, st)
   -- An exit between start() returning and the watch starting raised no
@@ -116,7 +112,55 @@ function M.start(name)
     end
   end
   ready.now_or_wait(e, st)
-  return true, st
+end
+
+--- Start the server, or attach to it if it already runs (for lazy servers
+--- too). This instance then holds a reference until it detaches or exits.
+--- Returns at once: a server with a `ready` check is then "starting", and
+--- on_ready runs when it passes. If the server is busy (its lock held by
+--- another process, or it is still stopping), returns `true` with no status
+--- and finishes from a timer (retry.lua): on_start or on_attach then, or
+--- one error naming the lock's holder if it stays busy.
+---@param name string
+---@return boolean ok, sharedserver.Status|string|nil status_or_error
+function M.start(name)
+  local ok, res = pcall(function()
+    local e = state.entry(name)
+    local bin, why = binary_for(e)
+    local n = require("sharedserver.native")
+    -- Without the binary only a running server can be joined: say why a
+    -- stopped one cannot start, rather than the library's generic words.
+    if not bin and n.status(name).state == "stopped" then
+      error(string.format("cannot start '%s': %s", name, why), 0)
+    end
+    local origin = e.source ~= "lua" and e.source or nil
+    local plain = config.plain(e.config)
+    return function()
+      return n.try("start", name, plain, { binary = bin, origin = origin })
+    end
+  end)
+  if not ok then
+    return notify.failed(res)
+  end
+  local e = state.servers[name]
+  if e.retrying then
+    return true, nil -- an earlier start is being retried
+  end
+  local out_ok, out ---@type boolean, sharedserver.Status|string|nil
+  e.retrying = true
+  local finished = retry.run(res, function(st, err)
+    e.retrying = false
+    if st == nil then
+      out_ok, out = notify.failed(err)
+      return
+    end
+    started(name, st)
+    out_ok, out = true, st
+  end)
+  if not finished then
+    return true, nil
+  end
+  return out_ok, out
 end
 
 return M

@@ -8,6 +8,7 @@
 local exits = require("sharedserver.exits")
 local notify = require("sharedserver.notify")
 local refresh = require("sharedserver.refresh")
+local retry = require("sharedserver.retry")
 local start = require("sharedserver.start")
 local state = require("sharedserver.state")
 local statusline = require("sharedserver.statusline")
@@ -76,8 +77,24 @@ function M.stop(name, opts)
       )
     end
     e.attached, e.waiting, e.wait_ns = false, false, nil
-    local done, st = pcall(n.decref, name)
-    if not done then
+    local st, _, busy = n.try("decref", name)
+    if busy then
+      -- Its lock is busy: drop the reference from a timer (retry.lua), and
+      -- say so once if it stays busy.
+      retry.run(function()
+        return n.try("decref", name)
+      end, function(value, err)
+        if value == nil then
+          notify.failed(err)
+        end
+        refresh.refresh(name)
+      end)
+      return string.format(
+        "detaching from '%s' (its lock is busy; finishing in the background)",
+        name
+      )
+    end
+    if not st then
       refresh.refresh(name)
       return string.format("detached from '%s'", name)
     end

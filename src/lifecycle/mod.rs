@@ -103,11 +103,27 @@ pub struct Lifecycle {
     pub store: Store,
     /// The `sharedserver` binary, needed to start or re-supervise servers.
     pub watcher_exe: Option<PathBuf>,
+    /// Whether an attach to a server that is stopping waits for it to go
+    /// (the CLI), or fails at once with `Error::Stopping` for the caller to
+    /// retry (the Neovim module: a slow stop must not freeze the editor).
+    pub waits_for_stop: bool,
 }
 
 impl Lifecycle {
     pub fn new(store: Store, watcher_exe: Option<PathBuf>) -> Self {
-        Lifecycle { store, watcher_exe }
+        Lifecycle {
+            store,
+            watcher_exe,
+            waits_for_stop: true,
+        }
+    }
+
+    /// This lifecycle, never waiting for a stop (see `waits_for_stop`).
+    pub fn without_waiting(self) -> Self {
+        Lifecycle {
+            waits_for_stop: false,
+            ..self
+        }
     }
 
     /// Attach `client` to `name`, starting the server if the request allows.
@@ -143,6 +159,9 @@ impl Lifecycle {
                     // Never rescue a dying server: wait, then start afresh.
                     drop(guard);
                     poke_now(&self.store, name);
+                    if !self.waits_for_stop {
+                        return Err(Error::Stopping(name.to_string()));
+                    }
                     self.wait_gone(name, &rec)?;
                 }
                 Some(_) if req.if_running == IfRunning::Fail => {
