@@ -838,6 +838,24 @@ fn plugin_file_loads_nothing_until_a_command_runs() {
 }
 
 #[test]
+fn setup_after_the_plugin_file_keeps_its_commands_without_loading_commands_lua() {
+    each_nvim(|sb| {
+        // setup() after plugin/ ran (lazy.nvim's order): the commands it
+        // defined stay, and commands.lua is not loaded for Neovim's start-up.
+        let mut a = sb.nvim("");
+        let probe = "return { loaded = package.loaded['sharedserver.commands'] ~= nil, \
+                     cmd = vim.fn.exists(':ServerStatus') }";
+        a.lua("require('sharedserver').setup({})");
+        assert_eq!(a.lua(probe), json!({ "loaded": false, "cmd": 2 }));
+        // Removed by `commands = false`, defined again by a later setup().
+        a.lua("require('sharedserver').setup({ commands = false })");
+        assert_eq!(a.lua(probe)["cmd"], json!(0));
+        a.lua("require('sharedserver').setup({})");
+        assert_eq!(a.lua(probe)["cmd"], json!(2));
+    });
+}
+
+#[test]
 fn lua_code_and_native_module_versions_must_match() {
     let lua =
         std::fs::read_to_string(Path::new(REPO).join("lua/sharedserver/version.lua")).unwrap();

@@ -7,7 +7,8 @@
 --- exactly once.
 
 local compat = require("sharedserver.compat")
-local log = require("sharedserver.log")
+-- Only an exit report reads the log: not loaded on the attach path at start-up.
+local log = require("sharedserver.lazy")("sharedserver.log")
 local notify = require("sharedserver.notify")
 
 local M = {}
