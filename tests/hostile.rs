@@ -188,11 +188,7 @@ fn running_out_of_descriptors_never_drops_a_live_client() {
         .env("SHAREDSERVER_LOCKDIR", &w.lockdir)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let mut clients = vec![first];
     for _ in 0..10 {
         let c = w.client();
@@ -384,11 +380,7 @@ fn a_log_that_cannot_be_rotated_is_truncated_in_place_and_says_why() {
         .env("SHAREDSERVER_LOCKDIR", &w.lockdir)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let journal = w.lockdir.join("big.journal");
     eventually(SOON, "the journal says why the log was truncated", || {
         read(&journal).contains("truncated it in place")

@@ -53,12 +53,7 @@ fn project(w: &World, extra: &str) {
 }
 
 fn clients(w: &World, name: &str) -> Vec<u32> {
-    w.info(name)["clients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["pid"].as_u64().unwrap() as u32)
-        .collect()
+    client_pids(&w.info(name))
 }
 
 /// A host process, killed (and reaped) if the test ends early.

@@ -36,11 +36,7 @@ fn shared_server_backend_portable_forces_the_portable_backend() {
         .env("SHAREDSERVER_BACKEND", "portable")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(w.info("p")["backend"], "portable");
     // Dead clients are still dropped, by the 50 ms check.
     w.kill_client(c);
@@ -127,11 +123,7 @@ fn an_idle_watcher_without_clients_never_wakes_under_the_portable_backend() {
         .env("SHAREDSERVER_BACKEND", "portable")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let watcher = watcher_of(&w.info("idle"));
     // With a client: it looks every 50 ms.
     let before = wakeups(watcher);

@@ -22,13 +22,8 @@ fn project(w: &World, extra: &str) {
     .unwrap();
 }
 
-fn clients(w: &World, name: &str) -> Vec<u64> {
-    w.info(name)["clients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["pid"].as_u64().unwrap())
-        .collect()
+fn clients(w: &World, name: &str) -> Vec<u32> {
+    client_pids(&w.info(name))
 }
 
 #[test]
@@ -41,7 +36,7 @@ fn use_all_starts_eager_servers_and_joins_lazy_ones_only_when_running() {
     assert!(out.contains("started b (pid"), "{out}");
     assert!(out.contains("skipped lazy (lazy, not running)"), "{out}");
     assert_eq!(out.lines().count(), 3, "one line per server: {out}");
-    assert_eq!(clients(&w, "a"), [p as u64]);
+    assert_eq!(clients(&w, "a"), [p]);
     assert_eq!(w.state("lazy"), "stopped");
 
     // Once the lazy one runs, the next project client joins it too.
@@ -73,8 +68,8 @@ fn use_all_names_the_servers_that_failed_and_keeps_the_others() {
         "{}",
         r.stderr()
     );
-    assert_eq!(clients(&w, "a"), [p as u64], "the others are attached");
-    assert_eq!(clients(&w, "b"), [p as u64]);
+    assert_eq!(clients(&w, "a"), [p], "the others are attached");
+    assert_eq!(clients(&w, "b"), [p]);
 }
 
 #[test]
@@ -134,7 +129,7 @@ fn unuse_all_detaches_from_every_server_the_client_holds_whatever_the_config() {
             "detached from b (refcount 1)"
         ]
     );
-    assert_eq!(clients(&w, "a"), [other as u64]);
+    assert_eq!(clients(&w, "a"), [other]);
     assert_eq!(w.state("adhoc"), "grace");
     let out = w.ok(&["unuse", "--all", "--pid", &ps]).stdout();
     assert_eq!(out.trim(), format!("pid {p} holds no server"));
@@ -262,7 +257,7 @@ fn existing_configs_read_as_they_are() {
     };
     let p = w.client().to_string();
     let r = run(&w, &["use", "cfg", "--pid", &p], &[]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_success(&r);
     let info = w.info("cfg");
     assert_eq!(info["grace_period"], "5m");
     assert_eq!(
@@ -273,7 +268,7 @@ fn existing_configs_read_as_they_are() {
     assert_eq!(info["clients"][0]["metadata"], "agent");
 
     let r = run(&w, &["use", "user", "--pid", &p], &[]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_success(&r);
     let info = w.info("user");
     assert_eq!(
         info["cwd"],

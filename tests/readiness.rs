@@ -57,11 +57,7 @@ fn use_returns_only_once_an_http_server_answers() {
     });
     gate.open();
     let second = second.wait_with_output().unwrap();
-    assert!(
-        second.status.success(),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
+    assert_success(&second);
     let said = String::from_utf8_lossy(&second.stdout);
     assert!(said.contains("attached"), "{said}");
     assert!(
@@ -69,11 +65,7 @@ fn use_returns_only_once_an_http_server_answers() {
         "ready when use returns"
     );
     let out = first.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     assert!(
         String::from_utf8_lossy(&out.stderr).is_empty(),
@@ -374,7 +366,7 @@ fn use_without_a_command_reads_the_nearest_config() {
         .env("SS_TEST_WHO", "world")
         .output()
         .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_success(&r);
     eventually(SOON, "server ran with the config's env", || {
         read(&out).trim() == "hello world"
     });
@@ -743,10 +735,6 @@ fn a_cmd_probe_runs_in_the_servers_directory_with_its_environment() {
     eventually(SOON, "starting", || w.state("here") == "starting");
     std::fs::write(dir.join("marker"), "").unwrap();
     let out = starter.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(w.state("here"), "active");
 }

@@ -159,7 +159,7 @@ fn server_gets_env_cwd_log_and_no_inherited_descriptors() {
         .env("SHAREDSERVER_LOCKDIR", &w.lockdir)
         .output()
         .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_success(&r);
     eventually(SOON, "server logged", || read(&log).contains("end\n"));
     let text = read(&log);
     assert!(

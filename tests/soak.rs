@@ -219,12 +219,7 @@ fn worker(env: &Env, thread: usize, seed: u64, calls: usize) -> (Model, Tally, C
                 // Every record is readable at every moment...
                 let info = env.info(name);
                 // ...this thread's view of its own clients is exact...
-                let listed: BTreeSet<u32> = info["clients"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|c| c["pid"].as_u64().unwrap() as u32)
-                    .collect();
+                let listed: BTreeSet<u32> = client_pids(&info).into_iter().collect();
                 for c in &clients.0 {
                     assert_eq!(
                         listed.contains(&c.id()),
@@ -287,12 +282,7 @@ fn random_use_unuse_and_client_kills_keep_refcounts_exact() {
     for (name, grace) in NAMES {
         let want = &model[name];
         let info = env.info(name);
-        let listed: BTreeSet<u32> = info["clients"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["pid"].as_u64().unwrap() as u32)
-            .collect();
+        let listed: BTreeSet<u32> = client_pids(&info).into_iter().collect();
         assert_eq!(
             &listed, want,
             "{name}: the attached clients match the model"

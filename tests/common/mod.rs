@@ -327,6 +327,25 @@ pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// The pids of the clients in an `info --json` object, in its order.
+pub fn client_pids(info: &Value) -> Vec<u32> {
+    let clients = info["clients"].as_array().expect("info has clients");
+    clients
+        .iter()
+        .map(|c| c["pid"].as_u64().expect("a client has a pid") as u32)
+        .collect()
+}
+
+/// Require that a finished process succeeded, showing its stderr if not.
+#[track_caller]
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn pid_of(v: &Value) -> u32 {
     v["pid"].as_u64().expect("status has a pid") as u32
 }
