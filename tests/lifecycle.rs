@@ -550,13 +550,28 @@ fn use_fails_when_the_watcher_cannot_supervise_and_leaves_nothing_running() {
 fn a_server_that_daemonizes_fails_with_a_foreground_hint_and_leaves_nothing() {
     let w = World::new();
     let child = w.path("child.pid");
+    // The parent waits busily for its child to be out of its group (a
+    // parent asleep would pass the start-up check's idle test, and `use`
+    // would report a start before the exit), then exits.
     let script = format!(
         "setsid sh -c 'echo $$ > \"{c}\"; exec sleep 1000' & \
-         while [ ! -s '{c}' ]; do sleep 0.01; done; exit 0",
+         while [ ! -s '{c}' ]; do :; done; exit 0",
         c = child.display()
     );
     let me = std::process::id().to_string();
-    let r = w.run(&["use", "dmn", "--pid", &me, "--", "sh", "-c", &script]);
+    // A window long enough for a loaded machine: the busy parent ends it.
+    let r = w.run(&[
+        "use",
+        "dmn",
+        "--pid",
+        &me,
+        "--startup-check",
+        "20s",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
     assert_eq!(r.code(), 10, "{}", r.stdout());
     assert!(r.stderr().contains("daemonized"), "{}", r.stderr());
     assert!(r.stderr().contains("--foreground"), "{}", r.stderr());
