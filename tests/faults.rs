@@ -180,6 +180,23 @@ impl Drop for Killed {
     }
 }
 
+impl Killed {
+    /// Start `sharedserver ARGS` (output captured) and return once it
+    /// waits on a lock: a command queued behind a holder.
+    fn queued(w: &World, args: &[&str], what: &str) -> Killed {
+        let queued = Killed(Some(
+            w.cmd(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ));
+        let pid = queued.id();
+        eventually(SOON, what, || waits_on_a_lock(pid));
+        queued
+    }
+}
+
 /// Whether some process holds (not merely waits for) a lock on `path`.
 fn lock_held_on(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -224,17 +241,11 @@ fn a_lock_holder_killed_by_sigkill_does_not_wedge_the_name() {
 
     // A real CLI now waits for the lock; it neither fails nor proceeds.
     let b = w.client().to_string();
-    let mut waiting = Killed(Some(
-        w.cmd(&["use", "h", "--pid", &b])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    ));
-    let waiting_pid = waiting.id();
-    eventually(SOON, "the CLI queues on the name's lock", || {
-        waits_on_a_lock(waiting_pid)
-    });
+    let mut waiting = Killed::queued(
+        &w,
+        &["use", "h", "--pid", &b],
+        "the CLI queues on the name's lock",
+    );
     // Read-only commands take no lock, so they still answer.
     assert_eq!(w.info("h")["refcount"], 1);
 
@@ -302,17 +313,11 @@ fn a_cli_killed_while_starting_a_server_leaves_exactly_one_supervised_server() {
 
     // A second `use` queues behind the frozen one.
     let b = w.client().to_string();
-    let mut second = Killed(Some(
-        w.cmd(&use_args("c", &b, &[], &cmd))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    ));
-    let second_pid = second.id();
-    eventually(SOON, "the second use waits on the lock", || {
-        waits_on_a_lock(second_pid)
-    });
+    let mut second = Killed::queued(
+        &w,
+        &use_args("c", &b, &[], &cmd),
+        "the second use waits on the lock",
+    );
 
     // SIGKILL the frozen CLI while it holds the lock.
     frozen.kill();
