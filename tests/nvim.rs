@@ -2005,6 +2005,52 @@ fn a_stuck_lock_holder_never_freezes_the_editor_and_the_start_finishes_once_it_l
 }
 
 #[test]
+fn a_lock_holder_that_never_lets_go_is_reported_once_naming_it() {
+    each_nvim(|sb| {
+        let mut a = sb.nvim(&setup(
+            r#"web = { command = "sleep", args = { "1000" }, lazy = true }"#,
+        ));
+        let held = sb.path("held");
+        let script = "import fcntl, os, signal, sys\n\
+                      f = open(sys.argv[1], 'a')\n\
+                      fcntl.flock(f, fcntl.LOCK_EX)\n\
+                      open(sys.argv[2], 'w').close()\n\
+                      os.kill(os.getpid(), signal.SIGSTOP)\n";
+        let mut holder = Command::new("python3")
+            .args(["-c", script])
+            .arg(sb.lockdir.join("web.lock"))
+            .arg(&held)
+            .spawn()
+            .unwrap();
+        eventually(DEADLINE, "the holder has the lock", || held.exists());
+        // Give up sooner than the 30 s default.
+        a.lua("require('sharedserver.retry').TOTAL_MS = 300");
+        assert_eq!(
+            a.lua("local ok, st = require('sharedserver').start('web') return { ok, st == nil }"),
+            json!([true, true])
+        );
+        let want = format!("held by pid {}", holder.id());
+        let notes = eventually(DEADLINE, "the give-up is reported", || {
+            let notes = a.notes();
+            notes.iter().any(|n| n.contains(&want)).then_some(notes)
+        });
+        let _ = holder.kill();
+        let _ = holder.wait();
+        let reports: Vec<&String> = notes.iter().filter(|n| n.contains(&want)).collect();
+        assert_eq!(reports.len(), 1, "{notes:#?}");
+        assert!(
+            !reports[0].contains('\n') && reports[0].contains("which is stopped"),
+            "{}",
+            reports[0]
+        );
+        assert_eq!(
+            a.lua("return require('sharedserver.native').status('web').state"),
+            json!("stopped")
+        );
+    });
+}
+
+#[test]
 fn attaching_during_a_slow_stop_never_freezes_the_editor_and_starts_afresh_after_it() {
     each_nvim(|sb| {
         let cli = |args: &[&str]| {
