@@ -39,17 +39,7 @@ fn npm() -> PathBuf {
 /// Two eager servers with a long grace period (so what the test sees is
 /// the refcount, not a stop) and a lazy one, plus `extra` entries.
 fn project(w: &World, extra: &str) {
-    std::fs::write(
-        w.path(".sharedserver.json"),
-        format!(
-            r#"{{"servers": {{
-                "a": {{"command": "sleep", "args": ["1000"], "grace_period": "1h"}},
-                "b": {{"command": "sleep", "args": ["1001"], "grace_period": "1h"}},
-                "lazy": {{"command": "sleep", "args": ["1002"], "lazy": true}}{extra}
-            }}}}"#
-        ),
-    )
-    .unwrap();
+    write_project(w, r#", "grace_period": "1h""#, extra);
 }
 
 fn clients(w: &World, name: &str) -> Vec<u32> {

@@ -9,17 +9,7 @@ const SOON: Duration = Duration::from_secs(5);
 
 /// Three servers: two eager, one lazy, all `sleep` with distinct arguments.
 fn project(w: &World, extra: &str) {
-    std::fs::write(
-        w.path(".sharedserver.json"),
-        format!(
-            r#"{{"servers": {{
-                "a": {{"command": "sleep", "args": ["1000"]}},
-                "b": {{"command": "sleep", "args": ["1001"], "grace_period": "1h"}},
-                "lazy": {{"command": "sleep", "args": ["1002"], "lazy": true}}{extra}
-            }}}}"#
-        ),
-    )
-    .unwrap();
+    write_project(w, "", extra);
 }
 
 fn clients(w: &World, name: &str) -> Vec<u32> {

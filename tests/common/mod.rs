@@ -327,6 +327,23 @@ pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// A project config (`.sharedserver.json`): eager servers `a` and `b` and a
+/// lazy one, each `sleep` with its own argument; `a_options` are added to
+/// `a`'s entry (`, "key": value`), `extra` entries after the three.
+pub fn write_project(w: &World, a_options: &str, extra: &str) {
+    std::fs::write(
+        w.path(".sharedserver.json"),
+        format!(
+            r#"{{"servers": {{
+                "a": {{"command": "sleep", "args": ["1000"]{a_options}}},
+                "b": {{"command": "sleep", "args": ["1001"], "grace_period": "1h"}},
+                "lazy": {{"command": "sleep", "args": ["1002"], "lazy": true}}{extra}
+            }}}}"#
+        ),
+    )
+    .unwrap();
+}
+
 /// The pids of the clients in an `info --json` object, in its order.
 pub fn client_pids(info: &Value) -> Vec<u32> {
     let clients = info["clients"].as_array().expect("info has clients");
