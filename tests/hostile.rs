@@ -106,15 +106,7 @@ fn a_record_naming_pid_1_never_makes_kill_signal_every_process() {
 fn kill_and_recovery_never_signal_a_group_that_lacks_the_servers_tag() {
     let mut w = World::new();
     let c = w.client();
-    w.ok(&[
-        "use",
-        "real",
-        "--pid",
-        &c.to_string(),
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    w.use_sleep("real", &c.to_string(), &[]);
     let template = record(&w, "real");
     let victim = Bystander::new();
     let unrelated_live = Bystander::new();
@@ -479,15 +471,7 @@ fn a_lock_dir_swapped_after_its_check_is_never_used() {
     let forged = w.path("forged");
     std::fs::create_dir(&forged).unwrap();
     let c = w.client();
-    w.ok(&[
-        "use",
-        "template",
-        "--pid",
-        &c.to_string(),
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    w.use_sleep("template", &c.to_string(), &[]);
     let mut rec = record(&w, "template");
     w.ok(&["admin", "kill", "template"]);
     let (server, watcher) = (Bystander::new(), Bystander::new());
@@ -641,15 +625,7 @@ fn without_a_runtime_dir_the_lock_dir_is_on_dev_shm_when_it_is_a_tmpfs_else_in_t
 fn a_watcher_whose_lock_dir_is_removed_stops_its_server_and_leaves_without_spinning() {
     let mut w = World::new();
     let c = w.client();
-    w.ok(&[
-        "use",
-        "gone",
-        "--pid",
-        &c.to_string(),
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    w.use_sleep("gone", &c.to_string(), &[]);
     let info = w.info("gone");
     let (server, watcher) = (pid_of(&info), watcher_of(&info));
     // A tmp cleaner (or a logout) removes the whole lock directory.
