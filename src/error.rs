@@ -168,16 +168,12 @@ impl fmt::Display for Error {
                 holder,
                 waited,
             } => {
-                if waited.is_zero() {
-                    write!(f, "the lock on '{name}' ({}) is held by ", path.display())?;
-                } else {
-                    write!(
-                        f,
-                        "gave up after {} waiting for the lock on '{name}' ({}), held by ",
-                        crate::duration::format(*waited),
-                        path.display()
-                    )?;
-                }
+                write!(
+                    f,
+                    "gave up after {} waiting for the lock on '{name}' ({}), held by ",
+                    crate::duration::format(*waited),
+                    path.display()
+                )?;
                 match holder {
                     Some(h) => write!(f, "{h}")?,
                     None => write!(f, "another process")?,

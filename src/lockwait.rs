@@ -3,10 +3,11 @@
 //! A lock holder that is stuck (stopped with SIGSTOP, hung on a bad file
 //! system) would otherwise block every other command on the name forever,
 //! without a word. The policy is the process's: the CLI waits a bounded
-//! time and says whom it waits for; the Neovim module never waits (a busy
-//! lock comes back at once as `Error::LockBusy`, and its Lua layer retries
-//! from a timer, so the editor is never frozen); the watcher waits as long
-//! as it takes (it must record what it saw, and has no one to tell).
+//! time and says whom it waits for; the Neovim module waits a few
+//! milliseconds at most (a lock still busy then is `Error::LockBusy`, and
+//! its Lua layer retries from a timer, so the editor is never frozen); the
+//! watcher waits as long as it takes (it must record what it saw, and has
+//! no one to tell).
 
 use crate::error::{Error, Result};
 use std::fs::File;
@@ -19,10 +20,9 @@ use std::time::{Duration, Instant};
 pub enum Policy {
     /// Until it is free (the default; the watcher's).
     Forever,
-    /// Never: a busy lock is `Error::LockBusy` at once (the Neovim
-    /// module's, whose Lua layer retries the operation from a timer).
-    Try,
-    /// At most `limit`; after `notice`, say on stderr whom we wait for.
+    /// At most `limit` (the CLI's, and the Neovim module's few
+    /// milliseconds, after which its Lua layer retries from a timer); after
+    /// `notice`, say on stderr whom we wait for.
     Bounded {
         limit: Duration,
         notice: Option<Duration>,
@@ -89,14 +89,6 @@ pub fn acquire(file: &File, path: &Path, name: &str) -> Result<()> {
         Policy::Forever => {
             return fs4::fs_std::FileExt::lock_exclusive(file)
                 .map_err(|e| Error::io(path, "locking", e));
-        }
-        Policy::Try => {
-            return Err(Error::LockBusy {
-                name: name.to_string(),
-                path: path.to_path_buf(),
-                holder: Holder::of(file),
-                waited: Duration::ZERO,
-            });
         }
         Policy::Bounded { limit, notice } => (limit, notice),
     };

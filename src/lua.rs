@@ -38,8 +38,8 @@ static STORE: Mutex<Option<Store>> = Mutex::new(None);
 /// return, and the retry table when the call should be made again later.
 struct Failure(String, Option<Retry>);
 
-/// A failure that passes: the editor never waits for one (the module takes
-/// locks with `lockwait::Policy::Try` and never waits for a stop), so the
+/// A failure that passes: the editor never waits for one (the module waits
+/// at most `EDITOR_LOCK_WAIT` for a lock and never for a stop), so the
 /// Lua layer (lua/sharedserver/retry.lua) makes the call again from a timer.
 /// Serialized as `{ kind = "lock_busy", holder = { pid, comm, stopped } }`.
 #[derive(serde::Serialize)]
@@ -387,11 +387,20 @@ where
 // protected call each (the bulk of a status() call's cost). The only thing
 // lost is a clean Lua error on out-of-memory, which Neovim cannot survive
 // anyway.
+/// The longest the editor waits for a name's lock.
+const EDITOR_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
 #[mlua::lua_module(name = "sharedserver_native", skip_memory_check)]
 fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
-    // A lock holder (stuck, or just busy) must never freeze the editor:
-    // a busy lock comes back at once, and Lua retries from a timer.
-    crate::lockwait::set_policy(crate::lockwait::Policy::Try);
+    // A lock holder (stuck, or just busy) must never freeze the editor: a
+    // lock still busy after a few milliseconds comes back as busy, and Lua
+    // retries from a timer. The few milliseconds let the usual holder (a
+    // watcher's tick, another editor's attach: well under a millisecond)
+    // finish first, so a busy lock is rarely seen at all.
+    crate::lockwait::set_policy(crate::lockwait::Policy::Bounded {
+        limit: EDITOR_LOCK_WAIT,
+        notice: None,
+    });
     let m = lua.create_table()?;
     export(lua, &m, "version", version)?;
     export(lua, &m, "backend", backend)?;
