@@ -1963,27 +1963,32 @@ fn setup_works_before_the_native_module_is_built() {
     });
 }
 
+/// A process that takes `name`'s lock and stops itself, as a `use` stopped
+/// with the lock would; once resumed (SIGCONT), it exits and lets go.
+fn stopped_lock_holder(sb: &Sandbox, name: &str) -> std::process::Child {
+    let held = sb.path("held");
+    let script = "import fcntl, os, signal, sys\n\
+                  f = open(sys.argv[1], 'a')\n\
+                  fcntl.flock(f, fcntl.LOCK_EX)\n\
+                  open(sys.argv[2], 'w').close()\n\
+                  os.kill(os.getpid(), signal.SIGSTOP)\n";
+    let holder = Command::new("python3")
+        .args(["-c", script])
+        .arg(sb.lockdir.join(format!("{name}.lock")))
+        .arg(&held)
+        .spawn()
+        .unwrap();
+    eventually(DEADLINE, "the holder has the lock", || held.exists());
+    holder
+}
+
 #[test]
 fn a_stuck_lock_holder_never_freezes_the_editor_and_the_start_finishes_once_it_lets_go() {
     each_nvim(|sb| {
         let mut a = sb.nvim(&setup(
             r#"web = { command = "sleep", args = { "1000" }, lazy = true }"#,
         ));
-        // A process takes web's lock and stops itself, as a `use` stopped
-        // with the lock would; once resumed, it exits (and lets go).
-        let held = sb.path("held");
-        let script = "import fcntl, os, signal, sys\n\
-                      f = open(sys.argv[1], 'a')\n\
-                      fcntl.flock(f, fcntl.LOCK_EX)\n\
-                      open(sys.argv[2], 'w').close()\n\
-                      os.kill(os.getpid(), signal.SIGSTOP)\n";
-        let mut holder = Command::new("python3")
-            .args(["-c", script])
-            .arg(sb.lockdir.join("web.lock"))
-            .arg(&held)
-            .spawn()
-            .unwrap();
-        eventually(DEADLINE, "the holder has the lock", || held.exists());
+        let mut holder = stopped_lock_holder(sb, "web");
         // The call returns at once (no status yet), and the editor answers
         // while the lock stays held: the start is retried from a timer.
         let ret =
@@ -2012,19 +2017,7 @@ fn a_lock_holder_that_never_lets_go_is_reported_once_naming_it() {
         let mut a = sb.nvim(&setup(
             r#"web = { command = "sleep", args = { "1000" }, lazy = true }"#,
         ));
-        let held = sb.path("held");
-        let script = "import fcntl, os, signal, sys\n\
-                      f = open(sys.argv[1], 'a')\n\
-                      fcntl.flock(f, fcntl.LOCK_EX)\n\
-                      open(sys.argv[2], 'w').close()\n\
-                      os.kill(os.getpid(), signal.SIGSTOP)\n";
-        let mut holder = Command::new("python3")
-            .args(["-c", script])
-            .arg(sb.lockdir.join("web.lock"))
-            .arg(&held)
-            .spawn()
-            .unwrap();
-        eventually(DEADLINE, "the holder has the lock", || held.exists());
+        let mut holder = stopped_lock_holder(sb, "web");
         // Give up sooner than the 30 s default.
         a.lua("require('sharedserver.retry').TOTAL_MS = 300");
         assert_eq!(
