@@ -233,11 +233,21 @@ pub fn attach(
         if_running,
     };
     let lc = lifecycle()?;
+    // Catch Ctrl-C before attaching: the record (state `starting`) is
+    // visible to others before `attach` returns, and a signal that came
+    // meanwhile must still undo this attach, not end `use` half done.
+    interrupt::catch();
     let attached = lc.attach(&req)?;
     let mut s = attached.status().clone();
+    let started = matches!(attached, Attached::Started(_));
+    let armed = interrupt::Armed {
+        lc: &lc,
+        name: &req.name,
+        client: req.client.pid,
+        started,
+    };
+    armed.check();
     if s.state == State::Starting {
-        let started = matches!(attached, Attached::Started(_));
-        let armed = interrupt::Armed::new(&lc, &req.name, req.client.pid, started);
         let what = s.ready.as_deref().unwrap_or("restart");
         s = wait_ready(&lc, &req.name, what, || armed.check())?;
     }
@@ -283,7 +293,7 @@ mod interrupt {
         CAUGHT.store(sig, Ordering::SeqCst);
     }
 
-    /// While it lives, the signals are caught instead of ending `use`.
+    /// What an interrupted `use` must undo.
     pub struct Armed<'a> {
         pub lc: &'a Lifecycle,
         pub name: &'a ServerName,
@@ -292,20 +302,16 @@ mod interrupt {
         pub started: bool,
     }
 
-    impl<'a> Armed<'a> {
-        pub fn new(lc: &'a Lifecycle, name: &'a ServerName, client: u32, started: bool) -> Self {
-            for sig in SIGNALS {
-                // SAFETY: the handler only stores to an atomic.
-                unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-            }
-            Armed {
-                lc,
-                name,
-                client,
-                started,
-            }
+    /// From now on the signals are caught (recorded for `Armed::check`)
+    /// instead of ending `use`.
+    pub fn catch() {
+        for sig in SIGNALS {
+            // SAFETY: the handler only stores to an atomic.
+            unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
         }
+    }
 
+    impl Armed<'_> {
         /// If a signal came: undo the attach, and die of the signal.
         pub fn check(&self) {
             let sig = CAUGHT.load(Ordering::SeqCst);
