@@ -240,25 +240,154 @@ fn decref(lua: &Lua, (raw, pid): (String, Option<u32>)) -> Answer<LuaValue> {
 /// Start the server from its options, or attach to it if it runs.
 fn start(lua: &Lua, (raw, t, opts): (String, LuaValue, Option<LuaValue>)) -> Answer<LuaValue> {
     let opts = call_opts(lua, opts)?;
-    let origin = opts.origin.as_deref().unwrap_or(SETUP);
-    let spec = spec_of(lua, &raw, t, origin)?;
+    let req = request(lua, &current_dir()?, &raw, t, &opts.origin)?;
+    let attached = lifecycle(opts.binary)?.attach(&req)?;
+    attached_to_lua(lua, &attached)
+}
+
+/// This process's attach to `raw` with the options table `t`, read by the
+/// one parser every origin uses.
+fn request(
+    lua: &Lua,
+    cwd: &std::path::Path,
+    raw: &str,
+    t: LuaValue,
+    origin: &Option<String>,
+) -> Answer<AttachRequest> {
+    let origin = origin.as_deref().unwrap_or(SETUP);
+    let spec = spec_of(lua, raw, t, origin)?;
     let resolved = spec
-        .resolve(&current_dir()?)
+        .resolve(cwd)
         .map_err(|e| e.at(origin, &format!("servers.{raw}")))?;
-    let req = AttachRequest {
-        name: name(&raw)?,
+    Ok(AttachRequest {
+        name: name(raw)?,
         client: ProcessId::current(),
         metadata: spec.metadata.or(Some("nvim".into())),
         start: Some(resolved),
         if_running: IfRunning::Attach,
-    };
-    let attached = lifecycle(opts.binary)?.attach(&req)?;
+    })
+}
+
+/// The status of an attach, with `started` and `warning` (see _meta.lua).
+fn attached_to_lua(lua: &Lua, attached: &crate::Attached) -> Answer<LuaValue> {
     let status = to_lua(lua, attached.status())?;
     if let LuaValue::Table(t) = &status {
         t.set("started", matches!(attached, crate::Attached::Started(_)))?;
         t.set("warning", attached.warning())?;
     }
     Ok(status)
+}
+
+/// One server of an `enter` batch.
+struct EnterItem {
+    name: String,
+    spec: LuaValue,
+    opts: CallOpts,
+    /// Attach only if it runs; never start it.
+    lazy: bool,
+}
+
+impl FromLua for EnterItem {
+    fn from_lua(value: LuaValue, lua: &Lua) -> LuaResult<Self> {
+        let t = LuaTable::from_lua(value, lua)?;
+        Ok(EnterItem {
+            name: t.get("name")?,
+            spec: t.get("spec")?,
+            opts: CallOpts {
+                binary: t.get::<Option<String>>("binary")?.map(PathBuf::from),
+                origin: t.get("origin")?,
+            },
+            lazy: t.get::<Option<bool>>("lazy")?.unwrap_or(false),
+        })
+    }
+}
+
+/// What `enter` did for one server: the decision, as data.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Outcome {
+    /// This call started the server.
+    Started,
+    /// It was running; this process is now one of its clients.
+    Joined,
+    /// A lazy server that is not running: left alone.
+    NotRunning,
+    /// Not running, and no sharedserver binary to start it with (the plugin
+    /// says where it looked).
+    NoBinary,
+    /// See `error` (and `retry`, when it passes).
+    Failed,
+}
+
+/// Put a failure into an `enter` result: `error`, and `retry` when it passes.
+fn failed(lua: &Lua, t: &LuaTable, Failure(why, retry): Failure) -> Answer<Outcome> {
+    t.set("error", why)?;
+    if let Some(r) = retry {
+        t.set("retry", to_lua(lua, &r)?)?;
+    }
+    Ok(Outcome::Failed)
+}
+
+/// `enter({ { name, spec, lazy?, binary?, origin? }, ... })`: attach to
+/// every server of the list in one call (starting the plain ones that do
+/// not run, joining the lazy ones that do), in order. Returns one table per
+/// item, `{ name, outcome, status?, error?, retry? }`; a failure of one
+/// server never stops the others. One call instead of one per server: the
+/// lock dir is checked once and the plugin's start-up crosses into the
+/// library once (doc/PERFORMANCE.md, row 3).
+fn enter(lua: &Lua, items: Vec<EnterItem>) -> Answer<LuaTable> {
+    let base = lifecycle(None)?;
+    let cwd = current_dir()?;
+    let out = lua.create_table_with_capacity(items.len(), 0)?;
+    for (i, item) in items.into_iter().enumerate() {
+        let lc = match item.opts.binary {
+            Some(exe) => Lifecycle {
+                watcher_exe: Some(exe),
+                ..base.clone()
+            },
+            None => base.clone(),
+        };
+        let t = lua.create_table()?;
+        t.set("name", item.name.as_str())?;
+        let attached = request(lua, &cwd, &item.name, item.spec, &item.opts.origin).map(|req| {
+            match item.lazy {
+                false => lc.attach(&req),
+                true => lc.join(&req),
+            }
+        });
+        let outcome = match attached {
+            Ok(Ok(attached)) => {
+                t.set("status", attached_to_lua(lua, &attached)?)?;
+                match attached {
+                    crate::Attached::Started(_) => Outcome::Started,
+                    crate::Attached::Joined { .. } => Outcome::Joined,
+                }
+            }
+            Ok(Err(Error::NotRunning(_))) if item.lazy => Outcome::NotRunning,
+            Ok(Err(Error::NoBinary)) => Outcome::NoBinary,
+            Ok(Err(e)) => failed(lua, &t, e.into())?,
+            Err(f) => failed(lua, &t, f)?,
+        };
+        t.set("outcome", to_lua(lua, &outcome)?)?;
+        out.set(i + 1, t)?;
+    }
+    Ok(out)
+}
+
+/// `leave({ name, ... })`: detach this process from each server, in one
+/// call (VimLeave). Returns the messages of the detaches that failed; a busy
+/// lock is not waited for (the watcher drops this process once it exits).
+fn leave(_: &Lua, names: Vec<String>) -> Answer<Vec<String>> {
+    let lc = lifecycle(None)?;
+    let pid = std::process::id();
+    let mut failed = Vec::new();
+    for raw in names {
+        let done = name(&raw).and_then(|n| Ok(lc.detach(&n, pid)?));
+        if let Err(Failure(why, _)) = done {
+            failed.push(why);
+        }
+    }
+    Ok(failed)
 }
 
 #[derive(Default, serde::Deserialize)]
@@ -412,6 +541,8 @@ fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
     export(lua, &m, "incref", incref)?;
     export(lua, &m, "decref", decref)?;
     export(lua, &m, "start", start)?;
+    export(lua, &m, "enter", enter)?;
+    export(lua, &m, "leave", leave)?;
     export(lua, &m, "stop", stop)?;
     export(lua, &m, "restart", restart)?;
     export(lua, &m, "lockdir_check", lockdir_check)?;

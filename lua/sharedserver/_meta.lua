@@ -80,6 +80,28 @@
 ---@field kind "lock_busy"|"stopping"
 ---@field holder sharedserver.Holder|nil for lock_busy, when known
 
+---@class sharedserver.EnterItem
+---@field name string
+---@field spec table the server's options (the editor's own keys removed)
+---@field lazy boolean|nil attach only if it runs; never start it
+---@field binary string|nil this server's own sharedserver executable
+---@field origin string|nil where the options came from, for messages
+
+--- What enter() did for one server: decide on `outcome`, never on `error`.
+---@alias sharedserver.Outcome
+---| "started" this call started it
+---| "joined" it was running; this instance is now a client
+---| "not_running" a lazy server that does not run: left alone
+---| "no_binary" it does not run, and no sharedserver binary was found to start it
+---| "failed" see `error`, and `retry` when the failure passes
+
+---@class sharedserver.EnterAnswer
+---@field name string
+---@field outcome sharedserver.Outcome
+---@field status sharedserver.Status|nil for "started" and "joined"
+---@field error string|nil for "failed" and "no_binary"
+---@field retry sharedserver.Retry|nil the failure passes: try again later
+
 ---@class sharedserver.Native
 ---@field try fun(key: string, ...): any, string|nil, sharedserver.Retry|nil the call, failures returned (not raised)
 ---@field version fun(): string
@@ -94,6 +116,8 @@
 ---@field incref fun(name: string, pid?: integer, metadata?: string, opts?: sharedserver.CallOpts): sharedserver.Status
 ---@field decref fun(name: string, pid?: integer): sharedserver.Status
 ---@field start fun(name: string, spec: table, opts?: sharedserver.CallOpts): sharedserver.Status
+---@field enter fun(items: sharedserver.EnterItem[]): sharedserver.EnterAnswer[] VimEnter's attaches, in one call
+---@field leave fun(names: string[]): string[] VimLeave's detaches, in one call: the failures' messages
 ---@field stop fun(name: string, opts?: { force?: boolean, timeout?: string|number }): sharedserver.Status
 ---@field config fun(cwd?: string): sharedserver.ConfigEntry[]
 ---@field log_path fun(name: string): string

@@ -7,9 +7,7 @@
 --- in-process.
 
 local lazy = require("sharedserver.lazy")
-local notify = require("sharedserver.notify")
 local project = lazy("sharedserver.project")
-local ready = lazy("sharedserver.ready")
 local start = lazy("sharedserver.start")
 local state = require("sharedserver.state")
 
@@ -22,19 +20,7 @@ local installed = false
 --- lazy and running.
 ---@param name string
 function M.enter(name)
-  local e = state.servers[name]
-  if not e or e.entered then
-    return
-  end
-  e.entered = true
-  if e.config.lazy then
-    local ok, err = pcall(start.attach_if_running, name)
-    if not ok then
-      notify.failed(err)
-    end
-  else
-    start.start(name)
-  end
+  start.enter({ name })
 end
 
 local function on_vim_enter()
@@ -42,28 +28,34 @@ local function on_vim_enter()
     project.load()
   end
   state.entered = true
-  for _, name in ipairs(state.list()) do
-    M.enter(name)
-  end
+  start.enter(state.list())
 end
 
 --- Detach every server this instance is attached to, in-process, and stop
 --- watching. Runs on VimLeave.
 function M.detach_all()
-  require("sharedserver.monitor").stop()
-  ready.stop()
+  -- Only what was started needs stopping: loading a module here just to
+  -- find it idle would cost the exit time.
+  for _, mod in ipairs({ "sharedserver.monitor", "sharedserver.ready" }) do
+    if package.loaded[mod] then
+      package.loaded[mod].stop()
+    end
+  end
   if not require("sharedserver.loader").loaded_path then
     return -- never opened: this instance attached to nothing
   end
-  local n = require("sharedserver.native")
+  local names = {}
   for name, e in pairs(state.servers) do
     if e.attached then
       e.attached, e.waiting = false, false
-      -- Never waits (the module only tries the lock). If the lock is busy
-      -- the reference stays in the record, and the watcher drops it when it
-      -- sees this process gone (dead-client detection).
-      pcall(n.decref, name)
+      names[#names + 1] = name
     end
+  end
+  if #names > 0 then
+    -- One call, which never waits: if a lock is busy, that reference stays
+    -- in the record, and the watcher drops it when it sees this process gone
+    -- (dead-client detection).
+    pcall(require("sharedserver.native").leave, names)
   end
 end
 

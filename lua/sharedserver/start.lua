@@ -5,13 +5,16 @@
 --- holds a reference, starts the lock dir watch, reports what happened, and
 --- hands the server to ready.lua. Errors are notified and returned.
 
-local compat = require("sharedserver.compat")
+-- Loaded on first use: at VimEnter only what the servers' answers need
+-- (doc/PERFORMANCE.md, row 3).
+local lazy = require("sharedserver.lazy")
+local compat = lazy("sharedserver.compat")
 local config = require("sharedserver.config")
-local exits = require("sharedserver.exits")
+local exits = lazy("sharedserver.exits")
 local notify = require("sharedserver.notify")
-local ready = require("sharedserver.ready")
-local retry = require("sharedserver.retry")
-local refresh = require("sharedserver.refresh")
+local ready = lazy("sharedserver.ready")
+local retry = lazy("sharedserver.retry")
+local refresh = lazy("sharedserver.refresh")
 local state = require("sharedserver.state")
 
 local M = {}
@@ -33,7 +36,7 @@ local function now_attached(e, st)
   e.restarts = st.restarts or 0
   -- Crashes before this attach are not news. (The status returned by
   -- start/incref already carries the previous exit.)
-  e.crash_key = exits.crash_key(st.last_exit)
+  e.crash_key = st.last_exit and exits.crash_key(st.last_exit)
   refresh.watch()
 end
 
@@ -112,6 +115,56 @@ local function started(name, st)
     end
   end
   ready.now_or_wait(e, st)
+end
+
+--- The VimEnter action for `names` (those not entered yet), in one native
+--- call: start each plain server, or attach to it if it runs; attach to
+--- each lazy one that runs. A server that is busy (see start()) is then
+--- finished from a timer, by start() or attach_if_running().
+---@param names string[]
+function M.enter(names)
+  local items = {} ---@type table[]
+  for _, name in ipairs(names) do
+    local e = state.servers[name]
+    if e and not e.entered then
+      e.entered = true
+      items[#items + 1] = {
+        name = name,
+        spec = config.plain(e.config),
+        lazy = e.config.lazy == true,
+        -- The global binary is the module's default (loader.lua).
+        binary = e.config.binary and (binary_for(e)) or nil,
+        origin = e.source ~= "lua" and e.source or nil,
+      }
+    end
+  end
+  if #items == 0 then
+    return
+  end
+  local n = require("sharedserver.native")
+  local answers, err = n.try("enter", items)
+  if not answers then
+    notify.failed(err)
+    return
+  end
+  for _, a in ipairs(answers) do
+    local e = state.servers[a.name]
+    if a.outcome == "started" or a.outcome == "joined" then
+      started(a.name, a.status)
+    elseif a.outcome == "no_binary" then
+      local _, why = binary_for(e)
+      notify.failed(string.format("cannot start '%s': %s", a.name, why))
+    elseif a.outcome == "failed" and a.retry then
+      if e.config.lazy then
+        pcall(M.attach_if_running, a.name)
+      else
+        M.start(a.name)
+      end
+    elseif a.outcome == "failed" then
+      notify.failed(a.error)
+    end
+    -- "not_running": a lazy server nobody runs is left alone.
+  end
 end
 
 --- Start the server, or attach to it if it already runs (for lazy servers
