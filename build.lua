@@ -1,6 +1,7 @@
 -- Builds the native module and the sharedserver binary (through build.sh,
 -- which holds the build recipe), then installs the module as
--- lua/sharedserver/native.so. Ways to run it, all from any cwd:
+-- lua/sharedserver/native.so and compiles the Lua modules into bytecode/.
+-- Ways to run it, all from any cwd:
 --   lazy.nvim           runs it on install and update, in one of its tasks
 --                       (progress via coroutine.yield, and the task is
 --                       suspended while cargo runs, so Neovim stays idle)
@@ -282,6 +283,22 @@ if not ok then
   fail("renaming " .. tmp .. " to " .. dest .. ": " .. tostring(err))
 end
 progress("installed " .. dest .. " (from " .. lib .. ")")
+
+-- The plugin's Lua modules as bytecode, which start-up loads instead of
+-- parsing the source while the source is unchanged (compile.lua). Not fatal:
+-- without it the modules load from source.
+package.path = root .. "/lua/?.lua;" .. package.path
+local compiled_ok, count, compile_err = pcall(function()
+  return require("sharedserver.compile").compile()
+end)
+if compiled_ok and not compile_err then
+  progress(string.format("compiled %d Lua modules into %s/bytecode", count, root))
+else
+  progress(
+    "could not compile the Lua modules (they load from source, a little slower): "
+      .. tostring(compiled_ok and compile_err or count)
+  )
+end
 
 -- The help tags, so that :help sharedserver works whichever way the plugin
 -- was installed and built. Not fatal: the module is installed.

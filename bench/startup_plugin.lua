@@ -7,7 +7,8 @@
 -- The servers are named bench-start-1 .. bench-start-N and must already run
 -- `sleep 1000` (bench/driver.py starts them). With SS_BENCH_PROBE=<file>,
 -- the refcount of each server as seen from inside this Neovim after
--- VimEnter is written there, to prove the plugin really attached.
+-- VimEnter is written there, to prove the plugin really attached, with the
+-- number of its modules that loaded from bytecode.
 local root = assert(os.getenv("SS_BENCH_ROOT"), "SS_BENCH_ROOT")
 vim.opt.runtimepath:prepend(root)
 local servers = {}
@@ -24,9 +25,10 @@ if probe then
   vim.api.nvim_create_autocmd("VimEnter", {
     callback = function()
       local native = require("sharedserver.native")
-      local out = {}
+      local out =
+        { refcounts = {}, bytecode = vim.tbl_count(require("sharedserver.compiled").loaded) }
       for name in pairs(servers) do
-        out[name] = native.status(name).refcount
+        out.refcounts[name] = native.status(name).refcount
       end
       local f = assert(io.open(probe, "w"))
       f:write(vim.json.encode(out))

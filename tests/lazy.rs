@@ -192,7 +192,16 @@ impl Terminal {
     }
 
     fn wait_screen(&self, what: &str, cond: impl Fn(&str) -> bool) {
-        eventually(DEADLINE, what, || cond(&self.screen()).then_some(()));
+        let deadline = std::time::Instant::now() + DEADLINE;
+        let what = format!("{what} (the screen is printed above)");
+        eventually(DEADLINE, &what, || {
+            let screen = self.screen();
+            let found = cond(&screen);
+            if !found && std::time::Instant::now() >= deadline {
+                eprintln!("the screen:\n{screen}");
+            }
+            found
+        });
     }
 }
 
@@ -295,8 +304,11 @@ fn lazy_build_waits_for_cargo_without_spinning_neovim_and_can_be_aborted() {
     std::fs::remove_file(events.join("started")).unwrap();
     term.keys(&[":Lazy build sharedserver", "Enter"]);
     eventually(DEADLINE, "LazyBuildPre", || read_event(&events, "started"));
+    // The window's buttons, not the command line (which also reads
+    // "build sharedserver" as it is typed): keys sent before the window is
+    // up would be lost.
     term.wait_screen("the build in the Lazy window", |s| {
-        s.contains("sharedserver") && s.contains("build")
+        s.contains("Install (I)") && s.contains("sharedserver")
     });
     term.keys(&["/sharedserver", "Enter", "Enter"]);
     term.wait_screen("the plugin's details with the build task", |s| {

@@ -968,6 +968,12 @@ fn build_lua_builds_and_installs_the_native_module_from_a_clean_tree() {
         if i == 0 {
             assert!(log.contains("installed"), "{log}");
         }
+        // The Lua modules compiled for this Neovim's start-up.
+        assert!(
+            log.contains("Lua modules into") && tree.join("bytecode/manifest.lua").is_file(),
+            "{}: no bytecode after the build:\n{log}",
+            nv.label()
+        );
         // :help sharedserver works for a plugin built by hand.
         let tags = tree.join("doc/tags");
         assert!(
@@ -2107,5 +2113,74 @@ fn attaching_during_a_slow_stop_never_freezes_the_editor_and_starts_afresh_after
         a.lua("require('sharedserver').stop('web', { force = true })");
         let _ = client.kill();
         let _ = client.wait();
+    });
+}
+
+#[test]
+fn lua_modules_load_from_bytecode_only_while_their_source_is_unchanged() {
+    each_nvim(|sb| {
+        let tree = sb.path("plugin");
+        common::nvim::copy_tree(plugin_dir(), &tree);
+        std::fs::copy(
+            plugin_dir().join("lua/sharedserver/native.so"),
+            tree.join("lua/sharedserver/native.so"),
+        )
+        .unwrap();
+        let init = format!("vim.opt.rtp:prepend({})", lua_str(tree.to_str().unwrap()));
+        let probe = "require('sharedserver').setup({}) \
+                     local c = require('sharedserver.compiled') \
+                     return { loaded = vim.tbl_keys(c.loaded), root = require('sharedserver.loader').root, \
+                              marker = require('sharedserver.config').marker }";
+        let loaded = |v: &serde_json::Value, name: &str| {
+            v["loaded"].as_array().unwrap().iter().any(|m| m == name)
+        };
+
+        // Not compiled: everything from source.
+        let before = sb.nvim(&init).lua(probe);
+        assert_eq!(before["loaded"], json!([]), "{before}");
+
+        // build.lua's step, by the Neovim that will load it.
+        let count = sb
+            .nvim(&init)
+            .lua("local n, err = require('sharedserver.compile').compile() return err or n");
+        assert!(count.as_i64().is_some_and(|n| n > 20), "{count}");
+        let after = sb.nvim(&init).lua(probe);
+        for name in [
+            "sharedserver.api",
+            "sharedserver.config",
+            "sharedserver.state",
+        ] {
+            assert!(loaded(&after, name), "{name} not from bytecode: {after}");
+        }
+        // The bytecode names its sources where they are: the root is right.
+        assert_eq!(after["root"], json!(tree.to_str().unwrap()));
+
+        // An edited source is loaded from source, never from stale bytecode.
+        let config = tree.join("lua/sharedserver/config.lua");
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replace("local M = {}", "local M = { marker = 1 }"),
+        )
+        .unwrap();
+        let mut edited = sb.nvim(&init);
+        let seen = edited.lua(probe);
+        assert_eq!(seen["marker"], json!(1), "{seen}");
+        assert!(!loaded(&seen, "sharedserver.config"), "{seen}");
+        assert!(loaded(&seen, "sharedserver.api"), "{seen}");
+        let text = health(&mut edited);
+        assert!(text.contains("changed since the build"), "{text}");
+
+        // Bytecode from another Lua (another Neovim) is never loaded.
+        let manifest = tree.join("bytecode/manifest.lua");
+        let m = std::fs::read_to_string(&manifest).unwrap();
+        let lua_line = m
+            .lines()
+            .find(|l| l.contains("lua = "))
+            .unwrap()
+            .to_string();
+        std::fs::write(&manifest, m.replace(&lua_line, "  lua = \"Lua 9.9\",")).unwrap();
+        let other = sb.nvim(&init).lua(probe);
+        assert_eq!(other["loaded"], json!([]), "{other}");
     });
 }

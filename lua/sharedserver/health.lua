@@ -191,12 +191,41 @@ local function check_servers(h)
   end
 end
 
+---@param h sharedserver.Health
+local function check_bytecode(h)
+  local r = require("sharedserver.compile").report()
+  local loader = require("sharedserver.loader")
+  h.start("sharedserver: Lua bytecode (faster start-up)")
+  if r.problem then
+    -- Not an error: the modules work from source, only start-up is slower.
+    h.info("the Lua modules load from source: " .. r.problem .. "; " .. loader.build_hint())
+  elseif r.stale > 0 then
+    h.warn(
+      string.format(
+        "%d of %d modules changed since the build; those load from source",
+        r.stale,
+        r.modules
+      ),
+      { loader.build_hint() }
+    )
+  else
+    h.ok(
+      string.format(
+        "%d modules compiled by build.lua; %d loaded from bytecode so far",
+        r.modules,
+        r.loaded
+      )
+    )
+  end
+end
+
 function M.check()
   local h = compat.health()
   if vim.fn.has("nvim-0.7") ~= 1 then
     h.error("Neovim 0.7 or newer is required")
   end
   local n = check_native(h)
+  check_bytecode(h)
   check_binary(h)
   if n then
     check_lockdir(h, n)

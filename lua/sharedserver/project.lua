@@ -22,7 +22,7 @@ function M.load()
     notify.send("on_error", "project servers: " .. notify.errmsg(defs), vim.log.levels.ERROR)
     return
   end
-  -- Required at call time: init.lua requires this module (through
+  -- Required at call time: api.lua requires this module (through
   -- autocmds.lua) while it is still loading.
   local register = require("sharedserver")._register
   for _, def in ipairs(defs) do

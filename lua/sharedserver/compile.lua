@@ -1,0 +1,84 @@
+---@mod sharedserver.compile Compiling the plugin's modules into bytecode
+---
+--- build.lua calls compile(); :checkhealth calls report(). Loading is
+--- compiled.lua's (kept small: it is parsed at every start-up).
+
+local c = require("sharedserver.compiled")
+
+local M = {}
+
+--- For :checkhealth: how many modules the manifest has, how many of them
+--- are stale, and why none are used when that is so.
+---@return { modules: integer, stale: integer, loaded: integer, problem: string|nil }
+function M.report()
+  local out = { modules = 0, stale = 0, loaded = vim.tbl_count(c.loaded) }
+  local m = c.manifest()
+  if not m then
+    out.problem = "not compiled (build.lua compiles the modules)"
+    return out
+  end
+  if m.lua ~= c.lua_id() then
+    out.problem = string.format("compiled by %s, but this is %s", tostring(m.lua), c.lua_id())
+  elseif m.root ~= c.root then
+    out.problem =
+      string.format("compiled in %s, but the plugin is now in %s", tostring(m.root), c.root)
+  end
+  for _, mod in pairs(m.modules) do
+    out.modules = out.modules + 1
+    local size, sec, nsec = c.stamp(c.root .. "/" .. mod[1])
+    if size ~= mod[2] or sec ~= mod[3] or nsec ~= mod[4] then
+      out.stale = out.stale + 1
+    end
+  end
+  return out
+end
+
+--- Compile every module under lua/sharedserver into bytecode/ (build.lua).
+--- The old manifest goes first and the new one is written last, by rename:
+--- a Neovim starting meanwhile sees either no manifest or a complete one.
+---@return integer count, string|nil err
+function M.compile()
+  local lua_dir = c.root .. "/lua/"
+  vim.fn.mkdir(c.dir, "p")
+  os.remove(c.dir .. "/manifest.lua")
+  local modules = {} ---@type table<string, sharedserver.CompiledModule>
+  for _, path in ipairs(vim.fn.globpath(lua_dir, "sharedserver/**/*.lua", false, true)) do
+    local rel = path:sub(#lua_dir + 1)
+    local name = rel:gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", ".")
+    -- The entry point and the searcher it installs always load from
+    -- source; _meta is types only.
+    local skip =
+      { sharedserver = true, ["sharedserver.compiled"] = true, ["sharedserver._meta"] = true }
+    if not skip[name] then
+      local chunk, err = loadfile(path)
+      if not chunk then
+        return 0, err
+      end
+      local f, open_err = io.open(c.dir .. "/" .. name .. ".luac", "wb")
+      if not f then
+        return 0, open_err
+      end
+      -- With its debug information: errors keep their lines, at no cost
+      -- in load time. It names the source by its path at compile time, so
+      -- the manifest names the root too (compiled.lua checks it).
+      f:write(string.dump(chunk))
+      f:close()
+      local size, sec, nsec = c.stamp(path)
+      modules[name] = { "lua/" .. rel, size, sec, nsec }
+    end
+  end
+  local tmp = c.dir .. "/manifest.lua.tmp"
+  local f, err = io.open(tmp, "w")
+  if not f then
+    return 0, err
+  end
+  f:write("return " .. vim.inspect({ lua = c.lua_id(), root = c.root, modules = modules }) .. "\n")
+  f:close()
+  local ok, rename_err = os.rename(tmp, c.dir .. "/manifest.lua")
+  if not ok then
+    return 0, rename_err
+  end
+  return vim.tbl_count(modules), nil
+end
+
+return M
