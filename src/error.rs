@@ -21,8 +21,11 @@ pub enum Error {
     CorruptRecord(PathBuf, String),
     /// A record path is a symlink: refused so nobody can redirect our writes.
     SymlinkRecord(PathBuf),
-    /// The server command could not be started.
+    /// A process could not be started: the program, and why.
     Spawn(String, String),
+    /// The server's command could not be run (not found, not executable):
+    /// the server's name, and why (which names the command).
+    CommandFailed(String, String),
     /// The server started but died before `use` returned.
     DiedAtStart {
         name: String,
@@ -195,7 +198,9 @@ impl fmt::Display for Error {
             Error::Signal(name, sig, err) => write!(f, "server '{name}': {sig} failed: {err}"),
             Error::Options { origin, at, why } if at.is_empty() => write!(f, "{origin}: {why}"),
             Error::Options { origin, at, why } => write!(f, "{origin}: {at}: {why}"),
-            Error::Port(name, why) => write!(f, "cannot start '{name}': {why}"),
+            Error::Port(name, why) | Error::CommandFailed(name, why) => {
+                write!(f, "cannot start '{name}': {why}")
+            }
             Error::Other(msg) => f.write_str(msg),
         }
     }

@@ -370,7 +370,8 @@ fn command_not_found_fails_and_leaves_nothing() {
     let r = w.run(&["use", "nf", "--", "/no/such/program", "x"]);
     assert_eq!(r.code(), 10);
     assert!(
-        r.stderr().contains("command not found: /no/such/program"),
+        r.stderr()
+            .contains("cannot start 'nf': command not found: /no/such/program"),
         "{}",
         r.stderr()
     );

@@ -262,7 +262,7 @@ impl Lifecycle {
                 backend,
             } => (watcher, server, started_at_ms, backend),
             Hello::SpawnFailed { message } => {
-                return Err(Error::Spawn(spec.command[0].clone(), message));
+                return Err(Error::CommandFailed(name.to_string(), message));
             }
             Hello::DiedAtStart {
                 pid,
