@@ -21,6 +21,18 @@ pub enum Error {
     CorruptRecord(PathBuf, String),
     /// A record path is a symlink: refused so nobody can redirect our writes.
     SymlinkRecord(PathBuf),
+    /// A watcher runs but the record is gone, and it did not restore it.
+    RecordMissing(String),
+    /// A restart was asked of a server whose watcher is gone.
+    NoWatcher(String),
+    /// The record names a process that does not carry the server's tag:
+    /// it is not ours, and is never signalled.
+    NotOurs { name: String, pid: u32 },
+    /// A log file that cannot be one (a symlink, a FIFO, a socket): the
+    /// path, and what it is plus how to fix it.
+    BadLogFile(PathBuf, String),
+    /// A wake or output file of the lock directory is not a FIFO.
+    NotAFifo(PathBuf),
     /// A process could not be started: the program, and why.
     Spawn(String, String),
     /// The server's command could not be run (not found, not executable):
@@ -160,6 +172,25 @@ impl fmt::Display for Error {
             Error::NoCommand(name) => write!(
                 f,
                 "server '{name}' is not running and no command was given (add `-- CMD ARGS...`)"
+            ),
+            Error::RecordMissing(name) => write!(
+                f,
+                "server '{name}' has a running watcher but no record; run `sharedserver admin doctor {name}`"
+            ),
+            Error::NoWatcher(name) => write!(
+                f,
+                "server '{name}' has no watcher to restart it (run `sharedserver admin doctor {name}`)"
+            ),
+            Error::NotOurs { name, pid } => write!(
+                f,
+                "server '{name}': pid {pid} does not carry this server's tag ({}={name} in its environment), so it was not started by sharedserver for this lock directory; not signalling it (run `sharedserver admin doctor {name}`)",
+                crate::spawn::NAME_VAR
+            ),
+            Error::BadLogFile(path, why) => write!(f, "log file {} is {why}", path.display()),
+            Error::NotAFifo(path) => write!(
+                f,
+                "{} is not a FIFO (something else was put there); run `sharedserver admin doctor`",
+                path.display()
             ),
             Error::LostWatcher(name) => write!(
                 f,

@@ -239,10 +239,10 @@ fn open_log_with(
         } else {
             "not a regular file or device"
         };
-        return Err(Error::Other(format!(
-            "log file {} is {what}; the watcher would block on it (give a regular file, or /dev/null)",
-            path.display()
-        )));
+        return Err(Error::BadLogFile(
+            path.to_path_buf(),
+            format!("{what}; the watcher would block on it (give a regular file, or /dev/null)"),
+        ));
     }
     // Blocking writes from here on (a terminal or device may be slow).
     set_blocking(&file);
@@ -250,22 +250,25 @@ fn open_log_with(
 }
 
 fn log_error(path: &Path, e: std::io::Error) -> Error {
-    let shown = path.display();
     match e.raw_os_error() {
-        Some(libc::ELOOP) => Error::Other(format!(
-            "log file {shown} is a symlink; logs are never written through one (give the real path{})",
-            if ["/dev/std", "/dev/fd/", "/proc/self/fd/"]
-                .iter()
-                .any(|p| path.to_string_lossy().starts_with(p))
-            {
-                ": the server outlives this command, so its output cannot go to this terminal; read it with `sharedserver logs -f NAME`"
-            } else {
-                ""
-            }
-        )),
-        Some(libc::ENXIO) => Error::Other(format!(
-            "log file {shown} is a FIFO; the watcher would block on it (give a regular file, or /dev/null)"
-        )),
+        Some(libc::ELOOP) => Error::BadLogFile(
+            path.to_path_buf(),
+            format!(
+                "a symlink; logs are never written through one (give the real path{})",
+                if ["/dev/std", "/dev/fd/", "/proc/self/fd/"]
+                    .iter()
+                    .any(|p| path.to_string_lossy().starts_with(p))
+                {
+                    ": the server outlives this command, so its output cannot go to this terminal; read it with `sharedserver logs -f NAME`"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        Some(libc::ENXIO) => Error::BadLogFile(
+            path.to_path_buf(),
+            "a FIFO; the watcher would block on it (give a regular file, or /dev/null)".into(),
+        ),
         _ => Error::io(path, "opening log file", e),
     }
 }

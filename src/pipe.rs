@@ -43,10 +43,7 @@ pub fn check_fifo(f: &std::fs::File, path: &std::path::Path) -> crate::Result<()
     use std::os::unix::fs::FileTypeExt;
     match f.metadata() {
         Ok(m) if m.file_type().is_fifo() => Ok(()),
-        Ok(_) => Err(crate::Error::Other(format!(
-            "{} is not a FIFO (something else was put there); run `sharedserver admin doctor`",
-            path.display()
-        ))),
+        Ok(_) => Err(crate::Error::NotAFifo(path.to_path_buf())),
         Err(e) => Err(crate::Error::io(path, "inspecting", e)),
     }
 }

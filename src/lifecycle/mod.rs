@@ -235,9 +235,7 @@ impl Lifecycle {
         let deadline = Instant::now() + Duration::from_secs(2);
         match poll_until(Some(deadline), || Ok(self.store.read(name)?.map(|_| ())))? {
             Some(()) => Ok(()),
-            None => Err(Error::Other(format!(
-                "server '{name}' has a running watcher but no record; run `sharedserver admin doctor {name}`"
-            ))),
+            None => Err(Error::RecordMissing(name.to_string())),
         }
     }
 
@@ -288,9 +286,7 @@ impl Lifecycle {
         // (Not `listening`: a watcher that has not opened its wake FIFO yet
         // still reads the request at its first tick.)
         if !rec.watcher.is_some_and(|w| w.is_alive()) {
-            return Err(Error::Other(format!(
-                "server '{name}' has no watcher to restart it (run `sharedserver admin doctor {name}`)"
-            )));
+            return Err(Error::NoWatcher(name.to_string()));
         }
         rec.stop = Some(StopRequest::new(
             ExitKind::Restarted,
@@ -331,10 +327,10 @@ impl Lifecycle {
                 // its group only while it leads it.
                 let (pid, dir) = (rec.server.pid, self.store.dir());
                 if !crate::process::has_tag(pid, name.as_str(), dir) {
-                    return Err(Error::Other(format!(
-                        "server '{name}': pid {pid} does not carry this server's tag ({}={name} in its environment), so it was not started by sharedserver for this lock directory; not signalling it (run `sharedserver admin doctor {name}`)",
-                        crate::spawn::NAME_VAR
-                    )));
+                    return Err(Error::NotOurs {
+                        name: name.to_string(),
+                        pid,
+                    });
                 }
                 if crate::process::is_tagged_leader(pid, name.as_str(), dir) {
                     server
