@@ -9,7 +9,7 @@ use common::nvim::{clean_tree, lua_str, nvims, plugin_dir, NvimBin, Sandbox, DEA
 use common::{alive, eventually, Gate, BIN, REPO};
 use serde_json::json;
 use sharedserver::State;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A setup() call for servers given as Lua table fields, with every
@@ -857,6 +857,19 @@ fn setup_after_the_plugin_file_keeps_its_commands_without_loading_commands_lua()
     });
 }
 
+/// A copy of the test plugin, native module included, in the sandbox: for a
+/// test that changes the plugin's files.
+fn plugin_copy(sb: &Sandbox) -> PathBuf {
+    let tree = sb.path("plugin");
+    common::nvim::copy_tree(plugin_dir(), &tree);
+    std::fs::copy(
+        plugin_dir().join("lua/sharedserver/native.so"),
+        tree.join("lua/sharedserver/native.so"),
+    )
+    .unwrap();
+    tree
+}
+
 #[test]
 fn lua_code_and_native_module_versions_must_match() {
     let lua =
@@ -868,13 +881,7 @@ fn lua_code_and_native_module_versions_must_match() {
     each_nvim(|sb| {
         // A plugin tree whose Lua claims another version refuses the library
         // and says what to run.
-        let tree = sb.path("plugin");
-        common::nvim::copy_tree(plugin_dir(), &tree);
-        std::fs::copy(
-            plugin_dir().join("lua/sharedserver/native.so"),
-            tree.join("lua/sharedserver/native.so"),
-        )
-        .unwrap();
+        let tree = plugin_copy(sb);
         std::fs::write(
             tree.join("lua/sharedserver/version.lua"),
             "return \"9.9.9\"\n",
@@ -2119,13 +2126,7 @@ fn attaching_during_a_slow_stop_never_freezes_the_editor_and_starts_afresh_after
 #[test]
 fn lua_modules_load_from_bytecode_only_while_their_source_is_unchanged() {
     each_nvim(|sb| {
-        let tree = sb.path("plugin");
-        common::nvim::copy_tree(plugin_dir(), &tree);
-        std::fs::copy(
-            plugin_dir().join("lua/sharedserver/native.so"),
-            tree.join("lua/sharedserver/native.so"),
-        )
-        .unwrap();
+        let tree = plugin_copy(sb);
         let init = format!("vim.opt.rtp:prepend({})", lua_str(tree.to_str().unwrap()));
         let probe = "require('sharedserver').setup({}) \
                      local c = require('sharedserver.compiled') \
