@@ -162,17 +162,7 @@ class Bench:
                 record = os.path.join(self.lockdir, f"bb-dead-{b}.json")
                 c = self.client()
                 ss(env, "use", f"bb-dead-{b}", "--pid", str(c))
-                t0 = time.perf_counter_ns()
-                os.kill(c, signal.SIGKILL)
-                while True:
-                    try:
-                        with open(record) as f:
-                            rec = json.load(f)
-                    except (OSError, ValueError):
-                        continue
-                    if not any(x["pid"] == c for x in rec["clients"]):
-                        break
-                got[b]["dead"].append(time.perf_counter_ns() - t0)
+                got[b]["dead"].append(kill_until_dropped(c, record))
                 self.reap(c)
 
         def wakeups(name, env, window):
@@ -401,17 +391,7 @@ class Bench:
             c = self.client()
             self.ss("use", "bench-dead", "--pid", str(c))
             assert any(x["pid"] == c for x in json.load(open(record))["clients"])
-            t0 = time.perf_counter_ns()
-            os.kill(c, signal.SIGKILL)
-            while True:
-                try:
-                    with open(record) as f:
-                        rec = json.load(f)
-                except (OSError, ValueError):
-                    continue
-                if not any(x["pid"] == c for x in rec["clients"]):
-                    break
-            a.append(time.perf_counter_ns() - t0)
+            a.append(kill_until_dropped(c, record))
             self.reap(c)
         ma = statistics.median(a)
         self.row(7, "dead-client detection (SIGKILL → record rewritten)", ma, None, "≤ 20 ms",
@@ -480,6 +460,20 @@ class Bench:
         for pid in list(self.children):
             if pid != holder:
                 self.reap(pid)
+
+
+def kill_until_dropped(pid, record):
+    """SIGKILL client `pid`; ns until the record on disk no longer lists it."""
+    t0 = time.perf_counter_ns()
+    os.kill(pid, signal.SIGKILL)
+    while True:
+        try:
+            with open(record) as f:
+                rec = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not any(x["pid"] == pid for x in rec["clients"]):
+            return time.perf_counter_ns() - t0
 
 
 def linkage(path):
