@@ -15,6 +15,7 @@
 //! ready check; `supervise` is the loop; `resident` keeps an idle watcher
 //! small.
 
+mod clients;
 mod readiness;
 mod resident;
 mod server;

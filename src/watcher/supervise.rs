@@ -1,30 +1,24 @@
 //! The supervision loop: one tick under the lock per wake-up.
 
+use super::clients::Clients;
 use super::readiness::{Check, Readiness};
 use super::server::{spawn_server, stop_left_behind, terminate, Server};
 use super::wake::Wake;
 use crate::error::Result;
 use crate::logs::Pump;
 use crate::name::ServerName;
-use crate::process::{poll_timeout, Handle, ProcessId, POLL_INTERVAL};
+use crate::process::{poll_timeout, ProcessId, POLL_INTERVAL};
 use crate::record::{
     now_ms, AfterExit, ExitKind, LastExit, Record, StopRequest, Termination, DEFAULT_STOP_TIMEOUT,
 };
 use crate::spawn::Launch;
 use crate::store::{Guard, Store};
 use nix::poll::{poll, PollFd, PollFlags};
-use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 /// How soon to retry a record write that failed.
 const WRITE_RETRY: Duration = Duration::from_secs(1);
-/// How often clients without a pidfd (over the descriptor budget, or one
-/// that could not be opened) are checked by polling instead.
-const POLL_UNWATCHED: Duration = Duration::from_secs(1);
-/// Descriptors kept free for everything but client pidfds: the record, the
-/// lock, /proc reads, probes, log rotation.
-const FD_RESERVE: u64 = 32;
 
 pub(super) struct Watcher<'a> {
     store: &'a Store,
@@ -36,12 +30,7 @@ pub(super) struct Watcher<'a> {
     server: Option<Server>,
     wake: Wake,
     pump: Pump,
-    clients: HashMap<ProcessId, Handle>,
-    /// Most client descriptors (pidfds, kqueues) we hold (from
-    /// RLIMIT_NOFILE); the rest are polled.
-    fd_budget: usize,
-    /// Recorded clients we hold no handle for, checked every POLL_UNWATCHED.
-    unwatched: usize,
+    clients: Clients,
     /// The last record we saw and wrote: used to restore a damaged record.
     known: Record,
     /// How the server ended when we stopped it, for the next tick to record.
@@ -75,9 +64,7 @@ impl<'a> Watcher<'a> {
             server: Some(server),
             wake,
             pump,
-            clients: HashMap::new(),
-            fd_budget: fd_budget(),
-            unwatched: 0,
+            clients: Clients::new(),
             known,
             stopped: None,
         }
@@ -214,15 +201,11 @@ impl<'a> Watcher<'a> {
         }
         dirty |= self.check_ready(&mut rec, now);
         let as_read = rec.clients.clone();
-        // A client we hold a handle for is judged by it (a pidfd is exact,
-        // even if its pid was reused); any other only when /proc proves it
-        // dead.
-        let held = &self.clients;
-        dirty |= rec.settle(now, |id| match held.get(id) {
-            Some(handle) => !handle.has_exited(),
-            None => id.is_alive_uncached(),
-        });
-        self.journal_clients(&as_read, &rec);
+        let clients = &self.clients;
+        dirty |= rec.settle(now, |id| clients.alive(id));
+        for line in super::clients::changes(&self.known.clients, &as_read, &rec) {
+            self.journal(&line);
+        }
         // A write that fails (disk full, read-only) must not end supervision:
         // keep the settled record in memory and try again shortly.
         let mut retry = None;
@@ -244,7 +227,7 @@ impl<'a> Watcher<'a> {
         if let Some(stop) = &rec.stop {
             return Ok(Next::Stop(stop.clone()));
         }
-        let died = self.watch_clients(&rec);
+        let died = self.clients.watch(&rec);
         drop(guard);
         if died {
             return Ok(Next::Sleep(Some(Duration::ZERO)));
@@ -256,7 +239,7 @@ impl<'a> Watcher<'a> {
                 .map(|u| Duration::from_millis(u.saturating_sub(now_ms()))),
             self.ready.next_probe(),
             retry,
-            (self.unwatched > 0).then_some(POLL_UNWATCHED),
+            self.clients.poll_interval(),
         ];
         Ok(Next::Sleep(deadlines.into_iter().flatten().min()))
     }
@@ -342,33 +325,6 @@ impl<'a> Watcher<'a> {
         }
     }
 
-    /// Keep exactly one handle per recorded client. Returns true if one of
-    /// them is already dead (the caller should tick again at once).
-    fn watch_clients(&mut self, rec: &Record) -> bool {
-        self.clients
-            .retain(|id, _| rec.clients.iter().any(|c| c.id == *id));
-        let mut died = false;
-        self.unwatched = 0;
-        for c in &rec.clients {
-            if self.clients.contains_key(&c.id) {
-                continue;
-            }
-            let held = self.clients.values().filter(|h| h.exit_fd().is_some());
-            let handle = (held.count() < self.fd_budget)
-                .then(|| c.id.open())
-                .flatten();
-            match handle {
-                Some(handle) => {
-                    self.clients.insert(c.id, handle);
-                }
-                None if !c.id.is_alive_uncached() => died = true,
-                // Alive, or not provably dead (EMFILE): keep it and poll.
-                None => self.unwatched += 1,
-            }
-        }
-        died
-    }
-
     /// Stop the server as `request` asks (SIGTERM, then SIGKILL), outside
     /// the lock; the next tick records the end and decides what follows
     /// (see `Record::on_exit`).
@@ -418,7 +374,7 @@ impl<'a> Watcher<'a> {
         let probe = self.ready.probe_handle();
         let handles = || {
             (self.server.iter().map(|s| &s.handle))
-                .chain(self.clients.values())
+                .chain(self.clients.handles())
                 .chain(probe)
         };
         let mut fds = vec![
@@ -454,39 +410,4 @@ impl<'a> Watcher<'a> {
         }
         self.wake.coalesce(&mut fds);
     }
-
-    /// Journal how the clients changed since the last tick: attached and
-    /// detached (written by callers, as read) and died (pruned just now).
-    /// The watcher sees every change, so callers need not log their own.
-    fn journal_clients(&self, as_read: &[crate::record::Client], now: &Record) {
-        let had = |list: &[crate::record::Client], c: &crate::record::Client| {
-            list.iter().any(|o| o.id == c.id)
-        };
-        let n = now.clients.len();
-        for c in as_read.iter().filter(|c| !had(&self.known.clients, c)) {
-            let meta = c
-                .metadata
-                .as_deref()
-                .map(|m| format!(" [{m}]"))
-                .unwrap_or_default();
-            self.journal(&format!(
-                "client {} attached{meta} (refcount {n})",
-                c.id.pid
-            ));
-        }
-        for c in self.known.clients.iter().filter(|c| !had(as_read, c)) {
-            self.journal(&format!("client {} detached (refcount {n})", c.id.pid));
-        }
-        for c in as_read.iter().filter(|c| !had(&now.clients, c)) {
-            self.journal(&format!("client {} died (refcount {n})", c.id.pid));
-        }
-    }
-}
-
-/// How many client pidfds fit under the soft descriptor limit (raised to the
-/// hard one at watcher start), keeping FD_RESERVE free.
-fn fd_budget() -> usize {
-    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map_or(1024, |(soft, _)| soft);
-    soft.saturating_sub(FD_RESERVE).min(usize::MAX as u64) as usize
 }
