@@ -25,8 +25,7 @@ function M.report()
   end
   for _, mod in pairs(m.modules) do
     out.modules = out.modules + 1
-    local size, sec, nsec = c.stamp(c.root .. "/" .. mod[1])
-    if size ~= mod[2] or sec ~= mod[3] or nsec ~= mod[4] then
+    if not c.fresh(mod) then
       out.stale = out.stale + 1
     end
   end

@@ -57,6 +57,14 @@ function M.stamp(path)
   return st.size, st.mtime.sec, st.mtime.nsec
 end
 
+--- Whether a module's source is as it was compiled.
+---@param m sharedserver.CompiledModule
+---@return boolean
+function M.fresh(m)
+  local size, sec, nsec = M.stamp(M.root .. "/" .. m[1])
+  return size == m[2] and sec == m[3] and nsec == m[4]
+end
+
 --- The manifest build.lua wrote, or nil.
 ---@return sharedserver.Manifest|nil
 function M.manifest()
@@ -77,11 +85,10 @@ local function searcher(name)
   if not m then
     return nil
   end
-  local src = M.root .. "/" .. m[1]
-  local size, sec, nsec = M.stamp(src)
-  if size ~= m[2] or sec ~= m[3] or nsec ~= m[4] then
+  if not M.fresh(m) then
     return nil -- changed since the build: the source is the truth
   end
+  local src = M.root .. "/" .. m[1]
   local f = io.open(M.dir .. "/" .. name .. ".luac", "rb")
   if not f then
     return nil
