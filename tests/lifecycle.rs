@@ -16,7 +16,7 @@ fn concurrent_use_starts_exactly_one_server() {
         let runs: Vec<_> = clients
             .iter()
             .map(|pid| {
-                w.cmd(&[
+                w.spawn(&[
                     "use",
                     "one",
                     "--pid",
@@ -26,10 +26,6 @@ fn concurrent_use_starts_exactly_one_server() {
                     "-c",
                     &script,
                 ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
             })
             .collect();
         for run in runs {

@@ -32,25 +32,15 @@ fn use_returns_only_once_an_http_server_answers() {
     let a = w.client().to_string();
     let gate = Gate::new(w.path("gate"));
     let script = slow_http(port, &gate);
-    let first = w
-        .cmd(&[
-            "use", "web", "--pid", &a, "--ready", &ready, "--", "python3", "-c", &script,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let first = w.spawn(&[
+        "use", "web", "--pid", &a, "--ready", &ready, "--", "python3", "-c", &script,
+    ]);
     eventually(SOON, "state starting is visible", || w.check("web") == 3);
     assert_eq!(w.state("web"), "starting");
     // A second client arriving while it starts waits too: it is attached,
     // and the server still starting, until the gate opens.
     let b = w.client().to_string();
-    let second = w
-        .cmd(&["use", "web", "--pid", &b])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let second = w.spawn(&["use", "web", "--pid", &b]);
     eventually(SOON, "the second client attached while starting", || {
         let info = w.info("web");
         info["refcount"] == 2 && info["state"] == "starting"
@@ -171,23 +161,18 @@ fn server_dying_before_ready_fails_use_with_its_log() {
     // Started (past the start-up check), then dies before it is ready.
     let gate = Gate::new(w.path("gate"));
     let script = format!("{}; echo port taken >&2; exit 2", gate.sh());
-    let user = w
-        .cmd(&[
-            "use",
-            "dies",
-            "--pid",
-            &a,
-            "--ready",
-            "tcp://127.0.0.1:9",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let user = w.spawn(&[
+        "use",
+        "dies",
+        "--pid",
+        &a,
+        "--ready",
+        "tcp://127.0.0.1:9",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
     eventually(SOON, "starting", || w.check("dies") == 3);
     gate.open();
     let r = Run(user.wait_with_output().unwrap());
@@ -572,22 +557,17 @@ fn a_log_ready_match_is_reset_by_each_restart() {
 /// A `use` waiting for readiness, interrupted by `sig`, and how it ended.
 fn interrupted_use(w: &mut World, name: &str, sig: Signal) -> std::process::Output {
     let a = w.client().to_string();
-    let user = w
-        .cmd(&[
-            "use",
-            name,
-            "--pid",
-            &a,
-            "--ready",
-            "log:NEVER",
-            "--",
-            "sleep",
-            "1000",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let user = w.spawn(&[
+        "use",
+        name,
+        "--pid",
+        &a,
+        "--ready",
+        "log:NEVER",
+        "--",
+        "sleep",
+        "1000",
+    ]);
     eventually(SOON, "starting, waiting for readiness", || {
         w.check(name) == 3
     });
@@ -712,26 +692,21 @@ fn a_cmd_probe_runs_in_the_servers_directory_with_its_environment() {
     let a = w.client().to_string();
     let dir = w.path("srv");
     std::fs::create_dir(&dir).unwrap();
-    let starter = w
-        .cmd(&[
-            "use",
-            "here",
-            "--pid",
-            &a,
-            "--cwd",
-            &dir.to_string_lossy(),
-            "--env",
-            "PROBE_WANT=yes",
-            "--ready",
-            "cmd:test -f marker && test \"$PROBE_WANT\" = yes",
-            "--",
-            "sleep",
-            "1000",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let starter = w.spawn(&[
+        "use",
+        "here",
+        "--pid",
+        &a,
+        "--cwd",
+        &dir.to_string_lossy(),
+        "--env",
+        "PROBE_WANT=yes",
+        "--ready",
+        "cmd:test -f marker && test \"$PROBE_WANT\" = yes",
+        "--",
+        "sleep",
+        "1000",
+    ]);
     eventually(SOON, "starting", || w.state("here") == "starting");
     std::fs::write(dir.join("marker"), "").unwrap();
     let out = starter.wait_with_output().unwrap();

@@ -592,24 +592,19 @@ fn admin_debug_shows_operations_failures_and_the_watchers_actions() {
 fn a_hanging_cmd_probe_is_bounded_by_the_ready_timeout_and_never_holds_the_lock() {
     let mut w = World::new();
     let a = w.client().to_string();
-    let starter = w
-        .cmd(&[
-            "use",
-            "hang",
-            "--pid",
-            &a,
-            "--ready",
-            "cmd:sleep 30",
-            "--ready-timeout",
-            "1s",
-            "--",
-            "sleep",
-            "1000",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let starter = w.spawn(&[
+        "use",
+        "hang",
+        "--pid",
+        &a,
+        "--ready",
+        "cmd:sleep 30",
+        "--ready-timeout",
+        "1s",
+        "--",
+        "sleep",
+        "1000",
+    ]);
     eventually(SOON, "starting", || w.state("hang") == "starting");
     // Commands that need the lock still get it while the probe runs: this
     // one attaches, waits for readiness like any `use`, and shares the

@@ -65,6 +65,16 @@ impl World {
         cmd
     }
 
+    /// The real binary started in the background, its output captured
+    /// (read it with `wait_with_output`).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sharedserver")
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         Run(self.cmd(args).output().expect("run sharedserver"))
     }
