@@ -2185,3 +2185,31 @@ fn lua_modules_load_from_bytecode_only_while_their_source_is_unchanged() {
         assert_eq!(other["loaded"], json!([]), "{other}");
     });
 }
+
+#[test]
+fn a_server_whose_own_binary_is_wrong_is_reported_never_started_but_joined_when_running() {
+    const OWN_BAD: &str =
+        r#"web = { command = "sleep", args = { "1000" }, binary = "/nonexistent/sharedserver" }"#;
+    each_nvim(|sb| {
+        // The global binary is found, but never stands in for a server's own.
+        let mut a = sb.nvim(&setup(OWN_BAD));
+        let notes = a.notes();
+        assert!(
+            notes.iter().any(|m| m.contains("cannot start 'web'")
+                && m.contains("the `binary` option points to /nonexistent/sharedserver")),
+            "{notes:#?}"
+        );
+        assert_eq!(sb.status("web").state, State::Stopped);
+
+        // Running (started by another Neovim), it is joined: attaching needs
+        // no binary.
+        let starter = sb.nvim(&setup(WEB));
+        eventually(DEADLINE, "started", || {
+            (sb.clients("web") == vec![starter.pid()]).then_some(())
+        });
+        let joiner = sb.nvim(&setup(OWN_BAD));
+        eventually(DEADLINE, "joined", || {
+            (sb.clients("web") == sorted(vec![starter.pid(), joiner.pid()])).then_some(())
+        });
+    });
+}
