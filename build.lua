@@ -287,10 +287,14 @@ progress("installed " .. dest .. " (from " .. lib .. ")")
 -- The plugin's Lua modules as bytecode, which start-up loads instead of
 -- parsing the source while the source is unchanged (compile.lua). Not fatal:
 -- without it the modules load from source.
+-- This tree's modules, found by path for the call only: the plugin may not
+-- be on 'runtimepath' yet, and the session's package.path stays as it was.
+local saved_path = package.path
 package.path = root .. "/lua/?.lua;" .. package.path
 local compiled_ok, count, compile_err = pcall(function()
   return require("sharedserver.compile").compile()
 end)
+package.path = saved_path
 if compiled_ok and not compile_err then
   progress(string.format("compiled %d Lua modules into %s/bytecode", count, root))
 else
