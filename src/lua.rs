@@ -364,7 +364,10 @@ fn enter(lua: &Lua, items: Vec<EnterItem>) -> Answer<LuaTable> {
                 }
             }
             Ok(Err(Error::NotRunning(_))) if item.lazy => Outcome::NotRunning,
-            Ok(Err(Error::NoBinary)) => Outcome::NoBinary,
+            Ok(Err(e @ Error::NoBinary)) => {
+                t.set("error", e.to_string())?;
+                Outcome::NoBinary
+            }
             Ok(Err(e)) => failed(lua, &t, e.into())?,
             Err(f) => failed(lua, &t, f)?,
         };
