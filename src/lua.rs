@@ -282,9 +282,21 @@ fn attached_to_lua(lua: &Lua, attached: &crate::Attached) -> Answer<LuaValue> {
 struct EnterItem {
     name: String,
     spec: LuaValue,
-    opts: CallOpts,
+    origin: Option<String>,
+    binary: Binary,
     /// Attach only if it runs; never start it.
     lazy: bool,
+}
+
+/// Which sharedserver binary an `enter` item's watcher runs.
+enum Binary {
+    /// `binary` absent: the module's default (`set_binary`).
+    Default,
+    /// Its own.
+    Own(PathBuf),
+    /// `binary = false`: its own option names no executable, and no other
+    /// binary stands in for it (joined if it runs, else `no_binary`).
+    None,
 }
 
 impl FromLua for EnterItem {
@@ -293,9 +305,11 @@ impl FromLua for EnterItem {
         Ok(EnterItem {
             name: t.get("name")?,
             spec: t.get("spec")?,
-            opts: CallOpts {
-                binary: t.get::<Option<String>>("binary")?.map(PathBuf::from),
-                origin: t.get("origin")?,
+            origin: t.get("origin")?,
+            binary: match t.get::<LuaValue>("binary")? {
+                LuaValue::Nil => Binary::Default,
+                LuaValue::Boolean(false) => Binary::None,
+                other => Binary::Own(PathBuf::from(String::from_lua(other, lua)?)),
             },
             lazy: t.get::<Option<bool>>("lazy")?.unwrap_or(false),
         })
@@ -328,7 +342,8 @@ fn failed(lua: &Lua, t: &LuaTable, Failure(why, retry): Failure) -> Answer<Outco
     Ok(Outcome::Failed)
 }
 
-/// `enter({ { name, spec, lazy?, binary?, origin? }, ... })`: attach to
+/// `enter({ { name, spec, lazy?, binary?, origin? }, ... })` (`binary`: a
+/// path, or `false` for none at all, see [`Binary`]): attach to
 /// every server of the list in one call (starting the plain ones that do
 /// not run, joining the lazy ones that do), in order. Returns one table per
 /// item, `{ name, outcome, status?, error?, retry? }`; a failure of one
@@ -340,21 +355,24 @@ fn enter(lua: &Lua, items: Vec<EnterItem>) -> Answer<LuaTable> {
     let cwd = current_dir()?;
     let out = lua.create_table_with_capacity(items.len(), 0)?;
     for (i, item) in items.into_iter().enumerate() {
-        let lc = match item.opts.binary {
-            Some(exe) => Lifecycle {
+        let lc = match item.binary {
+            Binary::Default => base.clone(),
+            Binary::Own(exe) => Lifecycle {
                 watcher_exe: Some(exe),
                 ..base.clone()
             },
-            None => base.clone(),
+            Binary::None => Lifecycle {
+                watcher_exe: None,
+                ..base.clone()
+            },
         };
         let t = lua.create_table()?;
         t.set("name", item.name.as_str())?;
-        let attached = request(lua, &cwd, &item.name, item.spec, &item.opts.origin).map(|req| {
-            match item.lazy {
+        let attached =
+            request(lua, &cwd, &item.name, item.spec, &item.origin).map(|req| match item.lazy {
                 false => lc.attach(&req),
                 true => lc.join(&req),
-            }
-        });
+            });
         let outcome = match attached {
             Ok(Ok(attached)) => {
                 t.set("status", attached_to_lua(lua, &attached)?)?;

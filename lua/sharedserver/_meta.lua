@@ -84,7 +84,7 @@
 ---@field name string
 ---@field spec table the server's options (the editor's own keys removed)
 ---@field lazy boolean|nil attach only if it runs; never start it
----@field binary string|nil this server's own sharedserver executable
+---@field binary string|false|nil this server's own sharedserver executable; false: none (its own option names no executable), so it is only joined
 ---@field origin string|nil where the options came from, for messages
 
 --- What enter() did for one server: decide on `outcome`, never on `error`.

@@ -124,25 +124,20 @@ end
 ---@param names string[]
 function M.enter(names)
   local items = {} ---@type table[]
-  -- Servers whose own `binary` option names no executable: joined if they
-  -- run, else reported with why (never started with another binary).
-  local unstartable = {} ---@type table<string, string>
   for _, name in ipairs(names) do
     local e = state.servers[name]
     if e and not e.entered then
       e.entered = true
-      -- The global binary is the module's default (loader.lua).
-      local bin, why = nil, nil
+      -- Absent: the global binary (loader.lua). A server's own option that
+      -- names no executable gives `false`: never another binary instead.
+      local bin = nil ---@type string|false|nil
       if e.config.binary then
-        bin, why = binary_for(e)
-        if not bin and not e.config.lazy then
-          unstartable[name] = why
-        end
+        bin = binary_for(e) or false
       end
       items[#items + 1] = {
         name = name,
         spec = config.plain(e.config),
-        lazy = e.config.lazy == true or unstartable[name] ~= nil,
+        lazy = e.config.lazy == true,
         binary = bin,
         origin = e.source ~= "lua" and e.source or nil,
       }
@@ -172,10 +167,8 @@ function M.enter(names)
       end
     elseif a.outcome == "failed" then
       notify.failed(a.error)
-    elseif a.outcome == "not_running" and unstartable[a.name] then
-      notify.failed(string.format("cannot start '%s': %s", a.name, unstartable[a.name]))
     end
-    -- Else "not_running": a lazy server nobody runs is left alone.
+    -- "not_running": a lazy server nobody runs is left alone.
   end
 end
 
