@@ -820,6 +820,18 @@ fn setup_accepts_the_crate_the_plugin_and_the_single_server_forms() {
             err,
             json!("sharedserver: setup(): servers.bad.command: missing: give the program to run")
         );
+        // A failing call registers none of its servers and keeps the
+        // options in force.
+        let kept = single.lua(
+            "local ss = require('sharedserver') \
+             pcall(ss.setup, { servers = { good = { command = 'sleep', lazy = true }, bad = { args = {} } }, \
+               notify = { on_start = false } }) \
+             return { list = ss.list(), on_start = ss.options().notify.on_start }",
+        );
+        assert_eq!(
+            kept,
+            json!({ "list": ["default", "late", "solo"], "on_start": true })
+        );
     });
 }
 
@@ -1583,6 +1595,27 @@ fn statusline_follows_attach_grace_and_stop_and_does_no_io() {
         a.cmd("ServerStop! web");
         assert_eq!(line(&mut a), json!(""));
         assert_eq!(events(&mut a), 5);
+    });
+}
+
+#[test]
+fn servers_entered_together_at_startup_are_announced_once() {
+    each_nvim(|sb| {
+        let init = format!(
+            "_G.status_events = 0 \
+             vim.api.nvim_create_autocmd('User', {{ pattern = 'SharedServerStatus', \
+               callback = function() _G.status_events = _G.status_events + 1 end }})\n{}",
+            setup(
+                r#"one = { command = "sleep", args = { "1000" } },
+                   two = { command = "sleep", args = { "1000" } },
+                   three = { command = "sleep", args = { "1000" } }"#
+            )
+        );
+        let mut a = sb.nvim(&init);
+        assert_eq!(
+            a.lua("return { require('sharedserver').statusline(), _G.status_events }"),
+            json!(["⚡3", 1])
+        );
     });
 }
 

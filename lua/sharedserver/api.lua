@@ -160,6 +160,19 @@ function M._detach_all()
   autocmds.detach_all()
 end
 
+--- Put the checked config `valid` in the registry; once Neovim has started,
+--- enter it at once.
+---@param name string
+---@param valid sharedserver.ServerConfig
+---@param source string
+local function add(name, valid, source)
+  state.put(name, valid, source)
+  autocmds.install()
+  if state.entered then
+    autocmds.enter(name)
+  end
+end
+
 --- Add (or replace) a server after setup. Once Neovim has started, a
 --- non-lazy server is started (or attached to) at once.
 ---@param name string
@@ -174,11 +187,14 @@ end
 ---@param cfg sharedserver.ServerConfig
 ---@param source string "lua" or the config file
 function M._register(name, cfg, source)
-  state.put(name, config.server(name, cfg, source ~= "lua" and source or nil), source)
-  autocmds.install()
-  if state.entered then
-    autocmds.enter(name)
-  end
+  add(name, config.server(name, cfg, source ~= "lua" and source or nil), source)
+end
+
+--- Give the library the global `binary` option (resolved), with which it
+--- restores lost watchers of servers without a `binary` of their own.
+---@param option string|nil
+local function global_binary(option)
+  require("sharedserver.native").set_binary((require("sharedserver.binary").resolve(option)))
 end
 
 --- Configure servers. With `project = true`, the servers of the config files
@@ -193,13 +209,26 @@ end
 ---@param servers? table
 ---@param opts? sharedserver.Opts
 function M.setup(servers, opts)
-  local list, order, o = config.normalize(servers, opts)
-  state.opts = o
+  local raw, o = config.normalize(servers, opts)
   local loader = require("sharedserver.loader")
-  if loader.loaded_path then
-    -- Opened already (by this setup() checking its servers, or earlier):
-    -- the global `binary` restores lost watchers from now on.
-    require("sharedserver.native").set_binary((require("sharedserver.binary").resolve(o.binary)))
+  local was_open = loader.loaded_path ~= nil
+  local before = state.opts
+  -- The options first: checking a server opens the library, which takes
+  -- its global binary from them (and so never searches PATH for a default
+  -- it would replace at once).
+  state.opts = o
+  local checked, list, order = pcall(config.servers, raw)
+  if not checked then
+    state.opts = before
+    if loader.loaded_path then
+      global_binary(before.binary)
+    end
+    error(list, 0)
+  end
+  if was_open then
+    -- Opened before this call: the global `binary` restores lost watchers
+    -- from now on.
+    global_binary(o.binary)
   end
   -- plugin/sharedserver.lua only defines the commands; setup() decides now.
   -- It defines them without loading commands.lua, so that module loads here
@@ -212,7 +241,7 @@ function M.setup(servers, opts)
     require("sharedserver.commands").create()
   end
   for _, name in ipairs(order) do
-    M.register(name, list[name])
+    add(name, list[name], "lua")
   end
   autocmds.install()
   if o.project and state.entered then

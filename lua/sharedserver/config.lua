@@ -178,9 +178,10 @@ end
 ---   setup(servers, opts)
 ---   setup({ command = ..., ... }, opts)  -- one server, named opts.name,
 ---                                        -- its own `name`, or "default"
+--- The servers are returned as given: servers() checks them.
 ---@param first table|nil
 ---@param second table|nil
----@return table<string, sharedserver.ServerConfig> servers, string[] order, sharedserver.Opts opts
+---@return table<string, table> servers, sharedserver.Opts opts
 function M.normalize(first, second)
   first = first or {}
   if type(first) ~= "table" then
@@ -233,13 +234,21 @@ function M.normalize(first, second)
     binary = raw_opts.binary,
     project = raw_opts.project == true,
   }
+  return raw_servers, opts
+end
+
+--- Check every server given to setup() (see server()), before any is
+--- registered: one bad server fails the whole call.
+---@param raw table<string, table>
+---@return table<string, sharedserver.ServerConfig> servers, string[] order (sorted)
+function M.servers(raw)
   local servers, order = {}, {}
-  for name, cfg in pairs(raw_servers) do
+  for name, cfg in pairs(raw) do
     servers[name] = M.server(name, cfg)
     order[#order + 1] = name
   end
   table.sort(order)
-  return servers, order, opts
+  return servers, order
 end
 
 --- Absolute form of a user path ("~" and $VARS expanded, relative to cwd).

@@ -16,6 +16,7 @@ local ready = lazy("sharedserver.ready")
 local retry = lazy("sharedserver.retry")
 local refresh = lazy("sharedserver.refresh")
 local state = require("sharedserver.state")
+local statusline = lazy("sharedserver.statusline")
 
 local M = {}
 
@@ -80,16 +81,23 @@ end
 
 --- What start() does once the native call has answered: record the
 --- attach, report it, and hand the server to ready.lua.
+--- `recheck` collects the names to look at once more (enter() does that
+--- for its whole batch); without it, this one is looked at on its own.
 ---@param name string
 ---@param st sharedserver.Status
-local function started(name, st)
+---@param recheck? string[]
+local function started(name, st, recheck)
   local e = state.servers[name]
   now_attached(e, st)
   -- An exit between start() returning and the watch starting raised no
   -- event: look once more.
-  vim.schedule(function()
-    refresh.refresh(name)
-  end)
+  if recheck then
+    recheck[#recheck + 1] = name
+  else
+    vim.schedule(function()
+      refresh.refresh(name)
+    end)
+  end
   if st.started then
     e.started_pid, e.started_ns = st.pid, compat.uv.hrtime()
     local waiting = st.state == "starting" and st.ready
@@ -115,6 +123,28 @@ local function started(name, st)
     end
   end
   ready.now_or_wait(e, st)
+end
+
+--- Act on one answer of native.enter (see _meta.lua's sharedserver.Outcome).
+---@param a sharedserver.EnterAnswer
+---@param recheck string[]
+local function answered(a, recheck)
+  local e = state.servers[a.name]
+  if a.outcome == "started" or a.outcome == "joined" then
+    started(a.name, a.status, recheck)
+  elseif a.outcome == "no_binary" then
+    local _, why = binary_for(e)
+    notify.failed(string.format("cannot start '%s': %s", a.name, why))
+  elseif a.outcome == "failed" and a.retry then
+    if e.config.lazy then
+      pcall(M.attach_if_running, a.name)
+    else
+      M.start(a.name)
+    end
+  elseif a.outcome == "failed" then
+    notify.failed(a.error)
+  end
+  -- "not_running": a lazy server nobody runs is left alone.
 end
 
 --- The VimEnter action for `names` (those not entered yet), in one native
@@ -152,26 +182,20 @@ function M.enter(names)
     notify.failed(err)
     return
   end
-  for _, a in ipairs(answers) do
-    local e = state.servers[a.name]
-    if a.outcome == "started" or a.outcome == "joined" then
-      started(a.name, a.status)
-    elseif a.outcome == "no_binary" then
-      local _, why = binary_for(e)
-      notify.failed(string.format("cannot start '%s': %s", a.name, why))
-    elseif a.outcome == "failed" and a.retry then
-      if e.config.lazy then
-        pcall(M.attach_if_running, a.name)
-      else
-        M.start(a.name)
-      end
-    elseif a.outcome == "failed" then
-      notify.failed(a.error)
+  local recheck = {} ---@type string[]
+  statusline.held(function()
+    for _, a in ipairs(answers) do
+      answered(a, recheck)
     end
-    -- "not_running": a lazy server nobody runs is left alone.
+  end)
+  if #recheck > 0 then
+    vim.schedule(function()
+      for _, name in ipairs(recheck) do
+        refresh.refresh(name)
+      end
+    end)
   end
 end
-
 --- Start the server, or attach to it if it already runs (for lazy servers
 --- too). This instance then holds a reference until it detaches or exits.
 --- Returns at once: a server with a `ready` check is then "starting", and

@@ -15,6 +15,9 @@ local MARKS = { starting = "…", active = "●", grace = "⏳" }
 --- The current text; "" until something is attached.
 local text = ""
 
+--- Set while a batch of changes is made (held()): update() waits for its end.
+local holding = false
+
 --- Run User SharedServerStatus (0.7 has nvim_exec_autocmds; fall back to
 --- :doautocmd if it is missing or refuses).
 local function fire_event()
@@ -30,6 +33,9 @@ end
 --- Recompute the text from the registry (no I/O), and announce a change
 --- with User SharedServerStatus (not while Neovim exits).
 function M.update()
+  if holding then
+    return
+  end
   local shown = {}
   for name, e in pairs(state.servers) do
     local mark = MARKS[e.state or ""]
@@ -48,6 +54,19 @@ function M.update()
     if vim.v.exiting == vim.NIL then
       fire_event()
     end
+  end
+end
+
+--- Run `f` with updates held, then update once: attaching to ten servers
+--- at VimEnter recomputes the text and announces it once, not ten times.
+---@param f fun()
+function M.held(f)
+  holding = true
+  local ok, err = pcall(f)
+  holding = false
+  M.update()
+  if not ok then
+    error(err, 0)
   end
 end
 
