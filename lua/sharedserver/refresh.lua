@@ -35,7 +35,9 @@ end
 ---@param settle boolean|nil report an exit even if its exit record is missing
 function M.refresh(name, settle)
   local e = state.servers[name]
-  if not e then
+  -- Once Neovim exits (VimLeave has detached), there is no view to keep:
+  -- callbacks scheduled before still run, and would each read a record.
+  if not e or vim.v.exiting ~= vim.NIL then
     return
   end
   local ok, st = pcall(function()
