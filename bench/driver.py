@@ -288,8 +288,36 @@ class Bench:
         self.row(3, "Neovim startup quitting from `VimEnter`, plugin attaching to 10 running "
                  "servers and detaching them", ma, mb, "≤ 1.15× (paired)", ratio <= 1.15,
                  ratio=False, note=f"paired median ratio {ratio:.2f}× ({how})")
+        self.startup_phases(argv(with_plugin, full), argv(without, full), env)
         for i in range(1, 11):
             self.ss("admin", "kill", f"bench-start-{i}")
+
+    def startup_phases(self, a_cmd, b_cmd, env):
+        """Where row 3's difference goes: the same two starts, in turn, with
+        the clock read at each phase (bench/marks.lua) and around the
+        process; medians of each phase and of its difference, pair by pair."""
+        out = os.path.join(self.tmp, "marks.json")
+        env = dict(env, SS_BENCH_MARKS=out)
+        spans = [("exec to init", None, "init"), ("init (require, setup)", "init", "init_end"),
+                 ("init end to VimEnter", "init_end", "enter"), ("VimEnter handlers", "enter", "enter_end"),
+                 ("VimEnter end to VimLeave", "enter_end", "leave"), ("VimLeave handlers", "leave", "leave_end"),
+                 ("VimLeave end to exit", "leave_end", None), ("whole process", None, None)]
+
+        def run(cmd):
+            t0 = time.monotonic_ns()
+            subprocess.run(cmd, env=env, check=True, capture_output=True)
+            t1 = time.monotonic_ns()
+            t = json.load(open(out))
+            t[None] = None
+            return [(t[b] if b else t1) - (t[a] if a else t0) for _, a, b in spans]
+
+        pairs = [(run(a_cmd), run(b_cmd)) for _ in range(self.n(40, 8))]
+        print("  [3] where the difference goes (median per phase, ms): phase | plugin | without | difference")
+        for i, (label, _, _) in enumerate(spans):
+            a = statistics.median(p[0][i] for p in pairs) / MS
+            b = statistics.median(p[1][i] for p in pairs) / MS
+            d = statistics.median(p[0][i] - p[1][i] for p in pairs) / MS
+            print(f"      {label:26s} {a:7.2f} {b:7.2f} {d:+7.2f}", flush=True)
 
     def attach(self):
         """4: `use` attaching to a running server, against /bin/true."""

@@ -8,7 +8,14 @@
 -- `sleep 1000` (bench/driver.py starts them). With SS_BENCH_PROBE=<file>,
 -- the refcount of each server as seen from inside this Neovim after
 -- VimEnter is written there, to prove the plugin really attached, with the
--- number of its modules that loaded from bytecode.
+-- number of its modules that loaded from bytecode. With SS_BENCH_MARKS, the
+-- time of each phase (bench/marks.lua).
+-- Only when asked: loading it would add the same time to both starts.
+local marks = os.getenv("SS_BENCH_MARKS")
+  and dofile(debug.getinfo(1, "S").source:sub(2):gsub("[^/]*$", "") .. "marks.lua")
+if marks then
+  marks.begin()
+end
 local root = assert(os.getenv("SS_BENCH_ROOT"), "SS_BENCH_ROOT")
 vim.opt.runtimepath:prepend(root)
 local servers = {}
@@ -20,6 +27,9 @@ require("sharedserver").setup({
   notify = { on_start = false, on_attach = false, on_stop = false, on_error = true },
   servers = servers,
 })
+if marks then
+  marks.after_init()
+end
 local probe = os.getenv("SS_BENCH_PROBE")
 if probe then
   vim.api.nvim_create_autocmd("VimEnter", {
