@@ -319,6 +319,19 @@ class Bench:
             d = statistics.median(p[0][i] - p[1][i] for p in pairs) / MS
             print(f"      {label:26s} {a:7.2f} {b:7.2f} {d:+7.2f}", flush=True)
 
+    def enter_starts(self):
+        """12: `native.enter` starting 3 servers that do not run, against one."""
+        nvim = nvim_path()
+        out = subprocess.run(
+            [nvim, "--headless", "--clean", "-l", os.path.join(ROOT, "bench", "enter.lua"),
+             LIB, BIN, "3", str(self.n(15, 3))],
+            env=self.env, capture_output=True, text=True, check=True,
+        )
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        many, one = r["many_ns"], r["one_ns"]
+        self.row(12, "`native.enter` in Neovim starting 3 servers that do not run (baseline: "
+                 "starting one)", many, one, "≤ 2× one (the starts overlap)", many <= 2 * one)
+
     def attach(self):
         """4: `use` attaching to a running server, against /bin/true."""
         holder = self.client()
@@ -548,18 +561,18 @@ def table(rows):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--only", help="comma-separated benchmark numbers (1-11; 10 only if named)")
+    ap.add_argument("--only", help="comma-separated benchmark numbers (1-12; 10 only if named)")
     ap.add_argument("--quick", action="store_true", help="few iterations: a smoke test")
     ap.add_argument("--json", help="also write the rows as JSON to this file")
     args = ap.parse_args()
     for f in (BIN, LIB):
         if not os.path.exists(f):
             sys.exit(f"bench: {f} is missing; run ./build.sh (bench/run does)")
-    only = set(int(x) for x in args.only.split(",")) if args.only else set(range(1, 10)) | {11}
+    only = set(int(x) for x in args.only.split(",")) if args.only else set(range(1, 10)) | {11, 12}
     b = Bench(args.quick)
     steps = [((1, 2), b.native), ((3,), b.startup), ((4,), b.attach), ((5,), b.cold),
              ((6,), b.stop), ((7,), b.dead_client), ((8,), b.idle), ((9,), b.many),
-             ((10,), b.backends), ((11,), b.project)]
+             ((10,), b.backends), ((11,), b.project), ((12,), b.enter_starts)]
     print(f"bench: lock dir {b.lockdir}; {os.cpu_count()} CPUs; binary {BIN} ({linkage(BIN)}); "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     try:

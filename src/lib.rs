@@ -26,6 +26,7 @@ pub mod doctor;
 pub mod duration;
 pub mod error;
 pub mod exit;
+pub(crate) mod fanout;
 pub mod lifecycle;
 pub(crate) mod lockdir;
 pub mod lockwait;

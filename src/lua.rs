@@ -345,35 +345,67 @@ fn failed(lua: &Lua, t: &LuaTable, Failure(why, retry): Failure) -> Answer<Outco
 /// `enter({ { name, spec, lazy?, binary?, origin? }, ... })` (`binary`: a
 /// path, or `false` for none at all, see [`Binary`]): attach to
 /// every server of the list in one call (starting the plain ones that do
-/// not run, joining the lazy ones that do), in order. Returns one table per
-/// item, `{ name, outcome, status?, error?, retry? }`; a failure of one
+/// not run, joining the lazy ones that do). Returns one table per item, in
+/// order, `{ name, outcome, status?, error?, retry? }`; a failure of one
 /// server never stops the others. One call instead of one per server: the
 /// lock dir is checked once and the plugin's start-up crosses into the
 /// library once (doc/PERFORMANCE.md, row 3).
+///
+/// Joining a running server takes microseconds, so each is joined in turn
+/// (threads would cost more than they save). Those that must be started
+/// get a thread each, so that their start-up checks overlap, as `use --all`
+/// does: the editor waits for the slowest start, not for their sum.
 fn enter(lua: &Lua, items: Vec<EnterItem>) -> Answer<LuaTable> {
     let base = lifecycle(None)?;
     let cwd = current_dir()?;
+    let steps: Vec<Step> = items
+        .iter()
+        .map(|item| {
+            let lc = match &item.binary {
+                Binary::Default => base.clone(),
+                Binary::Own(exe) => Lifecycle {
+                    watcher_exe: Some(exe.clone()),
+                    ..base.clone()
+                },
+                Binary::None => Lifecycle {
+                    watcher_exe: None,
+                    ..base.clone()
+                },
+            };
+            match request(lua, &cwd, &item.name, item.spec.clone(), &item.origin) {
+                Err(f) => Step::Bad(f),
+                Ok(req) => match lc.join(&req) {
+                    Err(Error::NotRunning(_)) if !item.lazy => Step::Start(lc, req),
+                    joined => Step::Done(joined),
+                },
+            }
+        })
+        .collect();
+    let mut started = {
+        let starts: Vec<(&Lifecycle, &AttachRequest)> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Start(lc, req) => Some((lc, req)),
+                _ => None,
+            })
+            .collect();
+        crate::fanout::each(&starts, |(lc, req)| lc.attach(req)).into_iter()
+    };
     let out = lua.create_table_with_capacity(items.len(), 0)?;
-    for (i, item) in items.into_iter().enumerate() {
-        let lc = match item.binary {
-            Binary::Default => base.clone(),
-            Binary::Own(exe) => Lifecycle {
-                watcher_exe: Some(exe),
-                ..base.clone()
-            },
-            Binary::None => Lifecycle {
-                watcher_exe: None,
-                ..base.clone()
-            },
-        };
+    for (i, (item, step)) in items.iter().zip(steps).enumerate() {
         let t = lua.create_table()?;
         t.set("name", item.name.as_str())?;
-        let attached =
-            request(lua, &cwd, &item.name, item.spec, &item.origin).map(|req| match item.lazy {
-                false => lc.attach(&req),
-                true => lc.join(&req),
-            });
-        let outcome = match attached {
+        let result = match step {
+            Step::Bad(f) => Err(f),
+            Step::Done(joined) => Ok(joined),
+            Step::Start(..) => Ok(started.next().flatten().unwrap_or_else(|| {
+                Err(Error::Other(format!(
+                    "starting '{}' failed unexpectedly (a bug: please report it)",
+                    item.name
+                )))
+            })),
+        };
+        let outcome = match result {
             Ok(Ok(attached)) => {
                 t.set("status", attached_to_lua(lua, &attached)?)?;
                 match attached {
@@ -393,6 +425,16 @@ fn enter(lua: &Lua, items: Vec<EnterItem>) -> Answer<LuaTable> {
         out.set(i + 1, t)?;
     }
     Ok(out)
+}
+
+/// Where an `enter` item stands after the joins.
+enum Step {
+    /// Its request was refused (a bad spec or name).
+    Bad(Failure),
+    /// Joined, or failed.
+    Done(crate::Result<crate::Attached>),
+    /// Not running: to start, with this request.
+    Start(Lifecycle, AttachRequest),
 }
 
 /// `leave({ name, ... })`: detach this process from each server, in one

@@ -56,20 +56,14 @@ enum Step {
     Wait(Option<String>),
 }
 
-/// An outcome now, or a thread that will have it.
-enum Either<T> {
-    Done(Box<Outcome>),
-    Thread(T),
-}
-
 /// Attach `client` to every member: non-lazy ones are started if needed,
 /// lazy ones only joined when running. `done` is called as each one
 /// finishes. The result is in the members' order.
 ///
 /// Joining a running server takes microseconds, so every member is first
-/// joined here, in turn. Only those that must be started or waited for get
-/// a thread each, so that their waits overlap: on a busy machine, waking
-/// threads costs more than the joins themselves.
+/// joined here, in turn. Only those that must be started or waited for are
+/// then done at once (crate::fanout), so that their waits overlap: on a busy
+/// machine, waking threads costs more than the joins themselves.
 pub fn use_all(
     lc: &Lifecycle,
     members: &[Member],
@@ -103,39 +97,40 @@ pub fn use_all(
             step
         })
         .collect();
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = members
-            .iter()
-            .zip(steps)
-            .map(|(m, step)| match step {
-                Step::Done(outcome) => Either::Done(outcome),
-                Step::Start | Step::Wait(_) => Either::Thread(scope.spawn(move || {
-                    let outcome = match step {
-                        Step::Wait(warning) => match lc.wait_ready(&m.name, |_| {}) {
-                            Ok(status) => Outcome::Joined { status, warning },
-                            Err(e) => Outcome::Failed(e),
-                        },
-                        _ => start(lc, &request(m)),
-                    };
-                    done(&m.name, &outcome);
-                    outcome
-                })),
-            })
-            .collect();
-        members
-            .iter()
-            .zip(workers)
-            .map(|(m, w)| {
-                let outcome = match w {
-                    Either::Done(outcome) => *outcome,
-                    Either::Thread(thread) => thread.join().unwrap_or_else(|_| {
-                        Outcome::Failed(Error::Other(format!("'{}': attaching panicked", m.name)))
-                    }),
-                };
-                (m.name.clone(), outcome)
-            })
-            .collect()
+    // The starts and waits at once (crate::fanout), each reported as it ends.
+    let pending: Vec<(&Member, &Step)> = members
+        .iter()
+        .zip(&steps)
+        .filter(|(_, step)| !matches!(step, Step::Done(_)))
+        .collect();
+    let mut finished = crate::fanout::each(&pending, |(m, step)| {
+        let outcome = match step {
+            Step::Wait(warning) => match lc.wait_ready(&m.name, |_| {}) {
+                Ok(status) => Outcome::Joined {
+                    status,
+                    warning: warning.clone(),
+                },
+                Err(e) => Outcome::Failed(e),
+            },
+            _ => start(lc, &request(m)),
+        };
+        done(&m.name, &outcome);
+        outcome
     })
+    .into_iter();
+    members
+        .iter()
+        .zip(steps)
+        .map(|(m, step)| {
+            let outcome = match step {
+                Step::Done(outcome) => *outcome,
+                Step::Start | Step::Wait(_) => finished.next().flatten().unwrap_or_else(|| {
+                    Outcome::Failed(Error::Other(format!("'{}': attaching panicked", m.name)))
+                }),
+            };
+            (m.name.clone(), outcome)
+        })
+        .collect()
 }
 
 /// Attach, starting the server if it is still not running, and wait until
