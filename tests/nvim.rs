@@ -1599,6 +1599,30 @@ fn statusline_follows_attach_grace_and_stop_and_does_no_io() {
 }
 
 #[test]
+fn what_vimenter_says_is_shown_after_it_not_as_an_autocommand_error() {
+    // An error shown inside an autocommand comes under an "Error detected
+    // while processing VimEnter Autocommands" header and a prompt.
+    each_nvim(|sb| {
+        let init = format!(
+            "{}\nvim.api.nvim_create_autocmd('VimEnter', {{ callback = function() \
+               _G.said_in_vimenter = #_G.notes end }})",
+            setup(
+                r#"gone = { command = "no-such-program-here" }, web = { command = "sleep", args = { "1000" } }"#
+            )
+        );
+        let mut a = sb.nvim(&init);
+        a.wait_for("the start-up messages", "#_G.notes == 2");
+        assert_eq!(a.lua("return _G.said_in_vimenter"), json!(0));
+        let notes = a.notes();
+        assert!(
+            notes[0].contains("cannot start 'gone': command not found: no-such-program-here"),
+            "{notes:#?}"
+        );
+        assert!(notes[1].contains("started 'web'"), "{notes:#?}");
+    });
+}
+
+#[test]
 fn servers_entered_together_at_startup_are_announced_once() {
     each_nvim(|sb| {
         let init = format!(

@@ -24,11 +24,14 @@ function M.enter(name)
 end
 
 local function on_vim_enter()
-  if state.opts.project then
-    project.load()
-  end
-  state.entered = true
-  start.enter(state.list())
+  -- What this says shows once Neovim has started (notify.later).
+  require("sharedserver.notify").later(function()
+    if state.opts.project then
+      project.load()
+    end
+    state.entered = true
+    start.enter(state.list())
+  end)
 end
 
 --- Detach every server this instance is attached to, in-process, and stop

@@ -10,13 +10,48 @@ local M = {}
 
 ---@alias sharedserver.NotifyKind "on_start"|"on_attach"|"on_stop"|"on_error"
 
+--- While later() runs: what send() would show, in order.
+---@type { [1]: string, [2]: integer }[]|nil
+local held = nil
+
 --- Show `msg` if the `notify` option for `kind` is on.
 ---@param kind sharedserver.NotifyKind
 ---@param msg string
 ---@param level integer|nil default INFO
 function M.send(kind, msg, level)
-  if state.opts.notify[kind] then
-    vim.notify("sharedserver: " .. msg, level or vim.log.levels.INFO, { title = "sharedserver" })
+  if not state.opts.notify[kind] then
+    return
+  end
+  level = level or vim.log.levels.INFO
+  if held then
+    held[#held + 1] = { msg, level }
+    return
+  end
+  vim.notify("sharedserver: " .. msg, level, { title = "sharedserver" })
+end
+
+--- Run `f`, and show what it says just after, from the event loop. VimEnter
+--- runs its batch so: an error shown inside an autocommand comes under an
+--- "Error detected while processing VimEnter Autocommands" header and a
+--- prompt to press ENTER before the editor appears.
+---@param f fun()
+function M.later(f)
+  if held then
+    return f() -- already inside one
+  end
+  held = {}
+  local ok, err = pcall(f)
+  local said = held
+  held = nil
+  if #said > 0 then
+    vim.schedule(function()
+      for _, m in ipairs(said) do
+        vim.notify("sharedserver: " .. m[1], m[2], { title = "sharedserver" })
+      end
+    end)
+  end
+  if not ok then
+    error(err, 0)
   end
 end
 
