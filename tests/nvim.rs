@@ -1607,7 +1607,9 @@ fn what_vimenter_says_is_shown_after_it_not_as_an_autocommand_error() {
             "{}\nvim.api.nvim_create_autocmd('VimEnter', {{ callback = function() \
                _G.said_in_vimenter = #_G.notes end }})",
             setup(
-                r#"gone = { command = "no-such-program-here" }, web = { command = "sleep", args = { "1000" } }"#
+                r#"gone = { command = "no-such-program-here" },
+                   web = { command = "sleep", args = { "1000" } },
+                   www = { command = "sleep", args = { "1000" } }"#
             )
         );
         let mut a = sb.nvim(&init);
@@ -1618,7 +1620,16 @@ fn what_vimenter_says_is_shown_after_it_not_as_an_autocommand_error() {
             notes[0].contains("cannot start 'gone': command not found: no-such-program-here"),
             "{notes:#?}"
         );
-        assert!(notes[1].contains("started 'web'"), "{notes:#?}");
+        // The plain news of the batch on one line, so no prompt to press ENTER.
+        let pid = |name| sb.status(name).pid.unwrap();
+        assert_eq!(
+            notes[1],
+            format!(
+                "sharedserver: started 'web' (pid {}); started 'www' (pid {})",
+                pid("web"),
+                pid("www")
+            )
+        );
     });
 }
 

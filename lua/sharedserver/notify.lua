@@ -33,7 +33,9 @@ end
 --- Run `f`, and show what it says just after, from the event loop. VimEnter
 --- runs its batch so: an error shown inside an autocommand comes under an
 --- "Error detected while processing VimEnter Autocommands" header and a
---- prompt to press ENTER before the editor appears.
+--- prompt to press ENTER before the editor appears. Its plain news (servers
+--- started) shares one line, so three servers do not make that prompt
+--- either; warnings and errors keep a message each.
 ---@param f fun()
 function M.later(f)
   if held then
@@ -45,8 +47,18 @@ function M.later(f)
   held = nil
   if #said > 0 then
     vim.schedule(function()
+      local news = {} ---@type string[]
       for _, m in ipairs(said) do
-        vim.notify("sharedserver: " .. m[1], m[2], { title = "sharedserver" })
+        if m[2] == vim.log.levels.INFO then
+          news[#news + 1] = m[1]
+        else
+          vim.notify("sharedserver: " .. m[1], m[2], { title = "sharedserver" })
+        end
+      end
+      if #news > 0 then
+        vim.notify("sharedserver: " .. table.concat(news, "; "), vim.log.levels.INFO, {
+          title = "sharedserver",
+        })
       end
     end)
   end
