@@ -7,15 +7,11 @@
 -- Each round enters one fresh server and then N fresh servers (`sleep
 -- 1000`), timing each call, and stops them all again. Prints one JSON
 -- object: the median of each, in nanoseconds.
+local util = dofile(arg[0]:gsub("[^/]*$", "") .. "util.lua")
 local lib, bin, n, rounds = arg[1], arg[2], tonumber(arg[3]), tonumber(arg[4])
-local native = assert(package.loadlib(lib, "luaopen_sharedserver_native"))()
-native.set_binary(bin)
+local native = util.native(lib, bin)
+local median = util.median
 local uv = vim.uv or vim.loop
-
-local function median(t)
-  table.sort(t)
-  return t[math.floor(#t / 2) + 1]
-end
 
 local serial = 0
 --- Enter `count` fresh servers; the time it took.

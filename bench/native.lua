@@ -7,16 +7,11 @@
 -- with at least one other client (so a decref never starts its grace).
 -- Prints one JSON object with medians in nanoseconds.
 
+local util = dofile(arg[0]:gsub("[^/]*$", "") .. "util.lua")
 local lib, bin, name = arg[1], arg[2], arg[3]
-local open = assert(package.loadlib(lib, "luaopen_sharedserver_native"))
-local native = open()
-native.set_binary(bin)
+local native = util.native(lib, bin)
+local median = util.median
 local uv = vim.uv or vim.loop
-
-local function median(t)
-  table.sort(t)
-  return t[math.floor(#t / 2) + 1]
-end
 
 local before = native.status(name)
 assert(before.state == "active", "server " .. name .. " must be active")

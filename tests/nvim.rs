@@ -1534,18 +1534,22 @@ fn project_servers_load_from_the_nearest_file_under_those_given_in_lua() {
     });
 }
 
+/// `init`, counting the User SharedServerStatus events in `_G.status_events`.
+fn counting_status_events(init: &str) -> String {
+    format!(
+        "_G.status_events = 0 \
+         vim.api.nvim_create_autocmd('User', {{ pattern = 'SharedServerStatus', \
+           callback = function() _G.status_events = _G.status_events + 1 end }})\n{init}"
+    )
+}
+
 #[test]
 fn statusline_follows_attach_grace_and_stop_and_does_no_io() {
     each_nvim(|sb| {
-        let init = format!(
-            "_G.status_events = 0 \
-             vim.api.nvim_create_autocmd('User', {{ pattern = 'SharedServerStatus', \
-               callback = function() _G.status_events = _G.status_events + 1 end }})\n{}",
-            setup(
-                r#"web = { command = "sleep", args = { "1000" }, idle_timeout = "30s" },
-                   brief = { command = "sleep", args = { "1000" }, idle_timeout = "1s", lazy = true }"#
-            )
-        );
+        let init = counting_status_events(&setup(
+            r#"web = { command = "sleep", args = { "1000" }, idle_timeout = "30s" },
+               brief = { command = "sleep", args = { "1000" }, idle_timeout = "1s", lazy = true }"#,
+        ));
         let mut a = sb.nvim(&init);
         let line =
             |a: &mut common::nvim::Nvim| a.lua("return require('sharedserver').statusline()");
@@ -1636,16 +1640,11 @@ fn what_vimenter_says_is_shown_after_it_not_as_an_autocommand_error() {
 #[test]
 fn servers_entered_together_at_startup_are_announced_once() {
     each_nvim(|sb| {
-        let init = format!(
-            "_G.status_events = 0 \
-             vim.api.nvim_create_autocmd('User', {{ pattern = 'SharedServerStatus', \
-               callback = function() _G.status_events = _G.status_events + 1 end }})\n{}",
-            setup(
-                r#"one = { command = "sleep", args = { "1000" } },
-                   two = { command = "sleep", args = { "1000" } },
-                   three = { command = "sleep", args = { "1000" } }"#
-            )
-        );
+        let init = counting_status_events(&setup(
+            r#"one = { command = "sleep", args = { "1000" } },
+               two = { command = "sleep", args = { "1000" } },
+               three = { command = "sleep", args = { "1000" } }"#,
+        ));
         let mut a = sb.nvim(&init);
         assert_eq!(
             a.lua("return { require('sharedserver').statusline(), _G.status_events }"),

@@ -196,6 +196,7 @@ function M.enter(names)
     end)
   end
 end
+
 --- Start the server, or attach to it if it already runs (for lazy servers
 --- too). This instance then holds a reference until it detaches or exits.
 --- Returns at once: a server with a `ready` check is then "starting", and

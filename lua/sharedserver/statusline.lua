@@ -61,6 +61,9 @@ end
 --- at VimEnter recomputes the text and announces it once, not ten times.
 ---@param f fun()
 function M.held(f)
+  if holding then
+    return f() -- already inside one
+  end
   holding = true
   local ok, err = pcall(f)
   holding = false
