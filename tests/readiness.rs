@@ -554,8 +554,8 @@ fn a_log_ready_match_is_reset_by_each_restart() {
     });
 }
 
-/// A `use` waiting for readiness, interrupted by `sig`, and how it ended.
-fn interrupted_use(w: &mut World, name: &str, sig: Signal) -> std::process::Output {
+/// A `use` that started `name` and waits for a readiness that never comes.
+fn waiting_use(w: &mut World, name: &str) -> std::process::Child {
     let a = w.client().to_string();
     let user = w.spawn(&[
         "use",
@@ -571,6 +571,12 @@ fn interrupted_use(w: &mut World, name: &str, sig: Signal) -> std::process::Outp
     eventually(SOON, "starting, waiting for readiness", || {
         w.check(name) == 3
     });
+    user
+}
+
+/// A `use` waiting for readiness, interrupted by `sig`, and how it ended.
+fn interrupted_use(w: &mut World, name: &str, sig: Signal) -> std::process::Output {
+    let user = waiting_use(w, name);
     signal(user.id(), sig);
     user.wait_with_output().unwrap()
 }
@@ -599,23 +605,7 @@ fn an_interrupted_use_leaves_a_server_another_client_joined() {
     let b = w.client();
     // b joins while the first `use` waits; its own `use` waits too, so it
     // runs in the background.
-    let a = w.client().to_string();
-    let first = w
-        .cmd(&[
-            "use",
-            "j",
-            "--pid",
-            &a,
-            "--ready",
-            "log:NEVER",
-            "--",
-            "sleep",
-            "1000",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    eventually(SOON, "starting", || w.check("j") == 3);
+    let first = waiting_use(&mut w, "j");
     let mut second = w
         .cmd(&["use", "j", "--pid", &b.to_string()])
         .stdout(std::process::Stdio::null())
