@@ -30,6 +30,111 @@ fn sorted(mut v: Vec<u32>) -> Vec<u32> {
     v
 }
 
+/// A client process of our own, killed when dropped (also when the test
+/// fails: left alive, it would hold the test harness's output open).
+struct Holder(std::process::Child);
+
+impl Holder {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `sleep 1000` started as `name` through the CLI, held by another process
+/// (returned), with the options of [`WEB`].
+fn running_elsewhere(sb: &Sandbox, name: &str) -> Holder {
+    running_elsewhere_as(sb, name, &["--grace-period", "30s", "--", "sleep", "1000"])
+}
+
+/// [`running_elsewhere`] with these `use` options and command.
+fn running_elsewhere_as(sb: &Sandbox, name: &str, args: &[&str]) -> Holder {
+    let holder = Holder(
+        Command::new("sleep")
+            .arg("1000")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = Command::new(BIN)
+        .args(["use", name, "--pid", &holder.id().to_string()])
+        .args(args)
+        .env("SHAREDSERVER_LOCKDIR", &sb.lockdir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    holder
+}
+
+/// The client pids in `name`'s record as written, sorted: unlike a status,
+/// which leaves out the clients that are gone.
+fn recorded_clients(sb: &Sandbox, name: &str) -> Vec<u32> {
+    let text = std::fs::read_to_string(sb.lockdir.join(format!("{name}.json"))).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(&text).unwrap();
+    sorted(
+        rec["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["pid"].as_u64().unwrap() as u32)
+            .collect(),
+    )
+}
+
+/// SIGSTOP `name`'s watcher while it does not hold the name's lock (stopped
+/// holding it, it would keep everyone else out).
+fn stop_idle(sb: &Sandbox, name: &str, watcher: u32) {
+    use std::os::fd::AsRawFd;
+    let lock = std::fs::File::open(sb.lockdir.join(format!("{name}.lock"))).unwrap();
+    eventually(
+        DEADLINE,
+        "the watcher stopped while its lock is free",
+        || {
+            signal(watcher, libc::SIGSTOP);
+            // SAFETY: flock on a descriptor this frame owns.
+            let free = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+            if free {
+                // SAFETY: as above.
+                unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_UN) };
+                return Some(());
+            }
+            signal(watcher, libc::SIGCONT);
+            None
+        },
+    );
+}
+
+/// Send `sig` (SIGSTOP, SIGCONT) to `pid`.
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill() with a pid this test started.
+    assert_eq!(
+        unsafe { libc::kill(pid as i32, sig) },
+        0,
+        "kill {sig} {pid}"
+    );
+}
+
+/// Init-file Lua that waits (5 s at most) until `name`'s record counts
+/// `refs` clients, and stores whether it did in `vim.g.ahead`: setup()
+/// joins running servers on a thread, before VimEnter.
+fn wait_joined_ahead(name: &str, refs: usize) -> String {
+    format!(
+        "vim.g.ahead = vim.wait(5000, function() \
+         return require('sharedserver.native').status('{name}').refcount == {refs} end, 1)"
+    )
+}
+
 /// Run `f` once per Neovim under test, each with a fresh sandbox.
 fn each_nvim(f: impl Fn(&Sandbox)) {
     for nv in nvims() {
@@ -92,6 +197,104 @@ fn two_instances_share_one_server() {
             "{b_notes:?}"
         );
         assert!(b_notes.iter().any(|m| m.contains("attached to 'web'")));
+    });
+}
+
+#[test]
+fn setup_joins_a_running_server_before_vimenter_and_vimenter_reports_that_join() {
+    each_nvim(|sb| {
+        let holder = running_elsewhere(sb, "web");
+        let mut nv = sb.nvim(&format!("{}\n{}", setup(WEB), wait_joined_ahead("web", 2)));
+        assert_eq!(nv.lua("return vim.g.ahead"), json!(true), "{}", nv.output());
+        assert_eq!(sb.clients("web"), sorted(vec![holder.id(), nv.pid()]));
+        let seen = nv.lua(
+            "local s = require('sharedserver').status('web') \
+             return { attached = s.attached, refcount = s.refcount }",
+        );
+        assert_eq!(seen, json!({ "attached": true, "refcount": 2 }));
+        let notes = nv.notes();
+        assert!(
+            notes.iter().any(|m| m.contains("attached to 'web'")),
+            "{notes:?}"
+        );
+        assert!(!notes.iter().any(|m| m.contains("started")), "{notes:?}");
+    });
+}
+
+#[test]
+fn neovim_quitting_before_vimenter_drops_what_setup_joined_ahead() {
+    each_nvim(|sb| {
+        let holder = running_elsewhere(sb, "web");
+        // The watcher drops a client that exits, too: stopped, it cannot, so
+        // only this Neovim's own VimLeave can give the reference back.
+        let watcher = sb.status("web").watcher_pid.unwrap();
+        stop_idle(sb, "web", watcher);
+        let marks = sb.path("marks");
+        let init = sb.path("quick.lua");
+        std::fs::write(
+            &init,
+            format!(
+                "vim.opt.rtp:prepend({plugin:?})\n{setup}\n{wait}\n\
+                 local f = io.open({marks:?}, 'a') f:write(tostring(vim.g.ahead), ' ') f:close()\n\
+                 vim.api.nvim_create_autocmd('VimEnter', {{ callback = function() \
+                 local f = io.open({marks:?}, 'a') f:write('entered') f:close() end }})",
+                plugin = plugin_dir().to_string_lossy(),
+                setup = setup(WEB),
+                wait = wait_joined_ahead("web", 2),
+            ),
+        )
+        .unwrap();
+        // `+qa` runs before VimEnter: the plugin never enters.
+        let out = sb
+            .command(&[
+                "--headless",
+                "-i",
+                "NONE",
+                "-n",
+                "-u",
+                init.to_str().unwrap(),
+                "+qa",
+            ])
+            .output()
+            .unwrap();
+        let clients = recorded_clients(sb, "web");
+        signal(watcher, libc::SIGCONT);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(std::fs::read_to_string(&marks).unwrap(), "true ");
+        assert_eq!(clients, vec![holder.id()]);
+    });
+}
+
+#[test]
+fn a_server_stopped_between_setup_and_vimenter_is_started_again_not_reported_joined() {
+    each_nvim(|sb| {
+        let _holder = running_elsewhere(sb, "web");
+        let old = sb.status("web").pid.unwrap();
+        let mut nv = sb.nvim(&format!(
+            "{}\n{}\nrequire('sharedserver').stop('web', {{ force = true }})",
+            setup(WEB),
+            wait_joined_ahead("web", 2)
+        ));
+        assert_eq!(nv.lua("return vim.g.ahead"), json!(true), "{}", nv.output());
+        // VimEnter made its own join (the one made ahead was out of date):
+        // the server was stopping or gone, so it starts a new one.
+        let st = eventually(DEADLINE, "a new server, with this Neovim attached", || {
+            let st = sb.status("web");
+            (st.state == State::Active && st.pid != Some(old)).then_some(st)
+        });
+        assert_eq!(
+            st.clients.iter().map(|c| c.pid).collect::<Vec<_>>(),
+            vec![nv.pid()]
+        );
+        nv.wait_for(
+            "the plugin to see the new server",
+            &format!("require('sharedserver').status('web').attached and require('sharedserver.state').servers.web.pid == {}", st.pid.unwrap()),
+        );
+        let notes = nv.notes();
+        assert!(
+            notes.iter().any(|m| m.contains("started 'web'")),
+            "{notes:?}"
+        );
     });
 }
 
@@ -1872,18 +2075,8 @@ fn native_failures_reach_the_user_without_a_traceback() {
 #[test]
 fn joining_a_server_started_with_other_options_warns_once() {
     each_nvim(|sb| {
-        let mut holder = Command::new("sleep").arg("1000").spawn().unwrap();
-        let out = Command::new(BIN)
-            .args(["use", "web", "--pid", &holder.id().to_string()])
-            .args(["--grace-period", "5m", "--", "sleep", "2000"])
-            .env("SHAREDSERVER_LOCKDIR", &sb.lockdir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let _holder =
+            running_elsewhere_as(sb, "web", &["--grace-period", "5m", "--", "sleep", "2000"]);
         let mut a = sb.nvim(&setup(WEB));
         assert_eq!(sb.status("web").refcount, 2);
         let notes = a.notes();
@@ -1898,8 +2091,6 @@ fn joining_a_server_started_with_other_options_warns_once() {
             "{}",
             warnings[0]
         );
-        let _ = holder.kill();
-        let _ = holder.wait();
     });
 }
 

@@ -1,5 +1,5 @@
 ---@meta
--- Type definitions for the native module (src/lua.rs), as
+-- Type definitions for the native module (src/lua/), as
 -- lua/sharedserver/native.lua exposes it (failures raise one-line errors).
 -- Never loaded at run time; read by lua-language-server.
 
@@ -116,8 +116,9 @@
 ---@field incref fun(name: string, pid?: integer, metadata?: string, opts?: sharedserver.CallOpts): sharedserver.Status
 ---@field decref fun(name: string, pid?: integer): sharedserver.Status
 ---@field start fun(name: string, spec: table, opts?: sharedserver.CallOpts): sharedserver.Status
+---@field prepare fun(items: sharedserver.EnterItem[]) from setup(): join those that run, on a thread, for enter() to take
 ---@field enter fun(items: sharedserver.EnterItem[]): sharedserver.EnterAnswer[] VimEnter's attaches, in one call
----@field leave fun(names: string[]): string[] VimLeave's detaches, in one call: the failures' messages
+---@field leave fun(names: string[]): string[] VimLeave's detaches, in one call (and what prepare() joined for an enter() that never came): the failures' messages
 ---@field stop fun(name: string, opts?: { force?: boolean, timeout?: string|number }): sharedserver.Status
 ---@field config fun(cwd?: string): sharedserver.ConfigEntry[]
 ---@field log_path fun(name: string): string

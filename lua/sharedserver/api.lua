@@ -1,9 +1,10 @@
 ---@mod sharedserver.api The public API (require("sharedserver")): share one server among Neovim instances
 ---
---- setup() only records configuration and installs two autocommands; the
---- native module is opened on VimEnter (or on the first API call). Attaching,
---- detaching and status run in-process through the native module; only a cold
---- start spawns a process (the server's watcher).
+--- setup() checks and records configuration, installs two autocommands and
+--- hands the servers to the native module, which joins those that run on a
+--- thread before VimEnter (start.prepare). Attaching, detaching and status
+--- run in-process through the native module; only a cold start spawns a
+--- process (the server's watcher).
 ---
 --- This file is the public API and delegates: state.lua holds the registry,
 --- start.lua/stop.lua the lifecycle, refresh.lua/exits.lua/ready.lua follow
@@ -246,6 +247,8 @@ function M.setup(servers, opts)
   autocmds.install()
   if o.project and state.entered then
     project.load()
+  elseif not state.entered then
+    start.prepare(state.list())
   end
 end
 

@@ -1,8 +1,9 @@
 ---@mod sharedserver.autocmds What happens as Neovim starts and exits
 ---
---- setup() must only configure, so servers are started (or, if lazy,
---- attached to when already running) on VimEnter, after the project servers
---- are added; one registered later is entered at once. On VimLeave, Neovim
+--- setup() starts nothing, so servers are started (or, if lazy, attached to
+--- when already running) on VimEnter, after the project servers are added;
+--- one registered later is entered at once. (The joins of running servers
+--- begin earlier, on a native thread: start.prepare.) On VimLeave, Neovim
 --- can no longer wait for a child process, so every reference is dropped
 --- in-process.
 
@@ -54,12 +55,11 @@ function M.detach_all()
       names[#names + 1] = name
     end
   end
-  if #names > 0 then
-    -- One call, which never waits: if a lock is busy, that reference stays
-    -- in the record, and the watcher drops it when it sees this process gone
-    -- (dead-client detection).
-    pcall(require("sharedserver.native").leave, names)
-  end
+  -- One call, which never waits: if a lock is busy, that reference stays
+  -- in the record, and the watcher drops it when it sees this process gone
+  -- (dead-client detection). Made with no names too: what setup() joined
+  -- ahead for a VimEnter that never came (`nvim +qa`) is detached there.
+  pcall(require("sharedserver.native").leave, names)
 end
 
 --- Create the VimLeave autocommand, and the VimEnter one unless Neovim has

@@ -1,6 +1,6 @@
 ---@mod sharedserver.native The native module, opened on first use
 ---
---- The one way the plugin reaches src/lua.rs: `require("sharedserver.native")`
+--- The one way the plugin reaches src/lua/: `require("sharedserver.native")`
 --- returns this table, and its first field access opens the library through
 --- loader.lua (which refuses a missing or mismatched build with a message
 --- saying how to rebuild it). A native function reports failure as

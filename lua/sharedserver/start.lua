@@ -147,32 +147,61 @@ local function answered(a, recheck)
   -- "not_running": a lazy server nobody runs is left alone.
 end
 
+--- The native batch item for `e`.
+---@param name string
+---@param e sharedserver.Entry
+---@return sharedserver.EnterItem
+local function item(name, e)
+  -- Absent: the global binary (loader.lua). A server's own option that
+  -- names no executable gives `false`: never another binary instead.
+  local bin = nil ---@type string|false|nil
+  if e.config.binary then
+    bin = binary_for(e) or false
+  end
+  return {
+    name = name,
+    spec = config.plain(e.config),
+    lazy = e.config.lazy == true,
+    binary = bin,
+    origin = e.source ~= "lua" and e.source or nil,
+  }
+end
+
+--- The batch items of `names` not entered yet; with `mark`, they are then.
+---@param names string[]
+---@param mark boolean
+---@return sharedserver.EnterItem[]
+local function items_of(names, mark)
+  local items = {} ---@type sharedserver.EnterItem[]
+  for _, name in ipairs(names) do
+    local e = state.servers[name]
+    if e and not e.entered then
+      e.entered = e.entered or mark
+      items[#items + 1] = item(name, e)
+    end
+  end
+  return items
+end
+
+--- Ahead of VimEnter (from setup()): the native module joins the servers
+--- of `names` that run, on a thread of its own, while Neovim goes on
+--- starting; enter() then takes those joins (doc/PERFORMANCE.md, row 3).
+--- Nothing is reported here, and a failure is enter()'s to find again.
+---@param names string[]
+function M.prepare(names)
+  local items = items_of(names, false)
+  if #items > 0 then
+    require("sharedserver.native").try("prepare", items)
+  end
+end
+
 --- The VimEnter action for `names` (those not entered yet), in one native
 --- call: start each plain server, or attach to it if it runs; attach to
 --- each lazy one that runs. A server that is busy (see start()) is then
 --- finished from a timer, by start() or attach_if_running().
 ---@param names string[]
 function M.enter(names)
-  local items = {} ---@type table[]
-  for _, name in ipairs(names) do
-    local e = state.servers[name]
-    if e and not e.entered then
-      e.entered = true
-      -- Absent: the global binary (loader.lua). A server's own option that
-      -- names no executable gives `false`: never another binary instead.
-      local bin = nil ---@type string|false|nil
-      if e.config.binary then
-        bin = binary_for(e) or false
-      end
-      items[#items + 1] = {
-        name = name,
-        spec = config.plain(e.config),
-        lazy = e.config.lazy == true,
-        binary = bin,
-        origin = e.source ~= "lua" and e.source or nil,
-      }
-    end
-  end
+  local items = items_of(names, true)
   if #items == 0 then
     return
   end

@@ -9,6 +9,8 @@
 //! with a stack traceback. lua/sharedserver/native.lua turns the pair into a
 //! plain error for the plugin's own code.
 
+mod enter;
+
 use crate::config;
 use crate::lifecycle::{AttachRequest, IfRunning, Lifecycle};
 use crate::name::ServerName;
@@ -143,10 +145,18 @@ fn json(lua: &Lua, v: LuaValue) -> Result<serde_json::Value, OptionError> {
 
 /// A server's options table, read by the one parser every origin uses.
 fn spec_of(lua: &Lua, raw: &str, t: LuaValue, origin: &str) -> Answer<ServerSpec> {
+    spec_from(raw, json(lua, t), origin)
+}
+
+/// A server's options, already read from Lua by [`json`].
+fn spec_from(
+    raw: &str,
+    v: Result<serde_json::Value, OptionError>,
+    origin: &str,
+) -> Answer<ServerSpec> {
     let at = format!("servers.{raw}");
     name(raw).map_err(|Failure(why, _)| Failure::msg(format!("{origin}: servers: {why}")))?;
-    json(lua, t)
-        .and_then(|v| ServerSpec::from_value(&v))
+    v.and_then(|v| ServerSpec::from_value(&v))
         .map_err(|e| e.at(origin, &at).into())
 }
 
@@ -219,6 +229,7 @@ fn incref(
     lua: &Lua,
     (raw, pid, metadata, opts): (String, Option<u32>, Option<String>, Option<LuaValue>),
 ) -> Answer<LuaValue> {
+    enter::before_change();
     let opts = call_opts(lua, opts)?;
     let req = AttachRequest {
         name: name(&raw)?,
@@ -232,6 +243,7 @@ fn incref(
 }
 
 fn decref(lua: &Lua, (raw, pid): (String, Option<u32>)) -> Answer<LuaValue> {
+    enter::before_change();
     let pid = pid.unwrap_or_else(std::process::id);
     let status = lifecycle(None)?.detach(&name(&raw)?, pid)?;
     to_lua(lua, &status)
@@ -239,23 +251,23 @@ fn decref(lua: &Lua, (raw, pid): (String, Option<u32>)) -> Answer<LuaValue> {
 
 /// Start the server from its options, or attach to it if it runs.
 fn start(lua: &Lua, (raw, t, opts): (String, LuaValue, Option<LuaValue>)) -> Answer<LuaValue> {
+    enter::before_change();
     let opts = call_opts(lua, opts)?;
-    let req = request(lua, &current_dir()?, &raw, t, &opts.origin)?;
+    let req = request(&current_dir()?, &raw, json(lua, t), opts.origin.as_deref())?;
     let attached = lifecycle(opts.binary)?.attach(&req)?;
     attached_to_lua(lua, &attached)
 }
 
-/// This process's attach to `raw` with the options table `t`, read by the
-/// one parser every origin uses.
+/// This process's attach to `raw` with the options `v` (read from Lua by
+/// [`json`]), read by the one parser every origin uses.
 fn request(
-    lua: &Lua,
     cwd: &std::path::Path,
     raw: &str,
-    t: LuaValue,
-    origin: &Option<String>,
+    v: Result<serde_json::Value, OptionError>,
+    origin: Option<&str>,
 ) -> Answer<AttachRequest> {
-    let origin = origin.as_deref().unwrap_or(SETUP);
-    let spec = spec_of(lua, raw, t, origin)?;
+    let origin = origin.unwrap_or(SETUP);
+    let spec = spec_from(raw, v, origin)?;
     let resolved = spec
         .resolve(cwd)
         .map_err(|e| e.at(origin, &format!("servers.{raw}")))?;
@@ -278,181 +290,6 @@ fn attached_to_lua(lua: &Lua, attached: &crate::Attached) -> Answer<LuaValue> {
     Ok(status)
 }
 
-/// One server of an `enter` batch.
-struct EnterItem {
-    name: String,
-    spec: LuaValue,
-    origin: Option<String>,
-    binary: Binary,
-    /// Attach only if it runs; never start it.
-    lazy: bool,
-}
-
-/// Which sharedserver binary an `enter` item's watcher runs.
-enum Binary {
-    /// `binary` absent: the module's default (`set_binary`).
-    Default,
-    /// Its own.
-    Own(PathBuf),
-    /// `binary = false`: its own option names no executable, and no other
-    /// binary stands in for it (joined if it runs, else `no_binary`).
-    None,
-}
-
-impl FromLua for EnterItem {
-    fn from_lua(value: LuaValue, lua: &Lua) -> LuaResult<Self> {
-        let t = LuaTable::from_lua(value, lua)?;
-        Ok(EnterItem {
-            name: t.get("name")?,
-            spec: t.get("spec")?,
-            origin: t.get("origin")?,
-            binary: match t.get::<LuaValue>("binary")? {
-                LuaValue::Nil => Binary::Default,
-                LuaValue::Boolean(false) => Binary::None,
-                other => Binary::Own(PathBuf::from(String::from_lua(other, lua)?)),
-            },
-            lazy: t.get::<Option<bool>>("lazy")?.unwrap_or(false),
-        })
-    }
-}
-
-/// What `enter` did for one server: the decision, as data.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-enum Outcome {
-    /// This call started the server.
-    Started,
-    /// It was running; this process is now one of its clients.
-    Joined,
-    /// A lazy server that is not running: left alone.
-    NotRunning,
-    /// Not running, and no sharedserver binary to start it with (the plugin
-    /// says where it looked).
-    NoBinary,
-    /// See `error` (and `retry`, when it passes).
-    Failed,
-}
-
-/// Put a failure into an `enter` result: `error`, and `retry` when it passes.
-fn failed(lua: &Lua, t: &LuaTable, Failure(why, retry): Failure) -> Answer<Outcome> {
-    t.set("error", why)?;
-    if let Some(r) = retry {
-        t.set("retry", to_lua(lua, &r)?)?;
-    }
-    Ok(Outcome::Failed)
-}
-
-/// `enter({ { name, spec, lazy?, binary?, origin? }, ... })` (`binary`: a
-/// path, or `false` for none at all, see [`Binary`]): attach to
-/// every server of the list in one call (starting the plain ones that do
-/// not run, joining the lazy ones that do). Returns one table per item, in
-/// order, `{ name, outcome, status?, error?, retry? }`; a failure of one
-/// server never stops the others. One call instead of one per server: the
-/// lock dir is checked once and the plugin's start-up crosses into the
-/// library once (doc/PERFORMANCE.md, row 3).
-///
-/// Joining a running server takes microseconds, so each is joined in turn
-/// (threads would cost more than they save). Those that must be started
-/// get a thread each, so that their start-up checks overlap, as `use --all`
-/// does: the editor waits for the slowest start, not for their sum.
-fn enter(lua: &Lua, items: Vec<EnterItem>) -> Answer<LuaTable> {
-    let base = lifecycle(None)?;
-    let cwd = current_dir()?;
-    let steps: Vec<Step> = items
-        .iter()
-        .map(|item| {
-            let lc = match &item.binary {
-                Binary::Default => base.clone(),
-                Binary::Own(exe) => Lifecycle {
-                    watcher_exe: Some(exe.clone()),
-                    ..base.clone()
-                },
-                Binary::None => Lifecycle {
-                    watcher_exe: None,
-                    ..base.clone()
-                },
-            };
-            match request(lua, &cwd, &item.name, item.spec.clone(), &item.origin) {
-                Err(f) => Step::Bad(f),
-                Ok(req) => match lc.join(&req) {
-                    Err(Error::NotRunning(_)) if !item.lazy => Step::Start(lc, req),
-                    joined => Step::Done(joined),
-                },
-            }
-        })
-        .collect();
-    let mut started = {
-        let starts: Vec<(&Lifecycle, &AttachRequest)> = steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Start(lc, req) => Some((lc, req)),
-                _ => None,
-            })
-            .collect();
-        crate::fanout::each(&starts, |(lc, req)| lc.attach(req)).into_iter()
-    };
-    let out = lua.create_table_with_capacity(items.len(), 0)?;
-    for (i, (item, step)) in items.iter().zip(steps).enumerate() {
-        let t = lua.create_table()?;
-        t.set("name", item.name.as_str())?;
-        let result = match step {
-            Step::Bad(f) => Err(f),
-            Step::Done(joined) => Ok(joined),
-            Step::Start(..) => Ok(started.next().flatten().unwrap_or_else(|| {
-                Err(Error::Other(format!(
-                    "starting '{}' failed unexpectedly (a bug: please report it)",
-                    item.name
-                )))
-            })),
-        };
-        let outcome = match result {
-            Ok(Ok(attached)) => {
-                t.set("status", attached_to_lua(lua, &attached)?)?;
-                match attached {
-                    crate::Attached::Started(_) => Outcome::Started,
-                    crate::Attached::Joined { .. } => Outcome::Joined,
-                }
-            }
-            Ok(Err(Error::NotRunning(_))) if item.lazy => Outcome::NotRunning,
-            Ok(Err(e @ Error::NoBinary)) => {
-                t.set("error", e.to_string())?;
-                Outcome::NoBinary
-            }
-            Ok(Err(e)) => failed(lua, &t, e.into())?,
-            Err(f) => failed(lua, &t, f)?,
-        };
-        t.set("outcome", to_lua(lua, &outcome)?)?;
-        out.set(i + 1, t)?;
-    }
-    Ok(out)
-}
-
-/// Where an `enter` item stands after the joins.
-enum Step {
-    /// Its request was refused (a bad spec or name).
-    Bad(Failure),
-    /// Joined, or failed.
-    Done(crate::Result<crate::Attached>),
-    /// Not running: to start, with this request.
-    Start(Lifecycle, AttachRequest),
-}
-
-/// `leave({ name, ... })`: detach this process from each server, in one
-/// call (VimLeave). Returns the messages of the detaches that failed; a busy
-/// lock is not waited for (the watcher drops this process once it exits).
-fn leave(_: &Lua, names: Vec<String>) -> Answer<Vec<String>> {
-    let lc = lifecycle(None)?;
-    let pid = std::process::id();
-    let mut failed = Vec::new();
-    for raw in names {
-        let done = name(&raw).and_then(|n| Ok(lc.detach(&n, pid)?));
-        if let Err(Failure(why, _)) = done {
-            failed.push(why);
-        }
-    }
-    Ok(failed)
-}
-
 #[derive(Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StopOpts {
@@ -462,6 +299,7 @@ struct StopOpts {
 }
 
 fn stop(lua: &Lua, (raw, opts): (String, Option<LuaValue>)) -> Answer<LuaValue> {
+    enter::before_change();
     let opts: StopOpts = match opts {
         None | Some(LuaValue::Nil) => StopOpts::default(),
         Some(v) => lua
@@ -497,6 +335,7 @@ struct RestartOpts {
 /// `restart(name, { timeout = "5s" })`: restart the server in place; every
 /// client stays attached to the new process (see `Lifecycle::restart`).
 fn restart(lua: &Lua, (raw, opts): (String, Option<LuaValue>)) -> Answer<LuaValue> {
+    enter::before_change();
     let what = format!("restart '{raw}'");
     let opts: RestartOpts = match opts {
         None | Some(LuaValue::Nil) => RestartOpts::default(),
@@ -604,8 +443,9 @@ fn sharedserver_native(lua: &Lua) -> LuaResult<LuaTable> {
     export(lua, &m, "incref", incref)?;
     export(lua, &m, "decref", decref)?;
     export(lua, &m, "start", start)?;
-    export(lua, &m, "enter", enter)?;
-    export(lua, &m, "leave", leave)?;
+    export(lua, &m, "prepare", enter::prepare)?;
+    export(lua, &m, "enter", enter::enter)?;
+    export(lua, &m, "leave", enter::leave)?;
     export(lua, &m, "stop", stop)?;
     export(lua, &m, "restart", restart)?;
     export(lua, &m, "lockdir_check", lockdir_check)?;
