@@ -131,12 +131,12 @@ impl Store {
         Ok(())
     }
 
-    /// True while `file` in the lock directory still names the open `f`
-    /// (not removed or replaced).
-    fn still_at(&self, f: &File, file: &str) -> bool {
-        match (f.metadata(), self.stat_at(file)) {
-            (Ok(open), Ok(named)) => open.ino() == named.st_ino && open.dev() == st_dev(&named),
-            _ => false,
+    /// True while `file` in the lock directory still names the open file
+    /// whose metadata is `open` (not removed or replaced).
+    fn still_at(&self, open: &std::fs::Metadata, file: &str) -> bool {
+        match self.stat_at(file) {
+            Ok(named) => open.ino() == named.st_ino && open.dev() == st_dev(&named),
+            Err(_) => false,
         }
     }
 
@@ -228,12 +228,15 @@ impl Store {
                 0o600,
             )
             .map_err(|e| nofollow_error(&path, "opening lock file", e))?;
-        regular(&file, &path)?;
         crate::lockwait::acquire(&file, &path, name.as_str())?;
-        // `admin doctor` removes the lock file of a name that is not
-        // running, holding its lock. Whoever waited on that file now holds
-        // a lock nobody else will ask for: take the one at the path instead.
-        if !self.still_at(&file, &file_name(name, "lock")) {
+        // One look at the file, after the lock, for two checks: that it is a
+        // regular file (nothing planted there), and that it is still the
+        // one at the path. `admin doctor` removes the lock file of a name
+        // that is not running, holding its lock. Whoever waited on that file
+        // now holds a lock nobody else will ask for: take the one at the
+        // path instead.
+        let open = regular(&file, &path)?;
+        if !self.still_at(&open, &file_name(name, "lock")) {
             return self.lock(name);
         }
         Ok(Guard { _file: file })
@@ -409,9 +412,9 @@ fn fstat(fd: libc::c_int) -> std::io::Result<libc::stat> {
 
 /// State files are regular files: a FIFO, device or directory planted under
 /// a state file's name is refused with a clear message (doctor removes it).
-fn regular(f: &File, path: &Path) -> Result<()> {
+fn regular(f: &File, path: &Path) -> Result<std::fs::Metadata> {
     match f.metadata() {
-        Ok(m) if m.is_file() => Ok(()),
+        Ok(m) if m.is_file() => Ok(m),
         Ok(_) => Err(Error::CorruptRecord(
             path.to_path_buf(),
             "not a regular file (something else was put there)".into(),
