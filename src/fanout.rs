@@ -12,6 +12,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// At most this many threads besides the caller's.
 const MAX_HELPERS: usize = 15;
 
+/// The stack of a worker thread (here, and the Neovim module's join
+/// thread). The work needs a few KiB; Rust's default of 2 MiB costs
+/// measurably more to set up: about 6% of Neovim's start-up with the
+/// plugin's join thread (doc/PERFORMANCE.md, row 3), where 1 MiB was as
+/// slow as 2 MiB.
+pub(crate) const WORKER_STACK: usize = 256 * 1024;
+
 /// `work` applied to every item, the answers in the items' order: on the
 /// calling thread and up to one helper thread per further item. A thread
 /// that cannot be made is simply not there (the others take its share),
@@ -33,7 +40,12 @@ pub fn each<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec
     let mut answers: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
     std::thread::scope(|scope| {
         let threads: Vec<_> = (0..helpers)
-            .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, drain).ok())
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .stack_size(WORKER_STACK)
+                    .spawn_scoped(scope, drain)
+                    .ok()
+            })
             .collect();
         let mut all = drain();
         for t in threads {

@@ -127,11 +127,16 @@ fn signal(pid: u32, sig: libc::c_int) {
 
 /// Init-file Lua that waits (5 s at most) until `name`'s record counts
 /// `refs` clients, and stores whether it did in `vim.g.ahead`: setup()
-/// joins running servers on a thread, before VimEnter.
+/// joins running servers on a thread, before VimEnter. It reads the record
+/// file itself: a status() call could take the lock (to restore a lost
+/// watcher) and race the thread it watches.
 fn wait_joined_ahead(name: &str, refs: usize) -> String {
     format!(
         "vim.g.ahead = vim.wait(5000, function() \
-         return require('sharedserver.native').status('{name}').refcount == {refs} end, 1)"
+         local f = io.open(os.getenv('SHAREDSERVER_LOCKDIR') .. '/{name}.json') \
+         if not f then return false end \
+         local ok, rec = pcall(vim.fn.json_decode, f:read('*a')) f:close() \
+         return ok and #rec.clients == {refs} end, 1)"
     )
 }
 
@@ -218,6 +223,43 @@ fn setup_joins_a_running_server_before_vimenter_and_vimenter_reports_that_join()
             "{notes:?}"
         );
         assert!(!notes.iter().any(|m| m.contains("started")), "{notes:?}");
+    });
+}
+
+#[test]
+fn a_server_whose_watcher_was_killed_is_supervised_again_by_the_join_ahead() {
+    each_nvim(|sb| {
+        let holder = running_elsewhere(sb, "web");
+        let st = sb.status("web");
+        let (server, watcher) = (st.pid.unwrap(), st.watcher_pid.unwrap());
+        signal(watcher, libc::SIGKILL);
+        eventually(DEADLINE, "the watcher gone", || {
+            (!alive(watcher)).then_some(())
+        });
+        assert!(alive(server), "the server outlives its watcher");
+        // The join thread finds the watcher gone and starts a new one
+        // (the deepest path a join takes) before VimEnter.
+        let mut nv = sb.nvim(&format!("{}\n{}", setup(WEB), wait_joined_ahead("web", 2)));
+        let journal = std::fs::read_to_string(sb.lockdir.join("web.journal")).unwrap_or_default();
+        assert_eq!(
+            nv.lua("return vim.g.ahead"),
+            json!(true),
+            "{}\n{journal}",
+            nv.output()
+        );
+        let st = sb.status("web");
+        assert_eq!(st.pid, Some(server), "the same server, not a second one");
+        let new_watcher = st.watcher_pid.unwrap();
+        assert!(new_watcher != watcher && alive(new_watcher));
+        assert_eq!(sb.clients("web"), sorted(vec![holder.id(), nv.pid()]));
+        // The new watcher supervises: this Neovim's exit is seen.
+        let me = nv.pid();
+        nv.kill9();
+        eventually(
+            DEADLINE,
+            "the new watcher to drop the killed Neovim",
+            || (!recorded_clients(sb, "web").contains(&me)).then_some(()),
+        );
     });
 }
 

@@ -198,6 +198,9 @@ pub(super) fn prepare(_: &Lua, items: Vec<Item>) -> Answer<()> {
     };
     if let Ok(thread) = std::thread::Builder::new()
         .name("sharedserver-join".into())
+        // Small (see WORKER_STACK): a lost watcher's restart, the deepest
+        // path a join takes, spawns a process and reads one JSON line.
+        .stack_size(crate::fanout::WORKER_STACK)
         .spawn(work)
     {
         *ahead() = Some(Ahead {
