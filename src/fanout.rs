@@ -14,7 +14,7 @@ const MAX_HELPERS: usize = 15;
 
 /// The stack of a worker thread (here, and the Neovim module's join
 /// thread). The work needs a few KiB; Rust's default of 2 MiB costs
-/// measurably more to set up: about 6% of Neovim's start-up with the
+/// measurably more to set up: about 4.5% of Neovim's start-up with the
 /// plugin's join thread (doc/PERFORMANCE.md, row 3), where 1 MiB was as
 /// slow as 2 MiB.
 pub(crate) const WORKER_STACK: usize = 256 * 1024;
