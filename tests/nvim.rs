@@ -287,18 +287,7 @@ fn neovim_quitting_before_vimenter_drops_what_setup_joined_ahead() {
         )
         .unwrap();
         // `+qa` runs before VimEnter: the plugin never enters.
-        let out = sb
-            .command(&[
-                "--headless",
-                "-i",
-                "NONE",
-                "-n",
-                "-u",
-                init.to_str().unwrap(),
-                "+qa",
-            ])
-            .output()
-            .unwrap();
+        let out = sb.headless(&init, &["+qa"]).output().unwrap();
         let clients = recorded_clients(sb, "web");
         signal(watcher, libc::SIGCONT);
         assert!(out.status.success(), "{out:?}");
@@ -2367,24 +2356,15 @@ fn attaching_during_a_slow_stop_never_freezes_the_editor_and_starts_afresh_after
             c
         };
         // A server that ignores SIGTERM: its stop lasts until the SIGKILL.
-        let mut client = Command::new("sleep")
-            .arg("1000")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
         let deaf = sb.path("deaf");
         let slow = "import signal, sys, time\n\
                     signal.signal(signal.SIGTERM, signal.SIG_IGN)\n\
                     open(sys.argv[1], 'w').close()\n\
                     time.sleep(1000)\n";
-        let out = cli(&["use", "web", "--pid", &client.id().to_string()])
-            .args(["--", "python3", "-c", slow, deaf.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let _client = running_elsewhere_as(
+            sb,
+            "web",
+            &["--", "python3", "-c", slow, deaf.to_str().unwrap()],
         );
         eventually(DEADLINE, "the server ignores SIGTERM", || deaf.exists());
         let old = sb.status("web").pid.unwrap();
@@ -2418,8 +2398,6 @@ fn attaching_during_a_slow_stop_never_freezes_the_editor_and_starts_afresh_after
             st.pid.is_some_and(|p| p != old) && st.clients.iter().any(|c| c.pid == a.pid())
         });
         a.lua("require('sharedserver').stop('web', { force = true })");
-        let _ = client.kill();
-        let _ = client.wait();
     });
 }
 

@@ -361,6 +361,15 @@ impl Sandbox {
         cmd
     }
 
+    /// A headless Neovim of this sandbox with the init file `init` (no
+    /// shada, no swap files), then `args`.
+    pub fn headless(&self, init: &Path, args: &[&str]) -> Command {
+        let mut all = vec!["--headless", "-i", "NONE", "-n", "-u"];
+        all.push(init.to_str().unwrap());
+        all.extend_from_slice(args);
+        self.command(&all)
+    }
+
     /// Start a headless Neovim whose init runs the prelude, puts the plugin
     /// on 'runtimepath', then runs `init` (usually a setup() call). Returns
     /// once VimEnter has run.
@@ -377,16 +386,7 @@ impl Sandbox {
         .unwrap();
         let out = std::fs::File::create(&log).unwrap();
         let child = self
-            .command(&[
-                "--headless",
-                "-i",
-                "NONE",
-                "-n",
-                "-u",
-                init_file.to_str().unwrap(),
-                "--listen",
-                socket.to_str().unwrap(),
-            ])
+            .headless(&init_file, &["--listen", socket.to_str().unwrap()])
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
