@@ -264,6 +264,33 @@ fn a_server_whose_watcher_was_killed_is_supervised_again_by_the_join_ahead() {
 }
 
 #[test]
+fn a_library_older_than_the_lua_code_is_named_not_a_nil_call() {
+    each_nvim(|sb| {
+        // A library built before `prepare` existed, with the same version
+        // number (a `git pull` without a rebuild): setup() still works, and
+        // VimEnter starts the server.
+        let mut nv = sb.nvim(&format!(
+            "require('sharedserver.loader').load().prepare = nil\n{}",
+            setup(WEB)
+        ));
+        nv.wait_for(
+            "the server started at VimEnter",
+            "require('sharedserver').status('web').attached",
+        );
+        let answer = nv.lua(
+            "local v, err = require('sharedserver.native').try('prepare', {}) \
+             return { v = v, err = err }",
+        );
+        let err = answer["err"].as_str().unwrap_or_default();
+        assert!(answer["v"].is_null(), "{answer}");
+        assert!(
+            err.contains("has no prepare()") && err.contains("rebuild it"),
+            "{err}"
+        );
+    });
+}
+
+#[test]
 fn neovim_quitting_before_vimenter_drops_what_setup_joined_ahead() {
     each_nvim(|sb| {
         let holder = running_elsewhere(sb, "web");

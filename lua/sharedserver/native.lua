@@ -22,7 +22,19 @@ local M = setmetatable({
     if not opened then
       return nil, tostring(mod) -- not built, or a mismatched build: says how to fix it
     end
-    local value, err, retry = mod[key](...)
+    local f = mod[key]
+    if type(f) ~= "function" then
+      -- A library built before this Lua code (the same version number):
+      -- say so, rather than "attempt to call a nil value".
+      return nil,
+        string.format(
+          "sharedserver: native module %s has no %s(): it is older than the Lua code; rebuild it: %s",
+          loader.path,
+          key,
+          loader.build_hint()
+        )
+    end
+    local value, err, retry = f(...)
     if value == nil and err ~= nil then
       return nil, "sharedserver: " .. tostring(err), retry
     end

@@ -176,7 +176,9 @@ local function items_of(names, mark)
   for _, name in ipairs(names) do
     local e = state.servers[name]
     if e and not e.entered then
-      e.entered = e.entered or mark
+      if mark then
+        e.entered = true
+      end
       items[#items + 1] = item(name, e)
     end
   end
