@@ -14,7 +14,6 @@
 mod common;
 use common::*;
 use serde_json::{json, Value};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -27,31 +26,6 @@ fn record(w: &World, name: &str) -> Value {
 
 fn id(pid: u32) -> Value {
     json!({ "pid": pid, "start_time": start_time(pid) })
-}
-
-/// A process that is no client and no server of ours: it must survive.
-struct Bystander(std::process::Child);
-
-impl Bystander {
-    fn new() -> Bystander {
-        Bystander(
-            Command::new("sleep")
-                .arg("1000")
-                .process_group(0)
-                .spawn()
-                .unwrap(),
-        )
-    }
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Bystander {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Run `script` as pid 1 of a new pid namespace (with its own /proc), with
@@ -108,8 +82,8 @@ fn kill_and_recovery_never_signal_a_group_that_lacks_the_servers_tag() {
     let c = w.client();
     w.use_sleep("real", &c.to_string(), &[]);
     let template = record(&w, "real");
-    let victim = Bystander::new();
-    let unrelated_live = Bystander::new();
+    let victim = Sleeper::new();
+    let unrelated_live = Sleeper::new();
     // A: the record's watcher is dead, so the next command adopts the
     // "server". B: its watcher looks alive, so kill signals at once.
     let dead_watcher = json!({ "pid": 999_999_999u32 / 4, "start_time": 1 });
@@ -474,7 +448,7 @@ fn a_lock_dir_swapped_after_its_check_is_never_used() {
     w.use_sleep("template", &c.to_string(), &[]);
     let mut rec = record(&w, "template");
     w.ok(&["admin", "kill", "template"]);
-    let (server, watcher) = (Bystander::new(), Bystander::new());
+    let (server, watcher) = (Sleeper::new(), Sleeper::new());
     rec["name"] = json!("foo");
     rec["server"] = id(server.pid());
     rec["watcher"] = id(watcher.pid());

@@ -6,7 +6,10 @@
 mod common;
 
 use common::nvim::{clean_tree, lua_str, nvims, plugin_dir, NvimBin, Sandbox, DEADLINE};
-use common::{alive, eventually, Gate, BIN, REPO};
+use common::{
+    alive, assert_success, client_pids, eventually, read, signal, Gate, Sleeper, BIN, REPO,
+};
+use nix::sys::signal::Signal;
 use serde_json::json;
 use sharedserver::State;
 use std::path::{Path, PathBuf};
@@ -30,66 +33,30 @@ fn sorted(mut v: Vec<u32>) -> Vec<u32> {
     v
 }
 
-/// A client process of our own, killed when dropped (also when the test
-/// fails: left alive, it would hold the test harness's output open).
-struct Holder(std::process::Child);
-
-impl Holder {
-    fn id(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `sleep 1000` started as `name` through the CLI, held by another process
 /// (returned), with the options of [`WEB`].
-fn running_elsewhere(sb: &Sandbox, name: &str) -> Holder {
+fn running_elsewhere(sb: &Sandbox, name: &str) -> Sleeper {
     running_elsewhere_as(sb, name, &["--grace-period", "30s", "--", "sleep", "1000"])
 }
 
 /// [`running_elsewhere`] with these `use` options and command.
-fn running_elsewhere_as(sb: &Sandbox, name: &str, args: &[&str]) -> Holder {
-    let holder = Holder(
-        Command::new("sleep")
-            .arg("1000")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+fn running_elsewhere_as(sb: &Sandbox, name: &str, args: &[&str]) -> Sleeper {
+    let holder = Sleeper::new();
     let out = Command::new(BIN)
-        .args(["use", name, "--pid", &holder.id().to_string()])
+        .args(["use", name, "--pid", &holder.pid().to_string()])
         .args(args)
         .env("SHAREDSERVER_LOCKDIR", &sb.lockdir)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     holder
 }
 
 /// The client pids in `name`'s record as written, sorted: unlike a status,
 /// which leaves out the clients that are gone.
 fn recorded_clients(sb: &Sandbox, name: &str) -> Vec<u32> {
-    let text = std::fs::read_to_string(sb.lockdir.join(format!("{name}.json"))).unwrap();
-    let rec: serde_json::Value = serde_json::from_str(&text).unwrap();
-    sorted(
-        rec["clients"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["pid"].as_u64().unwrap() as u32)
-            .collect(),
-    )
+    let text = read(&sb.lockdir.join(format!("{name}.json")));
+    sorted(client_pids(&serde_json::from_str(&text).unwrap()))
 }
 
 /// SIGSTOP `name`'s watcher while it does not hold the name's lock (stopped
@@ -101,7 +68,7 @@ fn stop_idle(sb: &Sandbox, name: &str, watcher: u32) {
         DEADLINE,
         "the watcher stopped while its lock is free",
         || {
-            signal(watcher, libc::SIGSTOP);
+            signal(watcher, Signal::SIGSTOP);
             // SAFETY: flock on a descriptor this frame owns.
             let free = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
             if free {
@@ -109,19 +76,9 @@ fn stop_idle(sb: &Sandbox, name: &str, watcher: u32) {
                 unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_UN) };
                 return Some(());
             }
-            signal(watcher, libc::SIGCONT);
+            signal(watcher, Signal::SIGCONT);
             None
         },
-    );
-}
-
-/// Send `sig` (SIGSTOP, SIGCONT) to `pid`.
-fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill() with a pid this test started.
-    assert_eq!(
-        unsafe { libc::kill(pid as i32, sig) },
-        0,
-        "kill {sig} {pid}"
     );
 }
 
@@ -211,7 +168,7 @@ fn setup_joins_a_running_server_before_vimenter_and_vimenter_reports_that_join()
         let holder = running_elsewhere(sb, "web");
         let mut nv = sb.nvim(&format!("{}\n{}", setup(WEB), wait_joined_ahead("web", 2)));
         assert_eq!(nv.lua("return vim.g.ahead"), json!(true), "{}", nv.output());
-        assert_eq!(sb.clients("web"), sorted(vec![holder.id(), nv.pid()]));
+        assert_eq!(sb.clients("web"), sorted(vec![holder.pid(), nv.pid()]));
         let seen = nv.lua(
             "local s = require('sharedserver').status('web') \
              return { attached = s.attached, refcount = s.refcount }",
@@ -232,7 +189,7 @@ fn a_server_whose_watcher_was_killed_is_supervised_again_by_the_join_ahead() {
         let holder = running_elsewhere(sb, "web");
         let st = sb.status("web");
         let (server, watcher) = (st.pid.unwrap(), st.watcher_pid.unwrap());
-        signal(watcher, libc::SIGKILL);
+        signal(watcher, Signal::SIGKILL);
         eventually(DEADLINE, "the watcher gone", || {
             (!alive(watcher)).then_some(())
         });
@@ -251,7 +208,7 @@ fn a_server_whose_watcher_was_killed_is_supervised_again_by_the_join_ahead() {
         assert_eq!(st.pid, Some(server), "the same server, not a second one");
         let new_watcher = st.watcher_pid.unwrap();
         assert!(new_watcher != watcher && alive(new_watcher));
-        assert_eq!(sb.clients("web"), sorted(vec![holder.id(), nv.pid()]));
+        assert_eq!(sb.clients("web"), sorted(vec![holder.pid(), nv.pid()]));
         // The new watcher supervises: this Neovim's exit is seen.
         let me = nv.pid();
         nv.kill9();
@@ -316,10 +273,10 @@ fn neovim_quitting_before_vimenter_drops_what_setup_joined_ahead() {
         // `+qa` runs before VimEnter: the plugin never enters.
         let out = sb.headless(&init, &["+qa"]).output().unwrap();
         let clients = recorded_clients(sb, "web");
-        signal(watcher, libc::SIGCONT);
+        signal(watcher, Signal::SIGCONT);
         assert!(out.status.success(), "{out:?}");
         assert_eq!(std::fs::read_to_string(&marks).unwrap(), "true ");
-        assert_eq!(clients, vec![holder.id()]);
+        assert_eq!(clients, vec![holder.pid()]);
     });
 }
 
@@ -2331,7 +2288,7 @@ fn a_stuck_lock_holder_never_freezes_the_editor_and_the_start_finishes_once_it_l
             json!("stopped")
         );
         // Let go: the retry attaches.
-        unsafe { libc::kill(holder.id() as i32, libc::SIGCONT) };
+        signal(holder.id(), Signal::SIGCONT);
         let _ = holder.wait();
         eventually(DEADLINE, "the retried start attached", || {
             a.lua("return require('sharedserver.native').status('web').refcount") == json!(1)

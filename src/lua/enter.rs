@@ -86,7 +86,8 @@ impl Item {
 
 /// What a join made ahead of `enter` came to.
 enum Early {
-    /// Joined: `enter` answers with this, unless the batch went stale.
+    /// Joined (a join never starts a server): `enter` answers with this,
+    /// unless the batch went stale.
     Joined(Box<Attached>),
     /// Not joined (not running, a refused spec, a busy lock, ...): `enter`
     /// does it itself.
@@ -269,9 +270,9 @@ pub(super) fn enter(lua: &Lua, items: Vec<Item>) -> Answer<LuaTable> {
         .iter()
         .map(|item| {
             if !stale {
-                let made = early.iter().position(|(e, done)| {
-                    e == item && matches!(done, Early::Joined(a) if matches!(**a, Attached::Joined { .. }))
-                });
+                let made = early
+                    .iter()
+                    .position(|(e, done)| e == item && matches!(done, Early::Joined(_)));
                 if let Some((_, Early::Joined(joined))) = made.map(|i| early.swap_remove(i)) {
                     return Step::Done(Ok(*joined));
                 }

@@ -363,6 +363,38 @@ pub fn client_pids(info: &Value) -> Vec<u32> {
         .collect()
 }
 
+/// A `sleep 1000` of the test's own, in a process group of its own (so a
+/// group kill aimed elsewhere never reaches it), killed and reaped when
+/// dropped, also when the test fails (left alive, it would hold the test
+/// harness's output open).
+pub struct Sleeper(Child);
+
+impl Sleeper {
+    pub fn new() -> Sleeper {
+        use std::os::unix::process::CommandExt;
+        Sleeper(
+            Command::new("sleep")
+                .arg("1000")
+                .process_group(0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Require that a finished process succeeded, showing its stderr if not.
 #[track_caller]
 pub fn assert_success(out: &Output) {
