@@ -183,8 +183,19 @@ fn claude_sessions_hold_the_servers_until_they_end_or_die() {
 /// Run the hook as Claude Code does for `event`: exec form (no shell), the
 /// event as its argument, the JSON input on stdin and the host's variables.
 fn run_hook(w: &World, plugin: &Path, event: &str, env: &[(&str, &str)]) -> (i32, Value, String) {
+    run_hook_input(w, plugin, event, "other", env)
+}
+
+/// run_hook, with SessionEnd's `reason` (Claude Code sends "clear" for /clear).
+fn run_hook_input(
+    w: &World,
+    plugin: &Path,
+    event: &str,
+    reason: &str,
+    env: &[(&str, &str)],
+) -> (i32, Value, String) {
     let input = format!(
-        r#"{{"session_id":"s-1","transcript_path":"/dev/null","cwd":"{}","hook_event_name":"{event}","source":"startup"}}"#,
+        r#"{{"session_id":"s-1","transcript_path":"/dev/null","cwd":"{}","hook_event_name":"{event}","source":"startup","reason":"{reason}"}}"#,
         w.tmp.path().display()
     );
     let mut cmd = Command::new(plugin.join("hooks/sharedserver-hook"));
@@ -197,10 +208,12 @@ fn run_hook(w: &World, plugin: &Path, event: &str, env: &[(&str, &str)]) -> (i32
         .env("CLAUDE_PROJECT_DIR", w.tmp.path())
         .env("CLAUDE_PLUGIN_ROOT", plugin)
         .env("CLAUDE_CODE_SESSION_ID", "s-1")
+        .env("TMPDIR", w.path("tmp"))
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    std::fs::create_dir_all(w.path("tmp")).unwrap();
     let mut child = cmd.spawn().unwrap();
     child
         .stdin
@@ -239,9 +252,27 @@ fn claude_hook_reports_failures_as_a_system_message_and_never_blocks() {
             && msg.contains("1 of 4 servers failed: broken"),
         "{msg}"
     );
-    // The others were attached all the same; the session is our test process.
+    // The others were attached all the same, and the model is told of them;
+    // the session is our test process.
+    let context = out["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        context.contains("started a") && context.contains("started b"),
+        "{context}"
+    );
     assert_eq!(clients(&w, "a"), [std::process::id()]);
-    let (code, out, _) = run_hook(&w, &plugin, "SessionEnd", &[("SHAREDSERVER_BIN", BIN)]);
+    // /clear ends one session and starts the next in the same process: the
+    // hold stays (letting go would stop and restart every server).
+    let bin = [("SHAREDSERVER_BIN", BIN)];
+    let (code, out, _) = run_hook_input(&w, &plugin, "SessionEnd", "clear", &bin);
+    assert_eq!((code, out), (0, Value::Null));
+    assert_eq!(
+        clients(&w, "a"),
+        [std::process::id()],
+        "/clear kept the hold"
+    );
+    let (code, out, _) = run_hook(&w, &plugin, "SessionEnd", &bin);
     assert_eq!((code, out), (0, Value::Null));
     assert_eq!(w.info("a")["refcount"], 0, "SessionEnd let go");
 
@@ -289,6 +320,73 @@ fn claude_hook_reports_failures_as_a_system_message_and_never_blocks() {
         .unwrap_or_else(|| panic!("{out}"));
     assert!(context.contains("attached to a"), "{context}");
     assert_eq!(clients(&w, "a"), [std::process::id()]);
+
+    // The binary that the Neovim plugin's lazy.nvim build step made is
+    // found too (a marketplace install runs a copy of the hook).
+    let data = w.path("data");
+    let built = data.join("nvim/lazy/sharedserver/target/release");
+    std::fs::create_dir_all(&built).unwrap();
+    std::os::unix::fs::symlink(BIN, built.join("sharedserver")).unwrap();
+    let xdg = [("XDG_DATA_HOME", data.to_str().unwrap())];
+    let (code, out, _) = run_hook(&w, &copy, "SessionStart", &xdg);
+    assert_eq!(code, 0);
+    assert!(
+        out["hookSpecificOutput"]["additionalContext"]
+            .as_str()
+            .is_some_and(|c| c.contains("attached to a")),
+        "{out}"
+    );
+}
+
+#[test]
+fn claude_hook_waits_a_bounded_time_and_the_start_goes_on_in_the_background() {
+    let w = World::new();
+    let flag = w.path("ready-flag");
+    std::fs::write(
+        w.path(".sharedserver.json"),
+        format!(
+            r#"{{"servers": {{"slow": {{"command": "sleep", "args": ["1000"], "grace_period": "1h",
+                "ready": "cmd:test -e '{}'", "ready_timeout": "2m"}}}}}}"#,
+            flag.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(w.path("home")).unwrap();
+    let plugin = repo().join("integrations/claude");
+    let env = [("SHAREDSERVER_BIN", BIN), ("SHAREDSERVER_HOOK_WAIT", "1")];
+    let (code, out, err) = run_hook(&w, &plugin, "SessionStart", &env);
+    assert_eq!(code, 0, "{err}");
+    let msg = out["systemMessage"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(msg.contains("still starting after 1s"), "{msg}");
+    assert!(
+        out["hookSpecificOutput"]["additionalContext"]
+            .as_str()
+            .is_some_and(|c| c.contains("sharedserver list")),
+        "{out}"
+    );
+    // Still held for the session, and it gets ready once it can.
+    assert_eq!(w.state("slow"), "starting");
+    assert_eq!(clients(&w, "slow"), [std::process::id()]);
+    std::fs::write(&flag, "").unwrap();
+    eventually(SOON, "the server got ready", || w.state("slow") == "active");
+    assert_eq!(clients(&w, "slow"), [std::process::id()]);
+    // The background start cleans up after itself.
+    eventually(SOON, "the hook's scratch directory was removed", || {
+        std::fs::read_dir(w.path("tmp"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+    });
+
+    let bad = [
+        ("SHAREDSERVER_BIN", BIN),
+        ("SHAREDSERVER_HOOK_WAIT", "soon"),
+    ];
+    let (code, out, _) = run_hook(&w, &plugin, "SessionStart", &bad);
+    assert_eq!(code, 0);
+    let msg = out["systemMessage"].as_str().unwrap_or_default();
+    assert!(msg.contains("SHAREDSERVER_HOOK_WAIT is 'soon'"), "{msg}");
 }
 
 /// `opencode serve` for this world's project, with the plugin linked into
@@ -296,6 +394,11 @@ fn claude_hook_reports_failures_as_a_system_message_and_never_blocks() {
 /// into each config directory unless a lock file says it is there: give it
 /// the one tests/install-npm made, so the test needs no network.
 fn opencode(w: &World) -> (Host, u16) {
+    opencode_with(w, &[])
+}
+
+/// opencode(), with more (or other) environment variables.
+fn opencode_with(w: &World, env: &[(&str, &str)]) -> (Host, u16) {
     let npm = npm();
     let tools = npm.parent().unwrap();
     let plugins = w.path(".opencode/plugins");
@@ -315,16 +418,17 @@ fn opencode(w: &World) -> (Host, u16) {
     let log = w.path("opencode.log");
     let mut cmd = Command::new(npm.join(".bin/opencode"));
     host_env(&mut cmd, w);
-    cmd.args([
-        "serve",
-        "--hostname",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--print-logs",
-    ])
-    .stdout(std::fs::File::create(&log).unwrap())
-    .stderr(std::fs::File::create(w.path("opencode.err")).unwrap());
+    cmd.envs(env.iter().copied())
+        .args([
+            "serve",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--print-logs",
+        ])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(w.path("opencode.err")).unwrap());
     let host = Host(cmd.spawn().expect("start opencode"));
     let mut port = 0;
     eventually(HOST, "OpenCode listens", || {
@@ -420,4 +524,83 @@ fn opencode_plugin_attaches_opencode_itself_and_reports_failures() {
     eventually(SOON, "OpenCode's death dropped it", || {
         w.info("a")["refcount"] == 0 && w.info("b")["refcount"] == 0
     });
+}
+
+#[test]
+fn opencode_starts_all_the_same_when_the_binary_is_missing() {
+    let w = World::new();
+    project(&w, "");
+    // Awaiting the failure's toast while OpenCode started used to hang it.
+    let (_host, port) = opencode_with(&w, &[("SHAREDSERVER_BIN", "/no/such/sharedserver")]);
+    open_project(port, w.tmp.path());
+    eventually(SOON, "the failure is in OpenCode's log", || {
+        let log = read(&w.path("opencode.log")) + &read(&w.path("opencode.err"));
+        log.contains("sharedserver: $SHAREDSERVER_BIN is /no/such/sharedserver")
+    });
+    assert_eq!(w.state("a"), "stopped");
+}
+
+/// The plugin's hooks, called as OpenCode calls them, with a client whose
+/// toasts never answer (as while OpenCode starts): what node prints.
+fn opencode_plugin_in_node(w: &World, script: &str) -> String {
+    let plugin = repo().join("integrations/opencode/sharedserver.js");
+    let code = format!(
+        r#"
+const {{ SharedServer }} = await import({plugin:?});
+const toasts = [], logs = [];
+const client = {{
+  tui: {{ showToast: (r) => {{ toasts.push(r.body.message); return new Promise(() => {{}}); }} }},
+  app: {{ log: (r) => {{ logs.push(r.body.message); return new Promise(() => {{}}); }} }},
+}};
+const hooks = await SharedServer({{ client, directory: {dir:?} }});
+const until = async (what, ok) => {{
+  for (let i = 0; i < 1000 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
+  if (!ok()) throw new Error("timed out waiting for " + what);
+}};
+{script}
+"#,
+        plugin = plugin.display().to_string(),
+        dir = w.tmp.path().display().to_string(),
+    );
+    let mut cmd = Command::new("node");
+    cmd.args(["--input-type=module", "-e", &code])
+        .env("SHAREDSERVER_LOCKDIR", &w.lockdir)
+        .env("SHAREDSERVER_BIN", BIN);
+    let out = cmd.output().expect("run node");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "node: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn opencode_plugin_tells_the_model_what_runs_and_holds_toasts_for_the_tui() {
+    let w = World::new();
+    project(&w, r#", "broken": {"command": "false"}"#);
+    let out = opencode_plugin_in_node(
+        &w,
+        r#"
+await until("the failure", () => logs.length > 0);
+console.log("toasts before any session: " + toasts.length);
+await hooks.event({ event: { type: "session.created", properties: {} } });
+console.log("toasts after: " + JSON.stringify(toasts));
+const output = { system: [] };
+await hooks["experimental.chat.system.transform"]({}, output);
+console.log("system: " + JSON.stringify(output.system));
+"#,
+    );
+    assert!(out.contains("toasts before any session: 0"), "{out}");
+    assert!(
+        out.contains("toasts after: [\"sharedserver: broken: server 'broken' exited at once"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Shared servers for this project (sharedserver):")
+            && out.contains("started a")
+            && out.contains("started b"),
+        "{out}"
+    );
 }
