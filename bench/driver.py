@@ -10,6 +10,8 @@ directory is a fresh directory on tmpfs (/dev/shm), removed afterwards.
 Row 10 (`--only 10`, not part of the default run) measures the rows the
 process backend affects under both backends, alternating run by run:
 pidfd (the baseline) and portable (SHAREDSERVER_BACKEND=portable).
+Row 13 (`--only 13`, not part of it either) is row 3's floor: the start
+with plugins patched to do less and less of the real work.
 """
 
 import argparse
@@ -224,50 +226,53 @@ class Bench:
                  "≤ 150 µs per pair", p <= 150 * US)
         self.ss("admin", "kill", "bench-native")
 
-    def startup(self):
-        """3: Neovim startup with the plugin and 10 running servers."""
-        nvim = nvim_path()
-        plugin = os.path.join(self.tmp, "plugin-root")
+    # `+qa` runs before VimEnter, so the plugin's attach never happens in that
+    # literal command. This form quits from a VimEnter autocmd queued after
+    # the plugin's: a full attach (10 increfs) and detach.
+    QUIT_AT_ENTER = "+autocmd VimEnter * ++once ++nested qa"
+
+    def plugin_tree(self, nvim, name, patches=()):
+        """A copy of the plugin as a user's build leaves it (the library as
+        native.so, the bytecode build.lua compiles), with `patches` applied:
+        (file under lua/sharedserver, old text, new text), each of which must
+        apply, so that an experiment on code that has moved fails loudly."""
+        plugin = os.path.join(self.tmp, name)
         os.makedirs(plugin)
         shutil.copytree(os.path.join(ROOT, "lua"), os.path.join(plugin, "lua"))
         shutil.copytree(os.path.join(ROOT, "plugin"), os.path.join(plugin, "plugin"))
         shutil.copy(LIB, os.path.join(plugin, "lua", "sharedserver", "native.so"))
-        # The bytecode build.lua compiles, as a user's build leaves it.
+        for file, old, new in patches:
+            path = os.path.join(plugin, "lua", "sharedserver", file)
+            text = open(path).read()
+            assert text.count(old) == 1, f"bench: {file} no longer holds {old!r}"
+            with open(path, "w") as f:
+                f.write(text.replace(old, new))
         subprocess.run([nvim, "--headless", "-i", "NONE", "-u", "NONE", "--cmd", f"set rtp^={plugin}",
                         "-c", "lua assert(select(2, require('sharedserver.compile').compile()) == nil)",
                         "-c", "qa!"], env=self.env, check=True, capture_output=True)
         assert os.path.exists(os.path.join(plugin, "bytecode", "manifest.lua")), "bytecode not compiled"
+        return plugin
+
+    def startup_servers(self, plugin):
+        """Start row 3's 10 servers (held by one client, so that Neovim
+        joins them) and return the environment of its Neovim starts."""
         holder = self.client()
         for i in range(1, 11):
             self.start(f"bench-start-{i}", holder)
         xdg = os.path.join(self.tmp, "xdg")
-        env = dict(self.env, SS_BENCH_ROOT=plugin, SS_BENCH_BIN=BIN, SS_BENCH_SERVERS="10",
-                   XDG_CONFIG_HOME=xdg + "/config", XDG_DATA_HOME=xdg + "/data",
-                   XDG_STATE_HOME=xdg + "/state", XDG_CACHE_HOME=xdg + "/cache")
-        with_plugin = os.path.join(ROOT, "bench", "startup_plugin.lua")
-        without = os.path.join(ROOT, "bench", "startup_base.lua")
+        return dict(self.env, SS_BENCH_ROOT=plugin, SS_BENCH_BIN=BIN, SS_BENCH_SERVERS="10",
+                    XDG_CONFIG_HOME=xdg + "/config", XDG_DATA_HOME=xdg + "/data",
+                    XDG_STATE_HOME=xdg + "/state", XDG_CACHE_HOME=xdg + "/cache")
 
-        def argv(init, *cmds):
-            return [nvim, "--headless", "-i", "NONE", "-u", init, *cmds]
-
-        # `+qa` runs before VimEnter, so the plugin's attach never happens in
-        # the literal command. The second form quits from a VimEnter autocmd
-        # queued after the plugin's: a full attach (10 increfs) and detach.
-        full = "+autocmd VimEnter * ++once ++nested qa"
-        # Prove the plugin attaches in the full form (refcount 2 = holder + us).
-        probe = os.path.join(self.tmp, "probe.json")
-        self.timed(argv(with_plugin, full), dict(env, SS_BENCH_PROBE=probe))
-        seen = json.load(open(probe))
-        counts = seen["refcounts"]
-        assert len(counts) == 10 and all(v == 2 for v in counts.values()), counts
-        assert seen["bytecode"] > 0, "no module loaded from bytecode"
+    def stop_startup_servers(self):
         for i in range(1, 11):
-            assert self.info(f"bench-start-{i}")["refcount"] == 1, "Neovim detached on exit"
-        # With the plugin against without, run by run (A B A B ...), the
-        # ratio taken pair by pair: farm-bench --vs when it is installed,
-        # else the same pairing here.
-        n = self.n(40, 8)
-        a_cmd, b_cmd = argv(with_plugin, full), argv(without, full)
+            self.ss("admin", "kill", f"bench-start-{i}")
+
+    def paired(self, a_cmd, b_cmd, env, n):
+        """A against B, run by run (A B A B ...), the ratio taken pair by
+        pair: farm-bench --vs when it is installed, else the same pairing
+        here. Returns the medians of A and B (ns), the wall ratio, and how
+        it was measured."""
         farm = shutil.which("farm-bench")
         if farm:
             out = subprocess.run(
@@ -276,21 +281,92 @@ class Bench:
                 env=env, capture_output=True, text=True, check=True).stdout
             med = {m.group(1): float(m.group(2)) for m in re.finditer(
                 r"^(A wall s|B wall s|A/B wall|A/B cpu)\s+\S+\s+(\S+)", out, re.M)}
-            ma, mb = med["A wall s"] * 1e9, med["B wall s"] * 1e9
-            ratio, how = med["A/B wall"], f"farm-bench --vs, {n} pairs; cpu {med['A/B cpu']:.2f}×"
-        else:
-            pairs = []
-            for _ in range(n):
-                pairs.append((self.timed(a_cmd, env), self.timed(b_cmd, env)))
-            ma = statistics.median(a for a, _ in pairs)
-            mb = statistics.median(b for _, b in pairs)
-            ratio, how = statistics.median(a / b for a, b in pairs), f"{n} pairs"
+            return (med["A wall s"] * 1e9, med["B wall s"] * 1e9, med["A/B wall"],
+                    f"farm-bench --vs, {n} pairs; cpu {med['A/B cpu']:.2f}×")
+        pairs = []
+        for _ in range(n):
+            pairs.append((self.timed(a_cmd, env), self.timed(b_cmd, env)))
+        ma = statistics.median(a for a, _ in pairs)
+        mb = statistics.median(b for _, b in pairs)
+        return ma, mb, statistics.median(a / b for a, b in pairs), f"{n} pairs"
+
+    def startup(self):
+        """3: Neovim startup with the plugin and 10 running servers."""
+        nvim = nvim_path()
+        plugin = self.plugin_tree(nvim, "plugin-root")
+        env = self.startup_servers(plugin)
+        with_plugin = os.path.join(ROOT, "bench", "startup_plugin.lua")
+        without = os.path.join(ROOT, "bench", "startup_base.lua")
+
+        def argv(init):
+            return [nvim, "--headless", "-i", "NONE", "-u", init, self.QUIT_AT_ENTER]
+
+        # Prove the plugin attaches in the full form (refcount 2 = holder + us).
+        probe = os.path.join(self.tmp, "probe.json")
+        self.timed(argv(with_plugin), dict(env, SS_BENCH_PROBE=probe))
+        seen = json.load(open(probe))
+        counts = seen["refcounts"]
+        assert len(counts) == 10 and all(v == 2 for v in counts.values()), counts
+        assert seen["bytecode"] > 0, "no module loaded from bytecode"
+        for i in range(1, 11):
+            assert self.info(f"bench-start-{i}")["refcount"] == 1, "Neovim detached on exit"
+        ma, mb, ratio, how = self.paired(argv(with_plugin), argv(without), env, self.n(40, 8))
         self.row(3, "Neovim startup quitting from `VimEnter`, plugin attaching to 10 running "
                  "servers and detaching them", ma, mb, "≤ 1.15× (paired)", ratio <= 1.15,
                  ratio=False, note=f"paired median ratio {ratio:.2f}× ({how})")
-        self.startup_phases(argv(with_plugin, full), argv(without, full), env)
-        for i in range(1, 11):
-            self.ss("admin", "kill", f"bench-start-{i}")
+        self.startup_phases(argv(with_plugin), argv(without), env)
+        self.stop_startup_servers()
+
+    def startup_floor(self):
+        """13 (only when named): row 3's floor. The same start with plugins
+        that do less and less of the real work (text patches of a copy of
+        the Lua code), each paired against the start without the plugin:
+        what the plugin costs before its first record operation."""
+        nvim = nvim_path()
+        enter = 'local answers, err = n.try("enter", items)'
+        leave = 'pcall(require("sharedserver.native").leave, names)'
+        no_prepare = ("start.lua", 'require("sharedserver.native").try("prepare", items)', "return")
+        poke = ('for _, x in ipairs({LIST}) do local f = io.open(os.getenv("SHAREDSERVER_LOCKDIR") '
+                '.. "/" .. (x.name or x) .. ".wake", "w"); f:write("!"); f:close() end')
+        variants = [
+            ("the Lua loaded, setup() with no servers (the library not opened)", "load", []),
+            ("setup() with the 10 servers (library opened, options checked), VimEnter "
+             "building its batch; no native join, detach or answer", "setup",
+             [no_prepare, ("start.lua", enter, "local answers, err = {}, nil"),
+              ("autocmds.lua", leave, "")]),
+            ("the same, and one poke of each server's watcher at VimEnter and at VimLeave "
+             "(no record written)", "pokes",
+             [no_prepare, ("start.lua", enter, poke.replace("{LIST}", "items") + " local answers, err = {}, nil"),
+              ("autocmds.lua", leave, poke.replace("{LIST}", "names"))]),
+            ("the same, and each server's status read and handled as a join answer", "answers",
+             [no_prepare,
+              ("start.lua", enter, poke.replace("{LIST}", "items") + " local answers, err = {}, nil "
+               'for _, it in ipairs(items) do answers[#answers + 1] = { name = it.name, '
+               'outcome = "joined", status = n.status(it.name) } end'),
+              ("autocmds.lua", leave, poke.replace("{LIST}", "names"))]),
+            ("the plugin as it is", "real", []),
+        ]
+        without = [nvim, "--headless", "-i", "NONE", "-u", os.path.join(ROOT, "bench", "startup_base.lua"),
+                   self.QUIT_AT_ENTER]
+        plugin_init = os.path.join(ROOT, "bench", "startup_plugin.lua")
+        load_init = os.path.join(self.tmp, "startup_load.lua")
+        with open(load_init, "w") as f:
+            f.write('vim.opt.runtimepath:prepend(os.getenv("SS_BENCH_ROOT"))\n'
+                    'require("sharedserver").setup({ binary = os.getenv("SS_BENCH_BIN"), servers = {} })\n')
+        env = None
+        print("  [13] row 3's floor: each start paired against the start without the plugin")
+        for label, name, patches in variants:
+            plugin = self.plugin_tree(nvim, f"plugin-{name}", patches)
+            if env is None:
+                env = self.startup_servers(plugin)
+            init = load_init if name == "load" else plugin_init
+            cmd, venv = [nvim, "--headless", "-i", "NONE", "-u", init, self.QUIT_AT_ENTER], dict(env, SS_BENCH_ROOT=plugin)
+            # A patch that broke the plugin would show as an error, not a ratio.
+            once = subprocess.run(cmd, env=venv, capture_output=True, text=True)
+            assert once.returncode == 0 and not (once.stdout + once.stderr).strip(), (name, once.stderr)
+            _, _, ratio, how = self.paired(cmd, without, venv, self.n(100, 8))
+            print(f"      {ratio:.2f}×  {label} ({how})", flush=True)
+        self.stop_startup_servers()
 
     def startup_phases(self, a_cmd, b_cmd, env):
         """Where row 3's difference goes: the same two starts, in turn, with
@@ -561,7 +637,7 @@ def table(rows):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--only", help="comma-separated benchmark numbers (1-12; 10 only if named)")
+    ap.add_argument("--only", help="comma-separated benchmark numbers (1-13; 10 and 13 only if named)")
     ap.add_argument("--quick", action="store_true", help="few iterations: a smoke test")
     ap.add_argument("--json", help="also write the rows as JSON to this file")
     args = ap.parse_args()
@@ -572,7 +648,7 @@ def main():
     b = Bench(args.quick)
     steps = [((1, 2), b.native), ((3,), b.startup), ((4,), b.attach), ((5,), b.cold),
              ((6,), b.stop), ((7,), b.dead_client), ((8,), b.idle), ((9,), b.many),
-             ((10,), b.backends), ((11,), b.project), ((12,), b.enter_starts)]
+             ((10,), b.backends), ((11,), b.project), ((12,), b.enter_starts), ((13,), b.startup_floor)]
     print(f"bench: lock dir {b.lockdir}; {os.cpu_count()} CPUs; binary {BIN} ({linkage(BIN)}); "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     try:
