@@ -54,6 +54,9 @@ pub enum Error {
     InUse(String, usize),
     /// Waiting for something took longer than the deadline.
     Timeout(String, String),
+    /// The caller gave up waiting for the server to be ready (an
+    /// interrupted `use --all`).
+    Cancelled(String),
     /// Starting (or re-supervising) needs the `sharedserver` binary, and
     /// none is known here.
     NoBinary,
@@ -166,6 +169,9 @@ impl fmt::Display for Error {
                 "server '{name}' still has {n} attached client(s); pass --force to stop it anyway"
             ),
             Error::Timeout(name, what) => write!(f, "server '{name}': timed out {what}"),
+            Error::Cancelled(name) => {
+                write!(f, "server '{name}': cancelled while waiting for readiness")
+            }
             Error::NoBinary => f.write_str(
                 "the sharedserver binary was not found (install it with `cargo install --path .`, or set the `binary` option)",
             ),

@@ -12,6 +12,7 @@ use crate::name::ServerName;
 use crate::process::ProcessId;
 use crate::record::State;
 use crate::status::Status;
+use std::ops::ControlFlow;
 
 /// One server of a project.
 #[derive(Debug, Clone)]
@@ -39,11 +40,32 @@ pub enum Outcome {
     /// The client was removed.
     Detached(Status),
     Failed(Error),
+    /// The call was cancelled (see [`use_all`]) before this server was
+    /// ready. `attached`: the client holds it all the same; `started`: this
+    /// call started it. Undoing that is the caller's choice.
+    Cancelled {
+        attached: bool,
+        started: bool,
+    },
 }
 
 impl Outcome {
     pub fn failed(&self) -> bool {
         matches!(self, Outcome::Failed(_))
+    }
+
+    /// Whether this call attached the client (`Some`), and if so whether
+    /// it also started the server (`Some(true)`): what undoing it means.
+    pub fn attached(&self) -> Option<bool> {
+        match self {
+            Outcome::Started(_) => Some(true),
+            Outcome::Joined { .. } => Some(false),
+            Outcome::Cancelled {
+                attached: true,
+                started,
+            } => Some(*started),
+            _ => None,
+        }
     }
 }
 
@@ -60,6 +82,11 @@ enum Step {
 /// lazy ones only joined when running. `done` is called as each one
 /// finishes. The result is in the members' order.
 ///
+/// Once `cancelled()` answers true (the user pressed Ctrl-C, say), no
+/// further server is started and no wait for readiness goes on: those
+/// members end as [`Outcome::Cancelled`], saying what the caller may want
+/// to undo. The joins of the first pass take microseconds and still run.
+///
 /// Joining a running server takes microseconds, so every member is first
 /// joined here, in turn. Only those that must be started or waited for are
 /// then done at once (crate::fanout), so that their waits overlap: on a busy
@@ -70,6 +97,7 @@ pub fn use_all(
     client: ProcessId,
     metadata: Option<&str>,
     done: &(dyn Fn(&ServerName, &Outcome) + Sync),
+    cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Vec<(ServerName, Outcome)> {
     let request = |m: &Member| AttachRequest {
         name: m.name.clone(),
@@ -105,14 +133,22 @@ pub fn use_all(
         .collect();
     let mut finished = crate::fanout::each(&pending, |(m, step)| {
         let outcome = match step {
-            Step::Wait(warning) => match lc.wait_ready(&m.name, |_| {}) {
+            Step::Wait(warning) => match wait(lc, &m.name, cancelled) {
                 Ok(status) => Outcome::Joined {
                     status,
                     warning: warning.clone(),
                 },
+                Err(Error::Cancelled(_)) => Outcome::Cancelled {
+                    attached: true,
+                    started: false,
+                },
                 Err(e) => Outcome::Failed(e),
             },
-            _ => start(lc, &request(m)),
+            _ if cancelled() => Outcome::Cancelled {
+                attached: false,
+                started: false,
+            },
+            _ => start(lc, &request(m), cancelled),
         };
         done(&m.name, &outcome);
         outcome
@@ -133,18 +169,33 @@ pub fn use_all(
         .collect()
 }
 
+/// Wait until `name` is ready, giving up once `cancelled()`.
+fn wait(lc: &Lifecycle, name: &ServerName, cancelled: &dyn Fn() -> bool) -> Result<Status> {
+    lc.wait_ready(name, |_| match cancelled() {
+        true => ControlFlow::Break(()),
+        false => ControlFlow::Continue(()),
+    })
+}
+
 /// Attach, starting the server if it is still not running, and wait until
 /// it is ready.
-fn start(lc: &Lifecycle, req: &AttachRequest) -> Outcome {
+fn start(lc: &Lifecycle, req: &AttachRequest, cancelled: &dyn Fn() -> bool) -> Outcome {
     let attached = match lc.attach(req) {
         Ok(a) => a,
         Err(e) => return Outcome::Failed(e),
     };
     let warning = attached.warning();
     let mut status = attached.status().clone();
+    let started = matches!(attached, Attached::Started(_));
     if status.state == State::Starting {
-        status = match lc.wait_ready(&req.name, |_| {}) {
+        status = match wait(lc, &req.name, cancelled) {
             Ok(s) => s,
+            Err(Error::Cancelled(_)) => {
+                return Outcome::Cancelled {
+                    attached: true,
+                    started,
+                }
+            }
             Err(e) => return Outcome::Failed(e),
         };
     }

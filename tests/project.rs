@@ -286,3 +286,73 @@ fn existing_configs_read_as_they_are() {
     assert!(!out.contains("other"), "{out}");
     assert_eq!(w.state("other"), "stopped");
 }
+
+/// A project whose `slow` server stays `starting` until the test creates
+/// its flag file, beside a quick `quick` and a `shared` one.
+fn project_with_a_slow_server(w: &World) -> std::path::PathBuf {
+    let flag = w.path("FLAG");
+    std::fs::write(
+        w.path(".sharedserver.json"),
+        format!(
+            r#"{{"servers": {{
+                "slow": {{"command": "sleep", "args": ["1000"], "ready": "cmd:test -e '{}'"}},
+                "quick": {{"command": "sleep", "args": ["1001"]}},
+                "shared": {{"command": "sleep", "args": ["1002"]}}
+            }}}}"#,
+            flag.display()
+        ),
+    )
+    .unwrap();
+    flag
+}
+
+/// `use --all` (or `exec --all`) interrupted while `slow` starts: it undoes
+/// every attach it made, stops what it started, and leaves `shared`, which
+/// another client held first, running for that client.
+fn interrupted_all(exec: bool, sig: nix::sys::signal::Signal) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut w = World::new();
+    project_with_a_slow_server(&w);
+    let other = w.client();
+    w.ok(&["use", "shared", "--pid", &other.to_string()]);
+    let client = w.client().to_string();
+    let all = match exec {
+        true => w.spawn(&["exec", "--all", "--", "sleep", "1000"]),
+        false => w.spawn(&["use", "--all", "--pid", &client]),
+    };
+    eventually(SOON, "quick and shared joined, slow starting", || {
+        w.info("quick")["refcount"] == 1
+            && w.info("shared")["refcount"] == 2
+            && w.check("slow") == 3
+    });
+    signal(all.id(), sig);
+    let out = all.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(sig as i32), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "interrupted; detached from 'slow' and stopped it",
+        "interrupted; detached from 'quick' and stopped it",
+    ] {
+        assert!(err.contains(line), "{line}: {err}");
+    }
+    assert!(
+        err.contains("interrupted; detached from 'shared'\n"),
+        "{err}"
+    );
+    for name in ["slow", "quick"] {
+        eventually(SOON, &format!("{name} stopped"), || {
+            w.state(name) == "stopped"
+        });
+    }
+    assert_eq!(clients(&w, "shared"), [other]);
+}
+
+#[test]
+fn an_interrupted_use_all_undoes_every_attach_it_made() {
+    interrupted_all(false, nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+fn an_interrupted_exec_all_undoes_every_attach_it_made() {
+    interrupted_all(true, nix::sys::signal::Signal::SIGTERM);
+}

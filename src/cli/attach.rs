@@ -1,6 +1,6 @@
 //! `use`, `unuse`, and the shared start options (also used by `admin start`).
 
-use super::{client, lifecycle, parse_duration, parse_env, parse_name};
+use super::{client, interrupt, lifecycle, parse_duration, parse_env, parse_name};
 use clap::Args;
 use sharedserver::lifecycle::StartupCheck;
 use sharedserver::options::ServerSpec;
@@ -173,7 +173,8 @@ pub struct UseArgs {
     #[arg(value_parser = parse_name, required_unless_present = "all")]
     pub name: Option<ServerName>,
     /// Every server of the project's config: non-lazy ones are started if
-    /// needed, lazy ones joined only if running
+    /// needed, lazy ones joined only if running. Ctrl-C undoes every attach
+    /// it made, as for one server
     #[arg(long, conflicts_with = "name")]
     pub all: bool,
     /// Client process to attach (default: the caller, i.e. our parent process)
@@ -233,18 +234,14 @@ pub fn attach(
         if_running,
     };
     let lc = lifecycle()?;
-    // Catch Ctrl-C before attaching: the record (state `starting`) is
-    // visible to others before `attach` returns, and a signal that came
-    // meanwhile must still undo this attach, not end `use` half done.
     interrupt::catch();
     let attached = lc.attach(&req)?;
     let mut s = attached.status().clone();
     let started = matches!(attached, Attached::Started(_));
     let armed = interrupt::Armed {
-        lc: &lc,
-        name: &req.name,
+        lc: lc.clone(),
         client: req.client.pid,
-        started,
+        held: vec![(req.name.clone(), started)],
     };
     armed.check();
     if s.state == State::Starting {
@@ -275,79 +272,6 @@ pub fn attach(
     Ok(0)
 }
 
-/// Ctrl-C (or SIGTERM, SIGHUP) while `use` waits for readiness: the
-/// interrupted `use` undoes its own attach, and stops the server if it
-/// started it and nobody else has joined, then dies of the signal.
-mod interrupt {
-    use sharedserver::record::DEFAULT_STOP_TIMEOUT;
-    use sharedserver::{Lifecycle, ServerName};
-    use std::sync::atomic::{AtomicI32, Ordering};
-
-    const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
-
-    /// The signal that arrived (0: none). The handler only records it; the
-    /// wait loop acts on it.
-    static CAUGHT: AtomicI32 = AtomicI32::new(0);
-
-    extern "C" fn on_signal(sig: libc::c_int) {
-        CAUGHT.store(sig, Ordering::SeqCst);
-    }
-
-    /// What an interrupted `use` must undo.
-    pub struct Armed<'a> {
-        pub lc: &'a Lifecycle,
-        pub name: &'a ServerName,
-        pub client: u32,
-        /// This `use` started the server.
-        pub started: bool,
-    }
-
-    /// From now on the signals are caught (recorded for `Armed::check`)
-    /// instead of ending `use`.
-    pub fn catch() {
-        for sig in SIGNALS {
-            // SAFETY: the handler only stores to an atomic.
-            unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-        }
-    }
-
-    impl Armed<'_> {
-        /// If a signal came: undo the attach, and die of the signal.
-        pub fn check(&self) {
-            let sig = CAUGHT.load(Ordering::SeqCst);
-            if sig == 0 {
-                return;
-            }
-            let _ = self.lc.detach(self.name, self.client);
-            let stopped = self.started
-                // Refused (InUse) when another client has joined meanwhile.
-                && self.lc.stop(self.name, false, DEFAULT_STOP_TIMEOUT).is_ok();
-            eprintln!(
-                "\r\x1b[2Ksharedserver: interrupted; detached from '{}'{}",
-                self.name,
-                if stopped { " and stopped it" } else { "" }
-            );
-            // SAFETY: restoring the default disposition, then dying of it.
-            unsafe {
-                libc::signal(sig, libc::SIG_DFL);
-                libc::raise(sig);
-            }
-            std::process::exit(128 + sig);
-        }
-    }
-
-    impl Drop for Armed<'_> {
-        fn drop(&mut self) {
-            // A signal between the last look and now still undoes the attach.
-            self.check();
-            for sig in SIGNALS {
-                // SAFETY: restoring the default disposition.
-                unsafe { libc::signal(sig, libc::SIG_DFL) };
-            }
-        }
-    }
-}
-
 /// Wait for readiness; on a terminal, show what we wait for and for how long.
 /// `each_tick` runs on every look at the server.
 fn wait_ready(
@@ -368,6 +292,7 @@ fn wait_ready(
                 elapsed.as_secs_f64()
             );
         }
+        std::ops::ControlFlow::Continue(())
     });
     if tty && !shown.is_zero() {
         eprint!("\r\x1b[2K");

@@ -4,6 +4,7 @@
 mod admin;
 mod attach;
 mod files;
+mod interrupt;
 mod project;
 mod show;
 
@@ -41,6 +42,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Attach to a server, starting it if it is not running
+    ///
+    /// Interrupted (Ctrl-C, SIGTERM, SIGHUP) before it is done, it undoes
+    /// its attaches and stops each server it started that no other client
+    /// holds, one line per server, then dies of the signal.
     Use(attach::UseArgs),
     /// Detach from a server; the last detach starts its grace period
     Unuse(attach::UnuseArgs),

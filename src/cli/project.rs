@@ -2,11 +2,11 @@
 //! that holds servers for exactly as long as it runs.
 
 use super::attach::{current_dir, on_port, shell_words, StartOptions};
-use super::{lifecycle, parse_name, EXIT_ERROR};
+use super::{interrupt, lifecycle, parse_name, EXIT_ERROR};
 use clap::Args;
 use sharedserver::process::ProcessId;
 use sharedserver::project::{self, Member, Outcome};
-use sharedserver::{config, Error, ServerName};
+use sharedserver::{config, Error, Lifecycle, ServerName};
 use std::io::IsTerminal;
 use std::os::unix::process::CommandExt;
 use std::sync::{mpsc, Mutex};
@@ -77,7 +77,7 @@ pub fn use_all(
     metadata: Option<&str>,
 ) -> sharedserver::Result<i32> {
     let (members, failed) = members(opts)?;
-    let outcomes = attach_all(&members, client, metadata)?;
+    let (outcomes, _armed) = attach_all(&members, client, metadata)?;
     Ok(report(
         failed.into_iter().chain(outcomes).collect(),
         Out::Stdout,
@@ -112,9 +112,11 @@ pub fn exec(args: ExecArgs) -> sharedserver::Result<i32> {
         }
         None => members(&args.start)?,
     };
-    let outcomes = attach_all(&members, me, args.metadata.as_deref())?;
+    let (outcomes, armed) = attach_all(&members, me, args.metadata.as_deref())?;
     // Our stdout is the command's: keep it clean.
     let code = report(failed.into_iter().chain(outcomes).collect(), Out::Stderr);
+    // The command gets the signals' default dispositions back.
+    drop(armed);
     if code != 0 {
         release(me.pid);
         return Ok(code);
@@ -143,28 +145,51 @@ fn release(pid: u32) {
 }
 
 /// Run `project::use_all`, with one progress line on a terminal while
-/// servers are still starting.
+/// servers are still starting. A signal (Ctrl-C) cancels it and undoes
+/// every attach it made, as an interrupted single `use` does (see
+/// `interrupt`); the returned guard keeps doing so until it is dropped.
 fn attach_all(
     members: &[Member],
     client: ProcessId,
     metadata: Option<&str>,
-) -> sharedserver::Result<Vec<(ServerName, Outcome)>> {
+) -> sharedserver::Result<(Vec<(ServerName, Outcome)>, interrupt::Armed)> {
     let lc = lifecycle()?;
+    interrupt::catch();
+    let outcomes = use_all_showing_progress(&lc, members, client, metadata);
+    let armed = interrupt::Armed {
+        held: outcomes
+            .iter()
+            .filter_map(|(name, o)| Some((name.clone(), o.attached()?)))
+            .collect(),
+        lc,
+        client: client.pid,
+    };
+    armed.check();
+    Ok((outcomes, armed))
+}
+
+fn use_all_showing_progress(
+    lc: &Lifecycle,
+    members: &[Member],
+    client: ProcessId,
+    metadata: Option<&str>,
+) -> Vec<(ServerName, Outcome)> {
     let pending = Mutex::new(members.iter().map(|m| m.name.clone()).collect::<Vec<_>>());
     let done = |name: &ServerName, _: &Outcome| {
         if let Ok(mut p) = pending.lock() {
             p.retain(|n| n != name);
         }
     };
+    let cancelled = interrupt::caught;
     if !std::io::stderr().is_terminal() {
-        return Ok(project::use_all(&lc, members, client, metadata, &done));
+        return project::use_all(lc, members, client, metadata, &done, &cancelled);
     }
     let (finished, ticks) = mpsc::channel::<()>();
     std::thread::scope(|scope| {
         scope.spawn(|| show_progress(&pending, members.len(), ticks));
-        let outcomes = project::use_all(&lc, members, client, metadata, &done);
+        let outcomes = project::use_all(lc, members, client, metadata, &done, &cancelled);
         drop(finished);
-        Ok(outcomes)
+        outcomes
     })
 }
 
@@ -228,6 +253,11 @@ fn report(outcomes: Vec<(ServerName, Outcome)>, out: Out) -> i32 {
             Outcome::Detached(s) => say(format!("detached from {name} (refcount {})", s.refcount)),
             Outcome::Failed(e) => {
                 eprintln!("sharedserver: {name}: {e}");
+                failed.push(name.as_str());
+            }
+            // Only after a signal, which ends the call before any report.
+            Outcome::Cancelled { .. } => {
+                eprintln!("sharedserver: {name}: cancelled");
                 failed.push(name.as_str());
             }
         }

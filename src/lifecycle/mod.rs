@@ -11,6 +11,7 @@ use crate::record::{now_ms, ExitKind, Record, State, StopRequest};
 use crate::status::Status;
 use crate::store::{Guard, Store};
 use crate::watcher::{poke, poke_now};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -455,13 +456,14 @@ impl Lifecycle {
     }
 
     /// Block until `name` has passed its readiness check. `progress` is
-    /// called now and then with the elapsed time. Fails, with the reason and
-    /// the log's last lines, if the server stops first (the watcher stops it
-    /// when its readiness deadline passes).
+    /// called now and then with the elapsed time; `Break` gives up the wait
+    /// (`Error::Cancelled`). Fails, with the reason and the log's last
+    /// lines, if the server stops first (the watcher stops it when its
+    /// readiness deadline passes).
     pub fn wait_ready(
         &self,
         name: &ServerName,
-        mut progress: impl FnMut(Duration),
+        mut progress: impl FnMut(Duration) -> ControlFlow<()>,
     ) -> Result<Status> {
         let started = Instant::now();
         let ready = poll_until(None, || {
@@ -479,8 +481,10 @@ impl Lifecycle {
                 }
                 State::Starting | State::Stopping => {}
             }
-            progress(started.elapsed());
-            Ok(None)
+            match progress(started.elapsed()) {
+                ControlFlow::Continue(()) => Ok(None),
+                ControlFlow::Break(()) => Err(Error::Cancelled(name.to_string())),
+            }
         })?;
         // Without a deadline, poll_until returns only with a value.
         ready.ok_or_else(|| Error::Timeout(name.to_string(), "waiting for readiness".into()))

@@ -1,0 +1,82 @@
+//! Ctrl-C (or SIGTERM, SIGHUP) while `use`, `use --all` or `exec` attaches:
+//! the interrupted call undoes its own attaches, stops each server it
+//! started that nobody else has joined, says so in one line per server,
+//! then dies of the signal.
+
+use sharedserver::record::DEFAULT_STOP_TIMEOUT;
+use sharedserver::{Lifecycle, ServerName};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// The signal that arrived (0: none). The handler only records it; the
+/// waits act on it.
+static CAUGHT: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    CAUGHT.store(sig, Ordering::SeqCst);
+}
+
+/// From now on the signals are caught (recorded for [`caught`] and
+/// [`Armed::check`]) instead of ending the call. Called before attaching:
+/// a record is visible to others before the attach returns, and a signal
+/// that came meanwhile must still undo it, not end the call half done.
+pub fn catch() {
+    for sig in SIGNALS {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+/// Whether one of the signals has arrived since [`catch`].
+pub fn caught() -> bool {
+    CAUGHT.load(Ordering::SeqCst) != 0
+}
+
+/// What an interrupted call must undo: the client it attached, and the
+/// servers it attached it to, each with whether this call started it.
+pub struct Armed {
+    pub lc: Lifecycle,
+    pub client: u32,
+    pub held: Vec<(ServerName, bool)>,
+}
+
+impl Armed {
+    /// If a signal came: undo the attaches, and die of the signal.
+    pub fn check(&self) {
+        let sig = CAUGHT.load(Ordering::SeqCst);
+        if sig == 0 {
+            return;
+        }
+        for (name, started) in &self.held {
+            let _ = self.lc.detach(name, self.client);
+            let stopped = *started
+                // Refused (InUse) when another client has joined meanwhile.
+                && self.lc.stop(name, false, DEFAULT_STOP_TIMEOUT).is_ok();
+            eprintln!(
+                "\r\x1b[2Ksharedserver: interrupted; detached from '{name}'{}",
+                if stopped { " and stopped it" } else { "" }
+            );
+        }
+        if self.held.is_empty() {
+            eprintln!("\r\x1b[2Ksharedserver: interrupted; attached to nothing");
+        }
+        // SAFETY: restoring the default disposition, then dying of it.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+        std::process::exit(128 + sig);
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        // A signal between the last look and now still undoes the attaches.
+        self.check();
+        for sig in SIGNALS {
+            // SAFETY: restoring the default disposition.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+}
