@@ -578,3 +578,107 @@ fn a_server_that_daemonizes_fails_with_a_foreground_hint_and_leaves_nothing() {
     });
     assert_eq!(w.info("dmn")["last_exit"]["kind"], "daemonized");
 }
+
+/// The same, for a daemon that loses the tag in its environment (redis
+/// writes its process title over it; `env -i` here): the watcher is its
+/// subreaper, so it is found as an orphan all the same. At start-up, and
+/// later, once the server ran for a while.
+#[test]
+fn a_daemon_without_the_tag_is_found_as_an_orphan_and_stopped() {
+    let w = World::new();
+    let me = std::process::id().to_string();
+    let daemon = |child: &std::path::Path, first: &str| {
+        format!(
+            "{first}setsid env -i PATH=/usr/bin:/bin sh -c 'echo $$ > \"{c}\"; exec sleep 1000' & \
+             while [ ! -s '{c}' ]; do :; done; exit 0",
+            c = child.display()
+        )
+    };
+    let stopped = |child: &std::path::Path| {
+        eventually(SOON, "the daemon wrote its pid", || {
+            read(child).ends_with('\n')
+        });
+        let pid: u32 = read(child).trim().parse().unwrap();
+        eventually(SOON, "the daemon's child stopped", || !exists(pid));
+    };
+
+    let child = w.path("child1.pid");
+    let r = w.run(&[
+        "use",
+        "dmn",
+        "--pid",
+        &me,
+        "--startup-check",
+        "20s",
+        "--",
+        "sh",
+        "-c",
+        &daemon(&child, ""),
+    ]);
+    assert_eq!(r.code(), 10, "{}", r.stdout());
+    assert!(r.stderr().contains("daemonized"), "{}", r.stderr());
+    stopped(&child);
+
+    // Later: the server passes its start-up check, then daemonizes.
+    let gate = w.path("go");
+    let child = w.path("child2.pid");
+    let first = format!("while [ ! -e '{}' ]; do sleep 0.01; done; ", gate.display());
+    w.ok(&[
+        "use",
+        "late",
+        "--pid",
+        &me,
+        "--",
+        "sh",
+        "-c",
+        &daemon(&child, &first),
+    ]);
+    std::fs::write(&gate, "").unwrap();
+    stopped(&child);
+    eventually(SOON, "the exit was recorded", || {
+        w.info("late")["last_exit"]["kind"] == "daemonized"
+    });
+}
+
+/// What a server orphans while it runs becomes the watcher's child (it is
+/// their subreaper): each one that exits is reaped, never left a zombie.
+#[test]
+fn the_orphans_a_server_leaves_while_it_runs_are_reaped() {
+    let w = World::new();
+    let me = std::process::id().to_string();
+    let (go, end) = (w.path("go"), w.path("end"));
+    let wait = |gate: &std::path::Path| {
+        format!("while [ ! -e '{}' ]; do sleep 0.01; done", gate.display())
+    };
+    // Three subshells each leave a waiting shell behind and exit.
+    let script = format!(
+        "{}; for i in 1 2 3; do (sh -c \"{}\" &); done; exec sleep 1000",
+        wait(&go),
+        wait(&end)
+    );
+    w.ok(&["use", "orph", "--pid", &me, "--", "sh", "-c", &script]);
+    let info = w.info("orph");
+    let (server, watcher) = (pid_of(&info), watcher_of(&info));
+    let children = || -> Vec<u32> {
+        let tasks = std::fs::read_dir(format!("/proc/{watcher}/task")).unwrap();
+        tasks
+            .flatten()
+            .flat_map(|t| {
+                let list = read(&t.path().join("children"));
+                let pids: Vec<u32> = list
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
+                pids
+            })
+            .collect()
+    };
+    std::fs::write(&go, "").unwrap();
+    eventually(SOON, "the three orphans came to the watcher", || {
+        children().len() == 4
+    });
+    std::fs::write(&end, "").unwrap();
+    eventually(SOON, "the orphans were reaped", || children() == [server]);
+    assert_eq!(w.state("orph"), "active");
+    w.ok(&["admin", "stop", "orph", "--force"]);
+}

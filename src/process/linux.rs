@@ -55,6 +55,13 @@ pub fn environ(pid: u32) -> Option<Vec<u8>> {
     std::fs::read(format!("/proc/{pid}/environ")).ok()
 }
 
+/// The parent of `pid` (field 4 of its stat file), if it runs.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let mut buf = [0u8; 512];
+    let (_, mut fields) = stat_fields(&format!("/proc/{pid}/stat"), &mut buf)?;
+    fields.next()?.parse().ok()
+}
+
 /// The state letter (field 3) of a stat file, and the fields after it.
 fn stat_fields<'a>(
     path: &str,

@@ -184,7 +184,10 @@ pub fn parent() -> Option<ProcessId> {
     ProcessId::of(nix::unistd::getppid().as_raw() as u32)
 }
 
+#[cfg(target_os = "linux")]
+pub(crate) use linux::parent_of;
 pub use os::tree_idle;
+pub(crate) use portable::{child_exits, drain_child_exits};
 
 /// After SIGKILL, how long to wait for a stopped server's leader to go.
 pub const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

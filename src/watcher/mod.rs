@@ -11,11 +11,12 @@
 //!
 //! Files: this one starts a watcher (the handshake); `wake` is the wake
 //! FIFO's protocol (callers poke, the watcher sleeps on it); `server`
-//! starts, waits for and stops the server process; `readiness` runs the
-//! ready check; `supervise` is the loop; `resident` keeps an idle watcher
-//! small.
+//! starts, waits for and stops the server process; `orphans` takes in and
+//! reaps what the server leaves behind; `readiness` runs the ready check;
+//! `supervise` is the loop; `resident` keeps an idle watcher small.
 
 mod clients;
+mod orphans;
 mod readiness;
 mod resident;
 mod server;
@@ -80,6 +81,8 @@ fn watch(raw_name: &str) -> Result<()> {
         }
     };
 
+    // Before the server exists, so that all it leaves behind comes to us.
+    orphans::adopt();
     let started = begin(&store, &name, &launch, &mut pump);
     let hello = match &started {
         Ok(server) => Hello::Ready {

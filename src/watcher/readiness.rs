@@ -90,6 +90,11 @@ impl Readiness {
         }
     }
 
+    /// The running `cmd:` probe's pid: a child of ours that is no orphan.
+    pub(super) fn probe_pid(&self) -> Option<u32> {
+        self.running.as_ref().map(|r| r.child.id())
+    }
+
     /// The running `cmd:` probe's handle, for the watcher to sleep on.
     pub(super) fn probe_handle(&self) -> Option<&Handle> {
         self.running.as_ref().map(|r| &r.handle)

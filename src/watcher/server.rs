@@ -1,6 +1,7 @@
 //! The server process as the watcher sees it: started (or adopted), waited
 //! for, and stopped.
 
+use super::orphans;
 use crate::exit::Termination;
 use crate::logs::Pump;
 use crate::name::ServerName;
@@ -188,16 +189,38 @@ impl Served for Pump {
     }
 }
 
-/// After the server exited: stop whatever still carries its tag (a server
-/// that daemonizes leaves its real work in a child of a new session, out of
-/// reach of its group). Returns their pids.
+/// After the server exited (and its probe, if any, was reaped): stop
+/// whatever it left running. A server that daemonizes leaves its real work
+/// in a child of a new session, out of reach of its group: found as an
+/// orphan handed to us, or by the tag it carries. Returns their pids.
 pub(super) fn stop_left_behind(store: &Store, name: &ServerName) -> Vec<u32> {
-    let left = crate::process::tagged(name.as_str(), store.dir());
-    for id in &left {
-        if let Some(handle) = id.open() {
-            let timeout = crate::record::DEFAULT_STOP_TIMEOUT;
-            crate::process::terminate(&handle, timeout, |t| handle.wait_exit(t));
+    let mut stopped: Vec<u32> = Vec::new();
+    // Stopping an orphan can hand us its own children: look again, a few
+    // times at most (each round stops at least one process).
+    for _ in 0..LEFT_BEHIND_ROUNDS {
+        let mut left = crate::process::tagged(name.as_str(), store.dir());
+        for pid in orphans::list(&[]) {
+            // A zombie has no identity (it exited): it is only reaped below.
+            if let Some(id) = ProcessId::of(pid).filter(|id| !left.contains(id)) {
+                left.push(id);
+            }
         }
+        left.retain(|id| !stopped.contains(&id.pid));
+        if left.is_empty() {
+            break;
+        }
+        for id in &left {
+            if let Some(handle) = id.open() {
+                let timeout = crate::record::DEFAULT_STOP_TIMEOUT;
+                crate::process::terminate(&handle, timeout, |t| handle.wait_exit(t));
+            }
+            stopped.push(id.pid);
+        }
+        orphans::reap(&[]);
     }
-    left.iter().map(|id| id.pid).collect()
+    orphans::reap(&[]);
+    stopped
 }
+
+/// How many times [`stop_left_behind`] looks for processes left running.
+const LEFT_BEHIND_ROUNDS: usize = 4;

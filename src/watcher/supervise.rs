@@ -1,6 +1,7 @@
 //! The supervision loop: one tick under the lock per wake-up.
 
 use super::clients::Clients;
+use super::orphans;
 use super::readiness::{Check, Readiness};
 use super::server::{spawn_server, stop_left_behind, terminate, Server};
 use super::wake::Wake;
@@ -73,6 +74,7 @@ impl<'a> Watcher<'a> {
     pub(super) fn run(mut self) -> Result<()> {
         loop {
             self.pump.drain();
+            orphans::reap(&self.own_children());
             let next = match self.tick() {
                 Ok(next) => next,
                 Err(e) if !self.store.is_current() => {
@@ -114,6 +116,12 @@ impl<'a> Watcher<'a> {
 
     fn journal(&self, line: &str) {
         self.store.journal(self.name, "watcher", line);
+    }
+
+    /// The children we spawned ourselves (their own code reaps them).
+    fn own_children(&self) -> Vec<u32> {
+        let server = self.server.as_ref().map(|s| s.id.pid);
+        server.into_iter().chain(self.ready.probe_pid()).collect()
     }
 
     fn tick(&mut self) -> Result<Next> {
@@ -384,6 +392,7 @@ impl<'a> Watcher<'a> {
         fds.extend(
             handles()
                 .filter_map(|h| h.exit_fd())
+                .chain(orphans::exits())
                 .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
         );
         // Processes with no exit event (portable backend: clients and an
