@@ -2475,3 +2475,120 @@ fn a_server_whose_own_binary_is_wrong_is_reported_never_started_but_joined_when_
         });
     });
 }
+
+/// Lua defining `R(name)`: register and start a server that crashes (exit
+/// 7) three times under `on-failure:2`, its on_exit arguments kept in
+/// `_G.exits[name]`.
+const CRASHER: &str = r#"_G.exits = {}
+_G.R = function(name)
+  local ss = require('sharedserver')
+  ss.register(name, { command = "sh", args = { "-c", "sleep 0.5; exit 7" }, restart = "on-failure:2",
+    on_exit = function(c, e) _G.exits[name] = tostring(c) .. " " .. tostring(e and e.kind) end })
+  return ss.start(name)
+end"#;
+
+/// Wait until `name` has given up restarting (read from the lock dir, not
+/// through Neovim, which may be blocked).
+fn wait_gave_up(sb: &Sandbox, name: &str) {
+    eventually(DEADLINE, &format!("'{name}' to give up"), || {
+        let st = sb.status(name);
+        (st.state == State::Stopped
+            && st
+                .last_exit
+                .is_some_and(|l| l.kind == sharedserver::record::ExitKind::GaveUp))
+        .then_some(())
+    });
+}
+
+/// The messages about `name`, in order.
+fn notes_about(a: &mut common::nvim::Nvim, name: &str) -> Vec<String> {
+    let needle = format!("'{name}'");
+    a.notes()
+        .into_iter()
+        .filter(|m| m.contains(&needle))
+        .collect()
+}
+
+#[test]
+fn restarts_and_the_give_up_are_reported_after_a_hit_enter_prompt_held_neovim() {
+    use common::rpc::{Rpc, Value};
+    each_nvim(|sb| {
+        let mut a = sb.nvim(&format!("{}\n{CRASHER}", setup("")));
+        // A UI (on a second connection to the first Neovim's socket), so
+        // that a long message waits at a hit-enter prompt; while it does,
+        // Neovim runs no scheduled callback (but polls its event loop).
+        let mut ui = Rpc::connect(&sb.path("nvim0.sock"), DEADLINE).unwrap();
+        ui.call(
+            "nvim_ui_attach",
+            vec![Value::from(80), Value::from(24), Value::Map(vec![])],
+        )
+        .unwrap();
+        a.lua("R('c8')");
+        ui.call(
+            "nvim_input",
+            vec![Value::from(":echo repeat('x', 300)<CR>")],
+        )
+        .unwrap();
+        let mut blocked = || ui_mode(&mut ui) == ("r".to_string(), true);
+        eventually(DEADLINE, "the hit-enter prompt", || blocked().then_some(()));
+        wait_gave_up(sb, "c8");
+        assert!(blocked(), "the prompt was still up when c8 gave up");
+        ui.call("nvim_input", vec![Value::from("<CR>")]).unwrap();
+        a.wait_for("on_exit", "_G.exits.c8 ~= nil");
+        assert_eq!(a.lua("return _G.exits.c8"), json!("7 gave-up"));
+        let notes: Vec<String> = notes_about(&mut a, "c8")
+            .into_iter()
+            .filter(|m| m.contains("crashed"))
+            .collect();
+        assert_eq!(notes.len(), 3, "{notes:#?}");
+        assert_eq!(
+            notes[0],
+            "sharedserver: 'c8' crashed (exit 7); restarting, attempt 1"
+        );
+        assert_eq!(
+            notes[1],
+            "sharedserver: 'c8' crashed (exit 7); restarting, attempt 2"
+        );
+        assert!(
+            notes[2].starts_with("sharedserver: 'c8' crashed (exit 7); gave up after 2 restarts"),
+            "{notes:#?}"
+        );
+
+        // Blocked outright (its event loop too, so nothing is read until
+        // the end): the give-up is still reported, with its code and kind.
+        a.lua(
+            "R('busy') local dir = os.getenv('SHAREDSERVER_LOCKDIR') \
+             local deadline = os.time() + 20 \
+             while not (vim.loop.fs_stat(dir .. '/busy.last') and not vim.loop.fs_stat(dir .. '/busy.json')) \
+               and os.time() < deadline do vim.loop.sleep(20) end",
+        );
+        wait_gave_up(sb, "busy");
+        a.wait_for("on_exit", "_G.exits.busy ~= nil");
+        assert_eq!(a.lua("return _G.exits.busy"), json!("7 gave-up"));
+        let notes = notes_about(&mut a, "busy");
+        assert!(
+            notes
+                .last()
+                .unwrap()
+                .starts_with("sharedserver: 'busy' crashed (exit 7); gave up after 2 restarts"),
+            "{notes:#?}"
+        );
+    });
+}
+
+/// Neovim's mode as (mode, blocking), asked on `ui` (a fast request,
+/// answered even while Neovim waits at a prompt).
+fn ui_mode(ui: &mut common::rpc::Rpc) -> (String, bool) {
+    let v = ui.call("nvim_get_mode", vec![]).unwrap();
+    let field = |k: &str| {
+        v.as_map()
+            .and_then(|m| m.iter().find(|(key, _)| key.as_str() == Some(k)))
+            .map(|(_, v)| v.clone())
+    };
+    (
+        field("mode")
+            .and_then(|m| m.as_str().map(String::from))
+            .unwrap_or_default(),
+        field("blocking").and_then(|b| b.as_bool()).unwrap_or(false),
+    )
+}

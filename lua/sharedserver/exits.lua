@@ -55,6 +55,16 @@ function M.crash_key(exit)
   return exit and (tostring(exit.pid) .. "@" .. tostring(exit.at)) or nil
 end
 
+--- `exit` ends a series of automatic restarts: its pid is that of the last
+--- restart, which this instance may never have seen (when Neovim was blocked
+--- meanwhile, it reads the record only after it was removed), so it is the
+--- end of the server it knew by an older pid.
+---@param exit sharedserver.LastExit|nil
+---@return boolean
+function M.ends_restarts(exit)
+  return exit ~= nil and (exit.kind == "gave-up" or exit.kind == "restart-failed")
+end
+
 --- The server `e` knew as `pid` has gone: report it (how depends on why:
 --- gave up restarting, never became ready, died right after this instance
 --- started it, failed, or stopped), forget what this instance knew of that
@@ -63,7 +73,12 @@ end
 ---@param pid integer
 ---@param exit sharedserver.LastExit|nil
 function M.gone(e, pid, exit)
-  if exit and exit.pid ~= pid and not (e.restarts > 0 and M.crash_key(exit) ~= e.crash_key) then
+  if
+    exit
+    and exit.pid ~= pid
+    and not M.ends_restarts(exit)
+    and not (e.restarts > 0 and M.crash_key(exit) ~= e.crash_key)
+  then
     exit = nil
   end
   local code = exit_code(exit)

@@ -33,24 +33,32 @@ end
 --- stop/restart.
 ---@param name string
 ---@param settle boolean|nil report an exit even if its exit record is missing
-function M.refresh(name, settle)
+---@param seen sharedserver.Status|nil the view to apply (read by the monitor when its record changed); nil: read it now
+function M.refresh(name, settle, seen)
   local e = state.servers[name]
   -- Once Neovim exits (VimLeave has detached), there is no view to keep:
   -- callbacks scheduled before still run, and would each read a record.
   if not e or vim.v.exiting ~= vim.NIL then
     return
   end
-  local ok, st = pcall(function()
-    return require("sharedserver.native").status(name)
-  end)
-  if not ok then
+  local ok, st = true, seen
+  if not st then
+    for _, view in ipairs(require("sharedserver.monitor").take(name) or {}) do
+      M.refresh(name, nil, view)
+    end
+    ok, st = pcall(function()
+      return require("sharedserver.native").status(name)
+    end)
+  end
+  if not ok or not st then
     return
   end
   exits.check_crash(e, st)
   if e.pid and (st.state == "stopped" or (st.pid and st.pid ~= e.pid)) then
     local pid = e.pid
     local exit = st.last_exit
-    if st.state == "stopped" and not (exit and exit.pid == pid) and not settle then
+    local known = exit and (exit.pid == pid or exits.ends_restarts(exit))
+    if st.state == "stopped" and not known and not settle then
       -- The record can vanish a moment before `<name>.last` is written; that
       -- write raises another event. Settle without it if it never comes.
       vim.defer_fn(function()
@@ -85,6 +93,33 @@ function M.refresh(name, settle)
   statusline.update()
 end
 
+--- A followed server's view, read in the monitor's fast callback (no Vim
+--- function may run there): the view (nil if it could not be read) and
+--- whether this instance follows `name` at all.
+---@param name string
+---@return sharedserver.Status|nil view, boolean follows
+local function read(name)
+  if not state.servers[name] then
+    return nil, false
+  end
+  local ok, st = pcall(function()
+    return require("sharedserver.native").status(name)
+  end)
+  return ok and st or nil, true
+end
+
+--- Apply the views the monitor read, in order; read afresh if it has none.
+---@param name string
+---@param views sharedserver.Status[]
+local function changed(name, views)
+  if #views == 0 then
+    return M.refresh(name)
+  end
+  for _, st in ipairs(views) do
+    M.refresh(name, nil, st)
+  end
+end
+
 --- Watch the lock dir, so that every change to a server's record refreshes
 --- it (no-op while already watching).
 function M.watch()
@@ -92,7 +127,7 @@ function M.watch()
     return require("sharedserver.native").lockdir()
   end)
   if ok then
-    require("sharedserver.monitor").start(dir, M.refresh)
+    require("sharedserver.monitor").start(dir, read, changed)
   end
 end
 
