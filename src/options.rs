@@ -417,6 +417,15 @@ impl ServerSpec {
     /// missing working directory taken from `cwd`.
     pub fn resolve(&self, cwd: &Path) -> Parsed<StartSpec> {
         self.startable()?;
+        // In args or env, `${PORT}` may be meant for a shell the server runs
+        // (it sees $PORT in its environment); a readiness check has no shell,
+        // so there it could never be anything but the literal text.
+        if self.port.is_none() && self.ready.as_deref().is_some_and(port::has_placeholder) {
+            return Err(OptionError::new(
+                "ready",
+                "uses ${PORT}, but no port is set to replace it: add a port (\"auto\" or a number; --port on the command line)",
+            ));
+        }
         let command = self.command.as_deref().unwrap_or_default();
         let command = match command.strip_prefix("~/") {
             Some(_) => absolute(Path::new(command), cwd)

@@ -66,6 +66,11 @@ impl std::fmt::Display for PortSpec {
     }
 }
 
+/// Whether `text` holds `${PORT}`, to be replaced by the port found at start.
+pub fn has_placeholder(text: &str) -> bool {
+    text.contains(PLACEHOLDER)
+}
+
 /// `text` with every `${PORT}` replaced by `port`.
 pub fn substitute(text: &str, port: u16) -> String {
     text.replace(PLACEHOLDER, &port.to_string())

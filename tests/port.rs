@@ -119,6 +119,28 @@ fn port_flag_works_without_a_config_and_port_explains_what_is_missing() {
     let r = w.run(&["use", "q", "--port", "http", "--", "sleep", "1"]);
     assert_eq!(r.code(), 64);
     assert!(r.stderr().contains("invalid port"), "{}", r.stderr());
+
+    // `${PORT}` in a readiness check needs a port to replace it: refused at
+    // once, not after the whole ready timeout spent on the literal text.
+    let r = w.run(&[
+        "use",
+        "r",
+        "--pid",
+        &a,
+        "--ready",
+        "tcp://localhost:${PORT}",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(r.code(), 10);
+    assert!(
+        r.stderr()
+            .contains("ready: uses ${PORT}, but no port is set"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(w.state("r"), "stopped");
 }
 
 #[test]
