@@ -90,6 +90,10 @@ pub enum Error {
         holder: Option<crate::lockwait::Holder>,
         waited: std::time::Duration,
     },
+    /// Writing to standard output failed (a full disk; a closed pipe, which
+    /// the CLI does not report): the cause, and what was done all the same,
+    /// if anything (a `use` whose report fails still holds the server).
+    Output(io::Error, Option<String>),
     /// Anything else, already phrased for the user.
     Other(String),
 }
@@ -169,6 +173,13 @@ impl fmt::Display for Error {
                 "server '{name}' still has {n} attached client(s); pass --force to stop it anyway"
             ),
             Error::Timeout(name, what) => write!(f, "server '{name}': timed out {what}"),
+            Error::Output(err, done) => {
+                write!(f, "cannot write to standard output: {err}")?;
+                match done {
+                    Some(done) => write!(f, "; {done} all the same"),
+                    None => Ok(()),
+                }
+            }
             Error::Cancelled(name) => {
                 write!(f, "server '{name}': cancelled while waiting for readiness")
             }
@@ -246,7 +257,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io(_, _, err) | Error::Signal(_, _, err) => Some(err),
+            Error::Io(_, _, err) | Error::Signal(_, _, err) | Error::Output(err, _) => Some(err),
             _ => None,
         }
     }

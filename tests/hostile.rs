@@ -611,3 +611,60 @@ fn a_watcher_whose_lock_dir_is_removed_stops_its_server_and_leaves_without_spinn
     eventually(SOON, "the watcher leaves", || !alive(watcher));
     assert!(!alive(server), "the unreachable server {server} still runs");
 }
+
+/// `args` with standard output on /dev/full (every write fails: ENOSPC).
+fn to_full_disk(w: &World, args: &[&str]) -> Run {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    Run(w.cmd(args).stdout(full).output().unwrap())
+}
+
+#[test]
+fn a_full_standard_output_is_one_error_line_never_a_panic() {
+    let mut w = World::new();
+    let p = w.client().to_string();
+    w.use_sleep("other", &p, &[]);
+    let full = "cannot write to standard output: No space left on device";
+    for args in [
+        &["list"][..],
+        &["info", "other"],
+        &["completion", "zsh"],
+        &["--help"],
+        &["admin", "debug", "other"],
+    ] {
+        let r = to_full_disk(&w, args);
+        assert_eq!(r.code(), 10, "{args:?}: {}", r.stderr());
+        assert!(r.stderr().contains(full), "{args:?}: {}", r.stderr());
+        assert_eq!(r.stderr().lines().count(), 1, "{args:?}: {}", r.stderr());
+    }
+    // A `use` that cannot say so still holds what it attached.
+    let q = w.client().to_string();
+    let r = to_full_disk(&w, &["use", "full", "--pid", &q, "--", "sleep", "1000"]);
+    assert_eq!(r.code(), 10, "{}", r.stderr());
+    assert!(
+        r.stderr().contains(&format!(
+            "{full} (os error 28); 'full' runs and pid {q} holds it all the same"
+        )),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(w.state("full"), "active");
+    assert_eq!(client_pids(&w.info("full")), [q.parse::<u32>().unwrap()]);
+}
+
+#[test]
+fn a_closed_pipe_on_standard_output_ends_quietly() {
+    let mut w = World::new();
+    let p = w.client().to_string();
+    w.use_sleep("other", &p, &[]);
+    for args in [&["list"][..], &["completion", "bash"], &["info", "other"]] {
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        drop(reader);
+        let out = w.cmd(args).stdout(writer).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(err, "", "{args:?}");
+    }
+}

@@ -115,17 +115,17 @@ pub fn run(cmd: AdminCommand) -> sharedserver::Result<i32> {
             timeout,
         } => {
             let s = lifecycle()?.stop(&name, force, timeout)?;
-            println!("stopped {}", s.name);
+            say!("stopped {}", s.name)?;
             Ok(0)
         }
         AdminCommand::Restart { name, timeout } => {
             let s = lifecycle()?.restart(&name, timeout)?;
-            println!("restarted {} (pid {})", s.name, s.pid.unwrap_or(0));
+            say!("restarted {} (pid {})", s.name, s.pid.unwrap_or(0))?;
             Ok(0)
         }
         AdminCommand::Kill { name } => {
             let s = lifecycle()?.kill(&name)?;
-            println!("killed {}", s.name);
+            say!("killed {}", s.name)?;
             Ok(0)
         }
         AdminCommand::Debug { name } => {
@@ -137,14 +137,14 @@ pub fn run(cmd: AdminCommand) -> sharedserver::Result<i32> {
                     .map_or("not recorded".to_string(), |b| b.to_string()),
                 _ => "none running".to_string(),
             };
-            println!(
+            say!(
                 "backend: {} (this process); {watcher} (the watcher)",
                 sharedserver::process::backend::current()
-            );
+            )?;
             if journal.is_empty() {
-                println!("no operations recorded for {name}");
+                say!("no operations recorded for {name}")?;
             } else {
-                print!("{journal}");
+                super::out::bytes(journal.as_bytes())?;
             }
             Ok(0)
         }
@@ -153,12 +153,12 @@ pub fn run(cmd: AdminCommand) -> sharedserver::Result<i32> {
             let fixes = sharedserver::doctor::run(&lc, name.as_ref())?;
             // Which directory was checked: the default depends on the
             // environment ($XDG_RUNTIME_DIR, a tmpfs at /dev/shm).
-            println!("lock directory: {}", lc.store.dir().display());
+            say!("lock directory: {}", lc.store.dir().display())?;
             if fixes.is_empty() {
-                println!("{}: all good", lc.store.dir().display());
+                say!("{}: all good", lc.store.dir().display())?;
             }
             for fix in fixes {
-                println!("{fix}");
+                say!("{fix}")?;
             }
             Ok(0)
         }

@@ -1,6 +1,6 @@
 //! `use`, `unuse`, and the shared start options (also used by `admin start`).
 
-use super::{client, interrupt, lifecycle, parse_duration, parse_env, parse_name};
+use super::{client, interrupt, lifecycle, out, parse_duration, parse_env, parse_name};
 use clap::Args;
 use sharedserver::lifecycle::StartupCheck;
 use sharedserver::options::ServerSpec;
@@ -249,8 +249,8 @@ pub fn attach(
         s = wait_ready(&lc, &req.name, what, || armed.check())?;
     }
     let s = &s;
-    match &attached {
-        Attached::Started(_) => println!(
+    let reported = match &attached {
+        Attached::Started(_) => say!(
             "started {} (pid {}{})",
             s.name,
             s.pid.unwrap_or(0),
@@ -260,15 +260,21 @@ pub fn attach(
             if let Some(warning) = attached.warning() {
                 eprintln!("sharedserver: warning: {warning}");
             }
-            println!(
+            say!(
                 "attached to {} (pid {}, refcount {}{})",
                 s.name,
                 s.pid.unwrap_or(0),
                 s.refcount,
                 on_port(s)
-            );
+            )
         }
-    }
+    };
+    // The attach stands: the server runs and is held, as was asked.
+    reported.map_err(|e| {
+        out::after(e, || {
+            format!("'{}' runs and pid {} holds it", s.name, req.client.pid)
+        })
+    })?;
     Ok(0)
 }
 
@@ -313,7 +319,7 @@ pub fn unuse(args: UnuseArgs) -> sharedserver::Result<i32> {
 
 pub fn detach(name: &ServerName, pid: u32) -> sharedserver::Result<i32> {
     let s = lifecycle()?.detach(name, pid)?;
-    println!("detached from {} (refcount {})", s.name, s.refcount);
+    say!("detached from {} (refcount {})", s.name, s.refcount)?;
     Ok(0)
 }
 

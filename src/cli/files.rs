@@ -3,7 +3,7 @@
 use super::{lifecycle, parse_name};
 use clap::Args;
 use sharedserver::{config, ServerName};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
 #[derive(Args)]
@@ -29,7 +29,7 @@ pub fn logs(args: LogsArgs) -> sharedserver::Result<i32> {
     let lc = lifecycle()?;
     let path = lc.log_path(&args.name)?;
     if let Some(tail) = sharedserver::logs::tail(&path, args.lines) {
-        println!("{tail}");
+        say!("{tail}")?;
     } else if !args.follow {
         eprintln!(
             "sharedserver: no output logged for '{}' yet ({})",
@@ -43,7 +43,6 @@ pub fn logs(args: LogsArgs) -> sharedserver::Result<i32> {
     // Follow by size: new bytes are printed; a rotation (file shrank or was
     // replaced) starts again from the top of the new file.
     let mut offset = std::fs::metadata(&path).map_or(0, |m| m.len());
-    let mut out = std::io::stdout();
     loop {
         std::thread::sleep(Duration::from_millis(200));
         let Some(mut file) = sharedserver::logs::open_for_reading(&path) else {
@@ -57,9 +56,7 @@ pub fn logs(args: LogsArgs) -> sharedserver::Result<i32> {
             let mut buf = Vec::new();
             if file.read_to_end(&mut buf).is_ok() {
                 offset += buf.len() as u64;
-                if out.write_all(&buf).and_then(|_| out.flush()).is_err() {
-                    return Ok(0); // the reader went away (`| head`)
-                }
+                super::out::bytes(&buf)?;
             }
         }
     }
@@ -81,7 +78,7 @@ pub fn show_config(args: ConfigArgs) -> sharedserver::Result<i32> {
                 config::PROJECT_DIR_FILE,
             )));
         };
-        print_json(&def.to_value());
+        print_json(&def.to_value())?;
         return Ok(0);
     }
     // Every entry that reads; the others are reported, and make the exit
@@ -97,13 +94,13 @@ pub fn show_config(args: ConfigArgs) -> sharedserver::Result<i32> {
             }
         }
     }
-    print_json(&serde_json::Value::Array(shown));
+    print_json(&serde_json::Value::Array(shown))?;
     Ok(if failed > 0 { 1 } else { 0 })
 }
 
-fn print_json(v: &serde_json::Value) {
-    println!(
+fn print_json(v: &serde_json::Value) -> sharedserver::Result<()> {
+    say!(
         "{}",
         serde_json::to_string_pretty(v).expect("JSON values serialize")
-    );
+    )
 }

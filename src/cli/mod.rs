@@ -1,10 +1,22 @@
 //! Argument parsing and dispatch. Each group of subcommands lives in its own
 //! file; none of them holds state logic, they only call the library.
 
+/// `println!` to standard output, returning `sharedserver::Result<()>`
+/// instead of panicking when the write fails (see `out`).
+macro_rules! say {
+    () => {
+        $crate::cli::out::write(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::out::write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod admin;
 mod attach;
 mod files;
 mod interrupt;
+mod out;
 mod project;
 mod show;
 
@@ -30,7 +42,8 @@ pub const EXIT_USAGE: i32 = 64;
         Process exits are watched with pidfds (Linux 5.3+), else by the portable\n\
         backend (SIGCHLD, and a 50 ms check of clients while any are attached);\n\
         SHAREDSERVER_BACKEND=portable forces it. `admin debug` says which runs.",
-    after_help = "Exit codes: 0 success; 10 runtime error; 64 bad command line.\n\
+    after_help = "Exit codes: 0 success; 10 runtime error (standard output that cannot\n\
+        be written is one); 64 bad command line.\n\
         `check` exits 0 active, 1 grace, 2 stopped or stopping, 3 starting,\n\
         4 stopped after giving up on restarts, 10 on error."
 )]
@@ -80,10 +93,16 @@ enum Command {
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+        Err(e) if e.use_stderr() => {
             let _ = e.print();
-            return code;
+            return EXIT_USAGE;
+        }
+        // --help, --version: our output like any other.
+        Err(e) => {
+            return match e.print() {
+                Ok(()) => 0,
+                Err(err) => out::report(&sharedserver::Error::Output(err, None)),
+            }
         }
     };
     if !matches!(cli.command, Command::Watch { .. }) {
@@ -100,8 +119,9 @@ pub fn main() -> i32 {
         Command::Watch { name } => return sharedserver::watcher::main(&name),
         Command::Completion { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "sharedserver", &mut std::io::stdout());
-            Ok(0)
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "sharedserver", &mut script);
+            out::bytes(&script).map(|()| 0)
         }
         Command::Use(args) => attach::use_(args),
         Command::Unuse(args) => attach::unuse(args),
@@ -116,10 +136,7 @@ pub fn main() -> i32 {
     };
     match result {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("sharedserver: {e}");
-            EXIT_ERROR
-        }
+        Err(e) => out::report(&e),
     }
 }
 

@@ -2,7 +2,7 @@
 //! that holds servers for exactly as long as it runs.
 
 use super::attach::{current_dir, on_port, shell_words, StartOptions};
-use super::{interrupt, lifecycle, parse_name, EXIT_ERROR};
+use super::{interrupt, lifecycle, out, parse_name, EXIT_ERROR};
 use clap::Args;
 use sharedserver::process::ProcessId;
 use sharedserver::project::{self, Member, Outcome};
@@ -77,19 +77,24 @@ pub fn use_all(
     metadata: Option<&str>,
 ) -> sharedserver::Result<i32> {
     let (members, failed) = members(opts)?;
-    let (outcomes, _armed) = attach_all(&members, client, metadata)?;
-    Ok(report(
-        failed.into_iter().chain(outcomes).collect(),
-        Out::Stdout,
-    ))
+    let (outcomes, armed) = attach_all(&members, client, metadata)?;
+    report(failed.into_iter().chain(outcomes).collect(), Out::Stdout).map_err(|e| {
+        let names: Vec<&str> = armed.held.iter().map(|(n, _)| n.as_str()).collect();
+        match names.is_empty() {
+            true => e,
+            false => out::after(e, || {
+                format!("pid {} holds {}", client.pid, names.join(", "))
+            }),
+        }
+    })
 }
 
 pub fn unuse_all(pid: u32) -> sharedserver::Result<i32> {
     let outcomes = project::unuse_all(&lifecycle()?, pid)?;
     if outcomes.is_empty() {
-        println!("pid {pid} holds no server");
+        say!("pid {pid} holds no server")?;
     }
-    Ok(report(outcomes, Out::Stdout))
+    report(outcomes, Out::Stdout)
 }
 
 /// Attach, then replace this process with the command. The pid and its
@@ -114,7 +119,7 @@ pub fn exec(args: ExecArgs) -> sharedserver::Result<i32> {
     };
     let (outcomes, armed) = attach_all(&members, me, args.metadata.as_deref())?;
     // Our stdout is the command's: keep it clean.
-    let code = report(failed.into_iter().chain(outcomes).collect(), Out::Stderr);
+    let code = report(failed.into_iter().chain(outcomes).collect(), Out::Stderr)?;
     // The command gets the signals' default dispositions back.
     drop(armed);
     if code != 0 {
@@ -225,10 +230,13 @@ enum Out {
 
 /// One line per server; failures on stderr, then a summary naming them.
 /// Returns the exit code.
-fn report(outcomes: Vec<(ServerName, Outcome)>, out: Out) -> i32 {
+fn report(outcomes: Vec<(ServerName, Outcome)>, out: Out) -> sharedserver::Result<i32> {
     let say = |line: String| match out {
-        Out::Stdout => println!("{line}"),
-        Out::Stderr => eprintln!("sharedserver: {line}"),
+        Out::Stdout => say!("{line}"),
+        Out::Stderr => {
+            eprintln!("sharedserver: {line}");
+            Ok(())
+        }
     };
     let mut failed = Vec::new();
     for (name, outcome) in &outcomes {
@@ -237,7 +245,7 @@ fn report(outcomes: Vec<(ServerName, Outcome)>, out: Out) -> i32 {
                 "started {name} (pid {}{})",
                 s.pid.unwrap_or(0),
                 on_port(s)
-            )),
+            ))?,
             Outcome::Joined { status, warning } => {
                 if let Some(warning) = warning {
                     eprintln!("sharedserver: warning: {warning}");
@@ -247,10 +255,10 @@ fn report(outcomes: Vec<(ServerName, Outcome)>, out: Out) -> i32 {
                     status.pid.unwrap_or(0),
                     status.refcount,
                     on_port(status)
-                ));
+                ))?;
             }
-            Outcome::SkippedLazy => say(format!("skipped {name} (lazy, not running)")),
-            Outcome::Detached(s) => say(format!("detached from {name} (refcount {})", s.refcount)),
+            Outcome::SkippedLazy => say(format!("skipped {name} (lazy, not running)"))?,
+            Outcome::Detached(s) => say(format!("detached from {name} (refcount {})", s.refcount))?,
             Outcome::Failed(e) => {
                 eprintln!("sharedserver: {name}: {e}");
                 failed.push(name.as_str());
@@ -263,7 +271,7 @@ fn report(outcomes: Vec<(ServerName, Outcome)>, out: Out) -> i32 {
         }
     }
     if failed.is_empty() {
-        return 0;
+        return Ok(0);
     }
     eprintln!(
         "sharedserver: {} of {} servers failed: {}",
@@ -271,5 +279,5 @@ fn report(outcomes: Vec<(ServerName, Outcome)>, out: Out) -> i32 {
         outcomes.len(),
         failed.join(", ")
     );
-    EXIT_ERROR
+    Ok(EXIT_ERROR)
 }

@@ -49,19 +49,23 @@ pub fn list(args: ListArgs) -> sharedserver::Result<i32> {
         }
     }
     if args.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&statuses).expect("status serializes")
-        );
+        )?;
     } else if statuses.is_empty() {
-        println!("no servers running");
+        say!("no servers running")?;
     } else {
-        println!(
+        say!(
             "{:<20} {:<9} {:>8} {:>4} {:>9}  COMMAND",
-            "NAME", "STATE", "PID", "REFS", "UPTIME"
-        );
+            "NAME",
+            "STATE",
+            "PID",
+            "REFS",
+            "UPTIME"
+        )?;
         for s in &statuses {
-            println!(
+            say!(
                 "{:<20} {:<9} {:>8} {:>4} {:>9}  {}",
                 s.name,
                 s.state.as_str(),
@@ -69,7 +73,7 @@ pub fn list(args: ListArgs) -> sharedserver::Result<i32> {
                 s.refcount,
                 s.uptime_secs.map_or("-".into(), uptime),
                 shell_words(&s.command)
-            );
+            )?;
         }
     }
     Ok(if failed { EXIT_ERROR } else { 0 })
@@ -78,12 +82,12 @@ pub fn list(args: ListArgs) -> sharedserver::Result<i32> {
 pub fn info(args: InfoArgs) -> sharedserver::Result<i32> {
     let s = lifecycle()?.status(&args.name)?;
     if args.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&s).expect("status serializes")
-        );
+        )?;
     } else {
-        print_info(&s);
+        print_info(&s)?;
     }
     Ok(0)
 }
@@ -96,7 +100,7 @@ pub fn port(args: PortArgs) -> sharedserver::Result<i32> {
     }
     match s.port {
         Some(port) => {
-            println!("{port}");
+            say!("{port}")?;
             Ok(0)
         }
         None => Err(sharedserver::Error::Other(format!(
@@ -123,15 +127,15 @@ pub fn check(args: CheckArgs) -> sharedserver::Result<i32> {
     })
 }
 
-fn print_info(s: &Status) {
-    let row = |k: &str, v: String| println!("{:<13} {v}", format!("{k}:"));
-    row("name", s.name.clone());
-    row("state", s.state.as_str().to_string());
+fn print_info(s: &Status) -> sharedserver::Result<()> {
+    let row = |k: &str, v: String| say!("{:<13} {v}", format!("{k}:"));
+    row("name", s.name.clone())?;
+    row("state", s.state.as_str().to_string())?;
     if let Some(pid) = s.pid {
-        row("pid", pid.to_string());
-        row("refcount", s.refcount.to_string());
+        row("pid", pid.to_string())?;
+        row("refcount", s.refcount.to_string())?;
         if let Some(port) = s.port {
-            row("port", port.to_string());
+            row("port", port.to_string())?;
         }
         for c in &s.clients {
             let meta = c
@@ -139,37 +143,37 @@ fn print_info(s: &Status) {
                 .as_deref()
                 .map(|m| format!(" [{m}]"))
                 .unwrap_or_default();
-            row("client", format!("{} since {}{meta}", c.pid, c.attached_at));
+            row("client", format!("{} since {}{meta}", c.pid, c.attached_at))?;
         }
-        row("command", shell_words(&s.command));
+        row("command", shell_words(&s.command))?;
         if let Some(cwd) = &s.cwd {
-            row("cwd", cwd.clone());
+            row("cwd", cwd.clone())?;
         }
         if let Some(g) = &s.grace_period {
-            row("grace period", g.clone());
+            row("grace period", g.clone())?;
         }
         if let Some(ms) = s.grace_remaining_ms {
-            row("stops in", uptime(ms / 1000));
+            row("stops in", uptime(ms / 1000))?;
         }
         if let Some(t) = &s.started_at {
-            row("started at", t.clone());
+            row("started at", t.clone())?;
         }
         if let Some(u) = s.uptime_secs {
-            row("uptime", uptime(u));
+            row("uptime", uptime(u))?;
         }
         if let Some(w) = s.watcher_pid {
-            row("watcher pid", w.to_string());
+            row("watcher pid", w.to_string())?;
         }
         if let Some(r) = &s.ready {
-            row("ready when", r.clone());
+            row("ready when", r.clone())?;
         }
         if s.restarts > 0 {
-            row("restarts", s.restarts.to_string());
+            row("restarts", s.restarts.to_string())?;
         }
         row(
             "log file",
             s.log_file.clone().unwrap_or_else(|| "(none)".into()),
-        );
+        )?;
     }
     if let Some(last) = &s.last_exit {
         row(
@@ -178,14 +182,15 @@ fn print_info(s: &Status) {
                 "pid {} {} ({}) at {}",
                 last.pid, last.how, last.reason, last.at
             ),
-        );
+        )?;
         if let Some(tail) = &last.log_tail {
-            row("last output", String::new());
+            row("last output", String::new())?;
             for line in tail.lines() {
-                println!("  {line}");
+                say!("  {line}")?;
             }
         }
     }
+    Ok(())
 }
 
 /// "12s", "45m07s", "2h05m", "3d04h": the float's format too
