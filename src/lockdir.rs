@@ -26,7 +26,8 @@ pub const ENV_VAR: &str = "SHAREDSERVER_LOCKDIR";
 /// The directory we would use, without touching the filesystem.
 pub fn resolve() -> PathBuf {
     if let Some(dir) = std::env::var_os(ENV_VAR).filter(|v| !v.is_empty()) {
-        return normalize(&absolute(PathBuf::from(dir)));
+        // Kept relative, to be refused (see `check_path`).
+        return normalize(Path::new(&dir));
     }
     if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
         return normalize(&absolute(PathBuf::from(runtime).join("sharedserver")));
@@ -67,12 +68,32 @@ fn normalize(path: &Path) -> PathBuf {
     path.components().collect()
 }
 
+/// The path alone: absolute (a relative one would give each working
+/// directory a lock directory, and a copy of every server, of its own) and
+/// without `..`.
+fn check_path(dir: &Path) -> Result<()> {
+    let refuse = |why: &str| {
+        Err(Error::UnsafeLockDir(
+            dir.to_path_buf(),
+            format!("{why}; set {ENV_VAR} to a plain absolute path"),
+        ))
+    };
+    if dir.is_relative() {
+        return refuse("it is relative, so each working directory would have its own");
+    }
+    if dir.components().any(|c| c == Component::ParentDir) {
+        return refuse("it contains '..'");
+    }
+    Ok(())
+}
+
 /// Create the directory if needed, open it once, and check the handle (not
 /// the path, which another user could swap after the check): a real
 /// directory, owned by us, closed to group and others. Every later access
 /// goes through the returned descriptor.
 pub fn ensure(dir: &Path) -> Result<OwnedFd> {
     let dir = &normalize(dir);
+    check_path(dir)?;
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -96,12 +117,7 @@ pub fn ensure(dir: &Path) -> Result<OwnedFd> {
 
 /// Open an existing lock directory and check the handle (see [`ensure`]).
 pub fn open_verified(dir: &Path) -> Result<OwnedFd> {
-    if dir.components().any(|c| c == Component::ParentDir) {
-        return Err(Error::UnsafeLockDir(
-            dir.to_path_buf(),
-            format!("it contains '..'; set {ENV_VAR} to a plain absolute path"),
-        ));
-    }
+    check_path(dir)?;
     let unsafe_dir = |why: String| Error::UnsafeLockDir(dir.to_path_buf(), why);
     let fd = std::fs::OpenOptions::new()
         .read(true)

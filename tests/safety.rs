@@ -85,6 +85,54 @@ fn lock_dir_owned_by_someone_else_is_refused() {
 }
 
 #[test]
+fn a_relative_or_dotted_lock_dir_is_refused_and_never_created() {
+    let w = World::new();
+    let dotted = format!("{}/../x", w.lockdir.display());
+    for (dir, why) in [
+        ("rel/dir", "it is relative"),
+        (dotted.as_str(), "contains '..'"),
+    ] {
+        let out = w
+            .cmd(&["use", "x", "--", "sleep", "1000"])
+            .env("SHAREDSERVER_LOCKDIR", dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(10), "{err}");
+        assert!(
+            err.contains(why) && err.contains("plain absolute path"),
+            "{err}"
+        );
+    }
+    assert!(
+        !w.path("rel").exists(),
+        "nothing created in the working directory"
+    );
+}
+
+#[test]
+fn an_environment_variable_with_a_bad_value_is_refused_not_ignored() {
+    let w = World::new();
+    for (var, value, says) in [
+        (
+            "SHAREDSERVER_BACKEND",
+            "Portable",
+            "the only value it takes is 'portable'",
+        ),
+        (
+            "SHAREDSERVER_LOCK_TIMEOUT",
+            "soon",
+            "SHAREDSERVER_LOCK_TIMEOUT",
+        ),
+    ] {
+        let out = w.cmd(&["list"]).env(var, value).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{var}: {err}");
+        assert!(err.contains(says), "{var}: {err}");
+    }
+}
+
+#[test]
 fn new_lock_dir_is_private() {
     let w = World::new();
     w.ok(&["list"]);

@@ -107,7 +107,9 @@ pub fn main() -> i32 {
     };
     if !matches!(cli.command, Command::Watch { .. }) {
         // A stuck lock holder must not block a command forever.
-        match sharedserver::lockwait::cli_policy() {
+        let policy = sharedserver::process::backend::check_env()
+            .and_then(|()| sharedserver::lockwait::cli_policy());
+        match policy {
             Ok(policy) => sharedserver::lockwait::set_policy(policy),
             Err(e) => {
                 eprintln!("sharedserver: {e}");

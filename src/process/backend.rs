@@ -40,6 +40,17 @@ impl std::fmt::Display for Backend {
     }
 }
 
+/// Refuse a `SHAREDSERVER_BACKEND` that names no backend, rather than
+/// ignore it (the CLI checks it first thing; `current` never fails).
+pub fn check_env() -> crate::error::Result<()> {
+    match std::env::var(ENV_VAR) {
+        Ok(v) if !v.is_empty() && v != "portable" => Err(crate::error::Error::Other(format!(
+            "{ENV_VAR} is '{v}': the only value it takes is 'portable' (unset it for the default)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The backend of this process (decided on first use, then fixed).
 pub fn current() -> Backend {
     static CHOSEN: OnceLock<Backend> = OnceLock::new();
