@@ -43,20 +43,20 @@ pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
             }
             continue;
         }
-        let Some((stem, ext)) = file.rsplit_once('.') else {
-            continue;
-        };
-        let Ok(name) = ServerName::parse(stem) else {
+        let Some((name, ext)) = owner(&file) else {
             continue;
         };
         if only.is_some_and(|o| *o != name) {
             continue;
         }
-        known.insert(name.clone());
         if let Some(fixed) = misplaced(store, &file, ext)? {
             report.push(fixed);
             continue;
         }
+        if ext == SET_ASIDE {
+            continue; // dealt with when it was set aside
+        }
+        known.insert(name.clone());
         if ext == "json" {
             if store
                 .stat_at(&file)
@@ -74,6 +74,9 @@ pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
             names.insert(name);
         }
     }
+    // A name whose record is gone once checked (set aside, or cleared by
+    // the repair) keeps no lock file either: see the leftovers below.
+    leftovers.extend(names.iter().cloned());
     if let Some(name) = only {
         names.insert(name.clone());
     }
@@ -86,7 +89,8 @@ pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
         stop_leftover_processes(store, name, &mut report)?;
     }
     // Files left by failed starts and stopped servers: a name that is not
-    // running needs none of them (its log and last exit are kept).
+    // running needs none of them (its log and last exit are kept). Removed
+    // in the same run that finds them, so that the next run finds all good.
     for name in &leftovers {
         if matches!(store.read(name), Ok(None)) && !crate::watcher::listening(store, name) {
             let removed = store.remove_leftovers(name)?;
@@ -103,6 +107,42 @@ pub fn run(lc: &Lifecycle, only: Option<&ServerName>) -> Result<Vec<String>> {
         }
     }
     Ok(report)
+}
+
+/// The extensions of the files a name has here (`logs.rs` adds `.1` to a
+/// rotated log), the longer of two that end alike first.
+const EXTENSIONS: [&str; 9] = [
+    "journal.old",
+    "log.1",
+    "journal",
+    "json",
+    "last",
+    "lock",
+    "log",
+    "wake",
+    "out",
+];
+
+/// The extension `owner` gives a record set aside (`NAME.json.corrupt-MS`).
+const SET_ASIDE: &str = "json.corrupt";
+
+/// The name a file of the lock directory belongs to, and its extension
+/// (one of [`EXTENSIONS`], or [`SET_ASIDE`]). A file that ends otherwise
+/// belongs to no name: `zz.json.corrupt-5` is `zz`'s record set aside, not
+/// a server `zz.json`.
+fn owner(file: &str) -> Option<(ServerName, &'static str)> {
+    if let Some((stem, ms)) = file.rsplit_once(".json.corrupt-") {
+        return ms
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| ServerName::parse(stem).ok())
+            .flatten()
+            .map(|name| (name, SET_ASIDE));
+    }
+    EXTENSIONS.iter().find_map(|&ext| {
+        let stem = file.strip_suffix(ext)?.strip_suffix('.')?;
+        Some((ServerName::parse(stem).ok()?, ext))
+    })
 }
 
 /// The server name a file belongs to, if it is one that only a running
@@ -213,11 +253,23 @@ fn stop_leftover_processes(
     name: &ServerName,
     report: &mut Vec<String>,
 ) -> Result<()> {
+    // Taking the lock creates its file, which a name that is not running
+    // does not keep: look without it first, so that doctor leaves a name
+    // with nothing to stop as it was (a second run finds all good).
+    if tagged_processes(store, name).is_empty() {
+        return Ok(());
+    }
+    let lock_file = format!("{name}.lock");
+    let had_lock = store.stat_at(&lock_file).is_ok();
     let _guard = store.lock(name)?;
     if !matches!(store.read(name), Ok(None)) || crate::watcher::listening(store, name) {
         return Ok(());
     }
     let handles = tagged_processes(store, name);
+    if !had_lock {
+        // (Under the lock, as `Store::remove_leftovers` removes it.)
+        let _ = store.unlink_at(&lock_file);
+    }
     if handles.is_empty() {
         return Ok(());
     }
@@ -241,6 +293,13 @@ fn stop_leftover_processes(
 
 fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Result<()> {
     let store = &lc.store;
+    if store
+        .stat_at(&format!("{name}.json"))
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    {
+        // No record: nothing to check, and no lock file to create.
+        return Ok(());
+    }
     let guard = store.lock(name)?;
     let before = match store.read(name) {
         Ok(rec) => rec,

@@ -246,6 +246,8 @@ impl Store {
     /// `.wake`, `.journal`, `.lock`), keeping its log and last exit: for a
     /// name that is not running. Takes the lock; returns the files removed.
     pub fn remove_leftovers(&self, name: &ServerName) -> Result<Vec<PathBuf>> {
+        // Taking the lock creates its file: not one to report as left over.
+        let had_lock = self.stat_at(&file_name(name, "lock")).is_ok();
         let guard = self.lock(name)?;
         if self.read(name)?.is_some() || crate::watcher::listening(self, name) {
             return Ok(vec![]); // it started meanwhile
@@ -259,6 +261,7 @@ impl Store {
                 .stat_at(&file)
                 .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
             match self.remove_at(&file, is_dir) {
+                Ok(()) if ext == "lock" && !had_lock => {}
                 Ok(()) => removed.push(path),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(path, "removing", e)),

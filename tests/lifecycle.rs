@@ -510,6 +510,53 @@ fn doctor_removes_the_leftovers_of_names_that_are_not_running_and_queries_create
     w.ok(&["admin", "stop", "q", "--force"]);
 }
 
+/// The files of the lock directory, sorted.
+fn lockdir_files(w: &World) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&w.lockdir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Doctor repairs once: the runs after it find all good and create
+/// nothing (taking a name's lock creates its lock file, which a name that
+/// is not running does not keep), and a record set aside as corrupt
+/// (`zz.json.corrupt-N`) is `zz`'s, not a server named `zz.json`.
+#[test]
+fn doctor_repairs_once_and_then_finds_all_good_and_creates_nothing() {
+    let mut w = World::new();
+    // A server stopped when its only client exited.
+    let c = w.client();
+    w.use_sleep("one", &c.to_string(), &[]);
+    let watcher = watcher_of(&w.info("one"));
+    w.kill_client(c);
+    eventually(SOON, "one's watcher gone", || !alive(watcher));
+    std::fs::write(w.lockdir.join("zz.json"), "garbage").unwrap();
+    let first = w.ok(&["admin", "doctor"]).stdout();
+    assert!(first.contains("zz: moved it to"), "{first}");
+    let repaired = lockdir_files(&w);
+    assert!(
+        repaired.iter().any(|f| f.starts_with("zz.json.corrupt-")),
+        "{repaired:?}"
+    );
+    for args in [
+        &["admin", "doctor"][..],
+        &["admin", "doctor"],
+        &["admin", "doctor", "one"],
+        &["admin", "doctor", "zz"],
+        &["admin", "doctor"],
+    ] {
+        let out = w.ok(args).stdout();
+        assert!(out.contains("all good"), "{args:?} after {first}: {out}");
+        assert_eq!(lockdir_files(&w), repaired, "{args:?} changed files");
+    }
+}
+
 /// `use` reports a start only once the watcher confirms that it supervises
 /// the server; a watcher that cannot (here: a directory where its wake FIFO
 /// goes) stops the server, and `use` fails saying why.

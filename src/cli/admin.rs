@@ -67,7 +67,8 @@ pub enum AdminCommand {
         #[arg(value_parser = parse_name)]
         name: ServerName,
     },
-    /// Validate the lock directory and repair stale or damaged state
+    /// Validate the lock directory and repair stale or damaged state (once:
+    /// a second run finds all good and changes nothing)
     Doctor {
         #[arg(value_parser = parse_name)]
         name: Option<ServerName>,
