@@ -252,6 +252,11 @@ pub fn server(
             e.kind(),
             format!("command not found: {program} (check PATH, or use an absolute path)"),
         ),
+        std::io::ErrorKind::PermissionDenied
+            if program.contains('/') && std::path::Path::new(program).is_dir() =>
+        {
+            std::io::Error::new(e.kind(), format!("{program} is a directory, not a program"))
+        }
         std::io::ErrorKind::PermissionDenied => std::io::Error::new(
             e.kind(),
             format!("{program} is not executable (check its permissions)"),

@@ -178,7 +178,7 @@ fn server_dying_before_ready_fails_use_with_its_log() {
     let r = Run(user.wait_with_output().unwrap());
     assert_eq!(r.code(), 10);
     assert!(
-        r.stderr().contains("exited before it was ready"),
+        r.stderr().contains("exited before it was ready (exit 2)"),
         "{}",
         r.stderr()
     );

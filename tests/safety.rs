@@ -133,6 +133,27 @@ fn an_environment_variable_with_a_bad_value_is_refused_not_ignored() {
 }
 
 #[test]
+fn a_directory_as_the_command_pid_0_and_logs_of_nothing_get_their_own_words() {
+    let w = World::new();
+    let dir = w.tmp.path().to_str().unwrap().to_string();
+    let r = w.run(&["use", "dd", "--", &dir]);
+    assert_eq!(r.code(), 10);
+    assert!(
+        r.stderr().contains("is a directory, not a program"),
+        "{}",
+        r.stderr()
+    );
+    let r = w.run(&["use", "p0", "--pid", "0", "--", "sleep", "1000"]);
+    assert_eq!(r.code(), 10);
+    assert!(r.stderr().contains("0 is no process id"), "{}", r.stderr());
+    assert_eq!(w.state("p0"), "stopped");
+    // The log of a name that never ran: an error, not an empty log.
+    let r = w.run(&["logs", "p0"]);
+    assert_eq!(r.code(), 10);
+    assert!(r.stderr().contains("'p0' is not running"), "{}", r.stderr());
+}
+
+#[test]
 fn new_lock_dir_is_private() {
     let w = World::new();
     w.ok(&["list"]);

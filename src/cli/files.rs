@@ -31,6 +31,12 @@ pub fn logs(args: LogsArgs) -> sharedserver::Result<i32> {
     if let Some(tail) = sharedserver::logs::tail(&path, args.lines) {
         say!("{tail}")?;
     } else if !args.follow {
+        // Nothing logged: for a name that never ran, that is an error
+        // (a typo, most likely), not an empty log.
+        let known = lc.status(&args.name)?;
+        if known.state == sharedserver::record::State::Stopped && known.last_exit.is_none() {
+            return Err(sharedserver::Error::NotRunning(args.name.to_string()));
+        }
         eprintln!(
             "sharedserver: no output logged for '{}' yet ({})",
             args.name,

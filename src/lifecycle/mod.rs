@@ -5,6 +5,7 @@
 //! the lock is held, so concurrent callers serialise and exactly one starts.
 
 use crate::error::{Error, Result};
+use crate::exit::Termination;
 use crate::name::ServerName;
 use crate::process::ProcessId;
 use crate::record::{now_ms, ExitKind, Record, State, StopRequest};
@@ -471,7 +472,19 @@ impl Lifecycle {
             match status.state {
                 State::Active | State::Grace => return Ok(Some(status)),
                 State::Stopped => {
-                    let reason = status.last_exit.as_ref().map_or("stopped", |l| &l.reason);
+                    // How it ended, when it ended by itself: its own code
+                    // or signal says what went wrong.
+                    let reason = status.last_exit.as_ref().map_or("stopped".into(), |l| {
+                        match (l.kind, l.how) {
+                            (
+                                ExitKind::ExitedBeforeReady,
+                                how @ (Termination::Code(_) | Termination::Signal(_)),
+                            ) => {
+                                format!("{} ({how})", l.reason)
+                            }
+                            _ => l.reason.clone(),
+                        }
+                    });
                     let log = status.log_file.as_deref().unwrap_or_default();
                     return Err(Error::DiedAtStart {
                         name: name.to_string(),

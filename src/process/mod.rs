@@ -116,6 +116,12 @@ pub enum Liveness {
 /// user named the pid or we took the caller's parent.
 pub fn client(pid: u32, explicit: bool) -> crate::Result<ProcessId> {
     use crate::Error;
+    if pid == 0 && explicit {
+        return Err(Error::BadPid(
+            "--pid 0".into(),
+            "0 is no process id; pass the pid of the process whose life should keep the server running".to_string(),
+        ));
+    }
     if pid <= 1 {
         return Err(if explicit {
             Error::BadPid(format!("--pid {pid}"), "init never exits, so the server would never stop; pass the pid of the process whose life should keep the server running".to_string())
