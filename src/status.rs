@@ -143,6 +143,13 @@ pub fn shell_words(argv: &[String]) -> String {
                     .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
             {
                 w.clone()
+            } else if w.chars().any(char::is_control) {
+                // $'...' (bash, zsh, ksh): a newline or an escape sequence
+                // in an argument must not reach the terminal as itself.
+                format!(
+                    "$'{}'",
+                    printable(&w.replace('\\', r"\\").replace('\'', r"\'"))
+                )
             } else {
                 format!("'{}'", w.replace('\'', r"'\''"))
             }
@@ -151,11 +158,35 @@ pub fn shell_words(argv: &[String]) -> String {
         .join(" ")
 }
 
+/// `text` with its control characters written as escapes (`\n`, `\t`,
+/// `\x1b`): free text from a client (metadata) or a command line must not
+/// break a table or send escape sequences to the terminal.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str(r"\n"),
+            '\t' => out.push_str(r"\t"),
+            '\r' => out.push_str(r"\r"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn shell_words_quote_what_a_shell_would_split_or_drop() {
         let argv: Vec<String> = ["sh", "-c", "echo it's", ""].map(String::from).into();
         assert_eq!(super::shell_words(&argv), r"sh -c 'echo it'\''s' ''");
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let argv: Vec<String> = ["sleep\n", "it's\x1b[31m\\"].map(String::from).into();
+        assert_eq!(super::shell_words(&argv), r"$'sleep\n' $'it\'s\x1b[31m\\'");
+        assert_eq!(super::printable("a\nb\tc\u{7f}"), r"a\nb\tc\x7f");
     }
 }

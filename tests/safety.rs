@@ -147,6 +147,28 @@ fn a_directory_as_the_command_pid_0_and_logs_of_nothing_get_their_own_words() {
     assert_eq!(r.code(), 10);
     assert!(r.stderr().contains("0 is no process id"), "{}", r.stderr());
     assert_eq!(w.state("p0"), "stopped");
+    // Free text and argv with control characters: escaped, one line each.
+    let me = std::process::id().to_string();
+    let meta = "evil\nclient: 1 since forged\x1b[31m";
+    w.ok(&[
+        "use",
+        "cc",
+        "--pid",
+        &me,
+        "--metadata",
+        meta,
+        "--",
+        "sh",
+        "-c",
+        "sleep 1000\n",
+    ]);
+    let info = w.ok(&["info", "cc"]).stdout();
+    assert!(
+        info.contains(r"[evil\nclient: 1 since forged\x1b[31m]") && !info.contains('\x1b'),
+        "{info}"
+    );
+    assert!(info.contains(r"sh -c $'sleep 1000\n'"), "{info}");
+    w.ok(&["admin", "stop", "cc", "--force"]);
     // The log of a name that never ran: an error, not an empty log.
     let r = w.run(&["logs", "p0"]);
     assert_eq!(r.code(), 10);

@@ -141,7 +141,7 @@ fn print_info(s: &Status) -> sharedserver::Result<()> {
             let meta = c
                 .metadata
                 .as_deref()
-                .map(|m| format!(" [{m}]"))
+                .map(|m| format!(" [{}]", sharedserver::status::printable(m)))
                 .unwrap_or_default();
             row("client", format!("{} since {}{meta}", c.pid, c.attached_at))?;
         }
