@@ -12,6 +12,8 @@ use std::time::Duration;
 pub enum AdminCommand {
     /// Start a server (fails if it is running) and attach --pid
     Start {
+        /// The server's name: up to 64 letters, digits, '.', '_' and '-', from
+        /// a letter or digit
         #[arg(value_parser = parse_name)]
         name: ServerName,
         /// Client to attach (default: this process, so the grace period starts at once)
@@ -24,6 +26,8 @@ pub enum AdminCommand {
     },
     /// Stop a server: SIGTERM to its process group, SIGKILL after --timeout
     Stop {
+        /// The server's name: up to 64 letters, digits, '.', '_' and '-', from
+        /// a letter or digit
         #[arg(value_parser = parse_name)]
         name: ServerName,
         /// Stop even if clients are still attached
@@ -36,6 +40,8 @@ pub enum AdminCommand {
     /// Restart a running server in place: its clients stay attached
     /// (same pids, metadata and attach times) to the new process
     Restart {
+        /// The server's name: up to 64 letters, digits, '.', '_' and '-', from
+        /// a letter or digit
         #[arg(value_parser = parse_name)]
         name: ServerName,
         /// How long to wait after SIGTERM before SIGKILL
@@ -44,6 +50,8 @@ pub enum AdminCommand {
     },
     /// Attach --pid to a running server (never starts one)
     Incref {
+        /// The server's name: up to 64 letters, digits, '.', '_' and '-', from
+        /// a letter or digit
         #[arg(value_parser = parse_name)]
         name: ServerName,
         /// Client to attach (default: this process)
@@ -55,6 +63,8 @@ pub enum AdminCommand {
     },
     /// Detach --pid from a server
     Decref {
+        /// The server's name: up to 64 letters, digits, '.', '_' and '-', from
+        /// a letter or digit
         #[arg(value_parser = parse_name)]
         name: ServerName,
         /// Client to detach (default: this process)
@@ -64,17 +74,23 @@ pub enum AdminCommand {
     /// Print the process backend and the recent operations on a server, with
     /// results and errors
     Debug {
+        /// The server's name: up to 64 letters, digits, '.', '_' and '-', from
+        /// a letter or digit
         #[arg(value_parser = parse_name)]
         name: ServerName,
     },
     /// Validate the lock directory and repair stale or damaged state (once:
     /// a second run finds all good and changes nothing)
     Doctor {
+        /// The server's name: up to 64 letters, digits, '.', '_' and '-', from
+        /// a letter or digit
         #[arg(value_parser = parse_name)]
         name: Option<ServerName>,
     },
     /// SIGKILL the server's process group now and clean up
     Kill {
+        /// The server's name: up to 64 letters, digits, '.', '_' and '-', from
+        /// a letter or digit
         #[arg(value_parser = parse_name)]
         name: ServerName,
     },

@@ -170,6 +170,8 @@ pub fn current_dir() -> sharedserver::Result<PathBuf> {
 
 #[derive(Args)]
 pub struct UseArgs {
+    /// The server's name: up to 64 letters, digits, '.', '_' and '-', from
+    /// a letter or digit
     #[arg(value_parser = parse_name, required_unless_present = "all")]
     pub name: Option<ServerName>,
     /// Every server of the project's config: non-lazy ones are started if
@@ -191,6 +193,8 @@ pub struct UseArgs {
 
 #[derive(Args)]
 pub struct UnuseArgs {
+    /// The server's name: up to 64 letters, digits, '.', '_' and '-', from
+    /// a letter or digit
     #[arg(value_parser = parse_name, required_unless_present = "all")]
     pub name: Option<ServerName>,
     /// Every server the client holds, whatever the current config says

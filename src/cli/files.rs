@@ -8,6 +8,8 @@ use std::time::Duration;
 
 #[derive(Args)]
 pub struct LogsArgs {
+    /// The server's name: up to 64 letters, digits, '.', '_' and '-', from
+    /// a letter or digit
     #[arg(value_parser = parse_name)]
     pub name: ServerName,
     /// Keep printing new output as it arrives (Ctrl-C to stop)

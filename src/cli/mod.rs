@@ -37,8 +37,10 @@ pub const EXIT_USAGE: i32 = 64;
     long_about = "Share one server process between many clients (editors, scripts, tools).\n\
         Each client takes a reference with `use` and drops it with `unuse` (or by exiting).\n\
         When the last reference goes, the server is stopped after its grace period.\n\n\
-        State lives in $SHAREDSERVER_LOCKDIR, else $XDG_RUNTIME_DIR/sharedserver,\n\
-        else /tmp/sharedserver-<uid> (mode 0700, owned by you).\n\n\
+        State lives in $SHAREDSERVER_LOCKDIR (an absolute path), else\n\
+        $XDG_RUNTIME_DIR/sharedserver, else /dev/shm/sharedserver-<uid> on Linux\n\
+        when /dev/shm is a tmpfs, else /tmp/sharedserver-<uid> (mode 0700, owned\n\
+        by you).\n\n\
         Process exits are watched with pidfds (Linux 5.3+), else by the portable\n\
         backend (SIGCHLD, and a 50 ms check of clients while any are attached);\n\
         SHAREDSERVER_BACKEND=portable forces it. `admin debug` says which runs.",

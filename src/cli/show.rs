@@ -15,6 +15,8 @@ pub struct ListArgs {
 
 #[derive(Args)]
 pub struct InfoArgs {
+    /// The server's name: up to 64 letters, digits, '.', '_' and '-', from
+    /// a letter or digit
     #[arg(value_parser = parse_name)]
     pub name: ServerName,
     /// Print a JSON status object (schema in doc/ARCHITECTURE.md)
@@ -24,12 +26,16 @@ pub struct InfoArgs {
 
 #[derive(Args)]
 pub struct PortArgs {
+    /// The server's name: up to 64 letters, digits, '.', '_' and '-', from
+    /// a letter or digit
     #[arg(value_parser = parse_name)]
     pub name: ServerName,
 }
 
 #[derive(Args)]
 pub struct CheckArgs {
+    /// The server's name: up to 64 letters, digits, '.', '_' and '-', from
+    /// a letter or digit
     #[arg(value_parser = parse_name)]
     pub name: ServerName,
 }
