@@ -46,6 +46,8 @@ pub enum Error {
     },
     /// The named server is not running.
     NotRunning(String),
+    /// `use NAME` with no command: not running, and no config file defines it.
+    Undefined(String),
     /// The named server is running already (for `admin start`).
     AlreadyRunning(String, u32),
     /// A pid given to attach/detach is not a live process or not attached.
@@ -162,6 +164,10 @@ impl fmt::Display for Error {
             Error::NotRunning(name) => write!(
                 f,
                 "server '{name}' is not running (start it with `sharedserver use {name} -- CMD...`)"
+            ),
+            Error::Undefined(name) => write!(
+                f,
+                "server '{name}' is not running, and no config file defines it (see `sharedserver config`): give its command, `sharedserver use {name} -- CMD...`"
             ),
             Error::AlreadyRunning(name, pid) => write!(
                 f,

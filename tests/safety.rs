@@ -169,6 +169,14 @@ fn a_directory_as_the_command_pid_0_and_logs_of_nothing_get_their_own_words() {
     );
     assert!(info.contains(r"sh -c $'sleep 1000\n'"), "{info}");
     w.ok(&["admin", "stop", "cc", "--force"]);
+    // `use NAME` with no command, not running and not in any config.
+    let r = w.run(&["use", "nosuch"]);
+    assert_eq!(r.code(), 10);
+    assert!(
+        r.stderr().contains("no config file defines it") && r.stderr().contains("-- CMD"),
+        "{}",
+        r.stderr()
+    );
     // The log of a name that never ran: an error, not an empty log.
     let r = w.run(&["logs", "p0"]);
     assert_eq!(r.code(), 10);

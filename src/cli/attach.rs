@@ -220,7 +220,12 @@ pub fn use_(args: UseArgs) -> sharedserver::Result<i32> {
         Some(start) => (Some(start.spec), args.metadata.or(start.metadata)),
         None => (None, args.metadata),
     };
-    attach(name, client, metadata, spec, IfRunning::Attach)
+    let defined = spec.is_some();
+    attach(name, client, metadata, spec, IfRunning::Attach).map_err(|e| match e {
+        // Nothing to start it with: say where a command could have come from.
+        sharedserver::Error::NotRunning(name) if !defined => sharedserver::Error::Undefined(name),
+        e => e,
+    })
 }
 
 pub fn attach(
