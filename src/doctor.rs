@@ -304,12 +304,7 @@ fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Res
     let before = match store.read(name) {
         Ok(rec) => rec,
         Err(e @ (Error::CorruptRecord(..) | Error::SymlinkRecord(..))) => {
-            let path = store.record_path(name);
-            let aside_ext = format!("json.corrupt-{}", now_ms());
-            let aside = store.path(name, &aside_ext);
-            store
-                .rename_at(&format!("{name}.json"), &format!("{name}.{aside_ext}"))
-                .map_err(|e| Error::io(&path, "moving aside", e))?;
+            let aside = set_aside(store, name)?;
             drop(guard);
             report.push(format!("{name}: {e}"));
             report.push(format!("{name}: moved it to {}", aside.display()));
@@ -369,10 +364,33 @@ fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Res
         }
         Err(e) => return Err(e),
     };
+    if let Some(rec) = before.as_ref().filter(|rec| lc.not_ours(name, rec)) {
+        // Forged, or a pid reused while nobody watched: no stop or kill can
+        // act on it, so it would show as running for ever.
+        let aside = set_aside(store, name)?;
+        drop(guard);
+        let pid = rec.server.pid;
+        report.push(format!(
+            "{name}: its record names pid {pid}, which does not carry this server's tag ({}={name}), and no watcher runs for it: not a server we started; moved the record to {} and left the process alone",
+            crate::spawn::NAME_VAR,
+            aside.display()
+        ));
+        return Ok(());
+    }
     drop(guard);
     if before.is_some() {
         let repairs = lc.repair(name)?;
         report.extend(repairs.iter().map(|r| format!("{name}: {r}")));
     }
     Ok(())
+}
+
+/// Move `name`'s record aside (`NAME.json.corrupt-MS`, so nothing is lost;
+/// see `owner`), under the name's lock. Returns where it went.
+fn set_aside(store: &Store, name: &ServerName) -> Result<std::path::PathBuf> {
+    let ext = format!("{SET_ASIDE}-{}", now_ms());
+    store
+        .rename_at(&format!("{name}.json"), &format!("{name}.{ext}"))
+        .map_err(|e| Error::io(store.record_path(name), "moving aside", e))?;
+    Ok(store.path(name, &ext))
 }

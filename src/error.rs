@@ -206,7 +206,7 @@ impl fmt::Display for Error {
             ),
             Error::NotOurs { name, pid } => write!(
                 f,
-                "server '{name}': pid {pid} does not carry this server's tag ({}={name} in its environment), so it was not started by sharedserver for this lock directory; not signalling it (run `sharedserver admin doctor {name}`)",
+                "server '{name}': pid {pid} does not carry this server's tag ({}={name} in its environment), so it was not started by sharedserver for this lock directory; not signalling it (run `sharedserver admin doctor {name}` to set the record aside)",
                 crate::spawn::NAME_VAR
             ),
             Error::BadLogFile(path, why) => write!(f, "log file {} is {why}", path.display()),

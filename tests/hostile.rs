@@ -668,3 +668,51 @@ fn a_closed_pipe_on_standard_output_ends_quietly() {
         assert_eq!(err, "", "{args:?}");
     }
 }
+
+/// A record in good form whose server is a live process we never started
+/// (no tag) and whose watcher is no watcher: stop and kill refuse at once,
+/// pointing at doctor, and doctor sets the record aside, leaving the
+/// process alone. Nothing we did not start is signalled.
+#[test]
+fn a_forged_record_is_refused_at_once_and_doctor_sets_it_aside() {
+    let mut w = World::new();
+    let c = w.client();
+    w.use_sleep("real", &c.to_string(), &[]);
+    let victim = Sleeper::new();
+    let not_a_watcher = Sleeper::new();
+    let mut forged = record(&w, "real");
+    forged["name"] = json!("forged");
+    forged["server"] = id(victim.pid());
+    forged["watcher"] = id(not_a_watcher.pid());
+    forged["watcher_is_parent"] = json!(false);
+    std::fs::write(w.record_path("forged"), forged.to_string()).unwrap();
+    for args in [
+        &["admin", "stop", "forged", "--force"][..],
+        &["admin", "kill", "forged"],
+    ] {
+        let r = w.run(args);
+        assert_eq!(r.code(), 10, "{args:?}");
+        assert!(
+            r.stderr()
+                .contains("run `sharedserver admin doctor forged`"),
+            "{args:?}: {}",
+            r.stderr()
+        );
+        assert!(
+            record(&w, "forged")["stop"].is_null(),
+            "{args:?} asked a stop"
+        );
+    }
+    let out = w.ok(&["admin", "doctor", "forged"]).stdout();
+    assert!(
+        out.contains(&format!("its record names pid {}", victim.pid()))
+            && out.contains("left the process alone"),
+        "{out}"
+    );
+    assert!(!w.record_path("forged").exists());
+    assert_eq!(w.state("forged"), "stopped");
+    assert!(!w.ok(&["list"]).stdout().contains("forged"));
+    assert!(w.ok(&["admin", "doctor"]).stdout().contains("all good"));
+    assert!(alive(victim.pid()) && alive(not_a_watcher.pid()));
+    assert_eq!(w.state("real"), "active");
+}

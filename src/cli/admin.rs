@@ -80,7 +80,8 @@ pub enum AdminCommand {
         name: ServerName,
     },
     /// Validate the lock directory and repair stale or damaged state (once:
-    /// a second run finds all good and changes nothing)
+    /// a second run finds all good and changes nothing). A record naming a
+    /// process we did not start is set aside; the process is left alone
     Doctor {
         /// The server's name: up to 64 letters, digits, '.', '_' and '-', from
         /// a letter or digit

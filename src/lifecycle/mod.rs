@@ -259,6 +259,13 @@ impl Lifecycle {
     /// Stop the server (SIGTERM, then SIGKILL after `timeout`) and wait.
     pub fn stop(&self, name: &ServerName, force: bool, timeout: Duration) -> Result<Status> {
         let result = self.request_stop(name, timeout, false, |rec| {
+            // No watcher would carry the stop out, and we never signal it.
+            if self.not_ours(name, rec) {
+                return Err(Error::NotOurs {
+                    name: name.to_string(),
+                    pid: rec.server.pid,
+                });
+            }
             if !force && !rec.clients.is_empty() {
                 return Err(Error::InUse(name.to_string(), rec.clients.len()));
             }

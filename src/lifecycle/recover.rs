@@ -72,6 +72,18 @@ impl Lifecycle {
         }
     }
 
+    /// Whether `rec` names a server that is provably not ours: its process
+    /// runs but lacks this name's tag (where environments can be read, see
+    /// `process::tag_of`), and no watcher listens for the name. A forged
+    /// record, or one whose pid was reused while nobody watched. Such a
+    /// process is never signalled; doctor sets the record aside.
+    pub fn not_ours(&self, name: &ServerName, rec: &Record) -> bool {
+        let pid = rec.server.pid;
+        rec.server.is_alive()
+            && crate::process::tag_of(pid, name.as_str(), self.store.dir()) == Some(false)
+            && !crate::watcher::listening(&self.store, name)
+    }
+
     /// Repair what crashes left behind for `name`, under its lock: a dead
     /// server's record is cleared, a live server whose watcher died gets a
     /// new one, dead clients are dropped. Returns each repair made.

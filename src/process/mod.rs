@@ -172,9 +172,13 @@ pub fn tagged(name: &str, dir: &std::path::Path) -> Vec<ProcessId> {
 
 /// True when the environment of `pid` carries `name`'s tag in `dir`.
 pub fn has_tag(pid: u32, name: &str, dir: &std::path::Path) -> bool {
-    let Some(environ) = os::environ(pid) else {
-        return false;
-    };
+    tag_of(pid, name, dir) == Some(true)
+}
+
+/// Whether `pid` carries `name`'s tag in `dir`: `None` when its environment
+/// cannot be read (gone, or not readable here), so neither is known.
+pub fn tag_of(pid: u32, name: &str, dir: &std::path::Path) -> Option<bool> {
+    let environ = os::environ(pid)?;
     let want_name = format!("{}={name}", crate::spawn::NAME_VAR);
     let want_dir = format!("{}={}", crate::lockdir::ENV_VAR, dir.display());
     let mut found = (false, false);
@@ -182,7 +186,7 @@ pub fn has_tag(pid: u32, name: &str, dir: &std::path::Path) -> bool {
         found.0 |= var == want_name.as_bytes();
         found.1 |= var == want_dir.as_bytes();
     }
-    found == (true, true)
+    Some(found == (true, true))
 }
 
 /// The caller of the CLI: our parent process.
