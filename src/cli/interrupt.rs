@@ -4,7 +4,8 @@
 //! then dies of the signal.
 
 use sharedserver::record::DEFAULT_STOP_TIMEOUT;
-use sharedserver::{Lifecycle, ServerName};
+use sharedserver::{Error, Lifecycle, ServerName};
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
@@ -48,18 +49,29 @@ impl Armed {
         if sig == 0 {
             return;
         }
+        // Over the progress line, on a terminal.
+        let clear = if std::io::stderr().is_terminal() {
+            "\r\x1b[2K"
+        } else {
+            ""
+        };
         for (name, started) in &self.held {
             let _ = self.lc.detach(name, self.client);
             let stopped = *started
-                // Refused (InUse) when another client has joined meanwhile.
-                && self.lc.stop(name, false, DEFAULT_STOP_TIMEOUT).is_ok();
+                && match self.lc.stop(name, false, DEFAULT_STOP_TIMEOUT) {
+                    Ok(_) => true,
+                    // The detach already stopped it (no grace period).
+                    Err(Error::NotRunning(_)) => true,
+                    // Refused (InUse) when another client has joined meanwhile.
+                    Err(_) => false,
+                };
             eprintln!(
-                "\r\x1b[2Ksharedserver: interrupted; detached from '{name}'{}",
+                "{clear}sharedserver: interrupted; detached from '{name}'{}",
                 if stopped { " and stopped it" } else { "" }
             );
         }
         if self.held.is_empty() {
-            eprintln!("\r\x1b[2Ksharedserver: interrupted; attached to nothing");
+            eprintln!("{clear}sharedserver: interrupted; attached to nothing");
         }
         // SAFETY: restoring the default disposition, then dying of it.
         unsafe {
