@@ -94,7 +94,20 @@ impl ReadySpec {
         if let Some(re) = text.strip_prefix("log:") {
             return match regex::Regex::new(re) {
                 Ok(re) => Ok(ReadySpec::Log(re)),
-                Err(e) => bad(&format!("bad regular expression: {e}")),
+                // The regex crate draws a caret under the fault over three
+                // lines; the last one says what is wrong, which is enough.
+                Err(e) => {
+                    let text = e.to_string();
+                    let why = text
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("");
+                    bad(&format!(
+                        "bad regular expression: {}",
+                        why.trim().trim_start_matches("error: ")
+                    ))
+                }
             };
         }
         if let Some(cmd) = text.strip_prefix("cmd:") {

@@ -92,11 +92,32 @@ enum Command {
     Watch { name: String },
 }
 
+/// A usage error as one line (errors are one line, see README): clap's
+/// "error: " and its closing pointer to --help go, since we name --help
+/// ourselves; what spans lines (a list of missing arguments, the usage, a
+/// regular expression's caret) is joined with "; ".
+fn one_line(text: &str) -> String {
+    let mut line = String::new();
+    let parts = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l));
+    for part in parts {
+        if !line.is_empty() {
+            // "...were not provided:" introduces what follows it.
+            line.push_str(if line.ends_with(':') { " " } else { "; " });
+        }
+        line.push_str(part);
+    }
+    format!("{line} (see --help)")
+}
+
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
-            let _ = e.print();
+            eprintln!("sharedserver: {}", one_line(&e.to_string()));
             return EXIT_USAGE;
         }
         // --help, --version: our output like any other.
@@ -174,5 +195,17 @@ pub fn client(
     match pid {
         Some(pid) => sharedserver::process::client(pid, true),
         None => sharedserver::process::client(default(), false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_usage_error_is_one_line() {
+        let text = "error: the following required arguments were not provided:\n  <NAME>\n\nUsage: sharedserver use <NAME>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            super::one_line(text),
+            "the following required arguments were not provided: <NAME>; Usage: sharedserver use <NAME> (see --help)"
+        );
     }
 }
