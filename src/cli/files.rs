@@ -103,7 +103,7 @@ pub fn show_config(args: ConfigArgs) -> sharedserver::Result<i32> {
         }
     }
     print_json(&serde_json::Value::Array(shown))?;
-    Ok(if failed > 0 { 1 } else { 0 })
+    Ok(if failed > 0 { super::EXIT_ERROR } else { 0 })
 }
 
 fn print_json(v: &serde_json::Value) -> sharedserver::Result<()> {
