@@ -120,7 +120,7 @@ pub fn acquire(file: &File, path: &Path, name: &str) -> Result<()> {
         match rx.recv_timeout(until.saturating_sub(start.elapsed())) {
             Ok(got) => {
                 if told {
-                    eprintln!("sharedserver: got the lock on '{name}'");
+                    note(format_args!("sharedserver: got the lock on '{name}'"));
                 }
                 return got.map_err(|e| Error::io(path, "locking", e));
             }
@@ -134,10 +134,10 @@ pub fn acquire(file: &File, path: &Path, name: &str) -> Result<()> {
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) if until < limit => {
                 told = true;
                 let who = Holder::of(file).map_or("another process".into(), |h| h.to_string());
-                eprintln!(
+                note(format_args!(
                     "sharedserver: waiting up to {} for the lock on '{name}', held by {who}",
                     crate::duration::format(limit)
-                );
+                ));
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -218,6 +218,13 @@ fn holder_in(locks: &str, ino: u64) -> Option<u32> {
         let (_, i) = dev_ino.rsplit_once(':')?;
         (i.parse::<u64>().ok()? == ino).then(|| fields.get(4)?.parse().ok())?
     })
+}
+
+/// One line on stderr for the person waiting; dropped if stderr cannot
+/// be written (`eprintln!` would panic).
+fn note(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 #[cfg(test)]

@@ -652,6 +652,18 @@ fn a_full_standard_output_is_one_error_line_never_a_panic() {
     );
     assert_eq!(w.state("full"), "active");
     assert_eq!(client_pids(&w.info("full")), [q.parse::<u32>().unwrap()]);
+    // Nor does a full standard error panic: the message is lost, the exit
+    // code stays.
+    let dev_full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = w
+        .cmd(&["port", "nosuch"])
+        .stderr(dev_full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(10));
 }
 
 #[test]

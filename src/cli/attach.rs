@@ -267,7 +267,7 @@ pub fn attach(
         ),
         Attached::Joined { .. } => {
             if let Some(warning) = attached.warning() {
-                eprintln!("sharedserver: warning: {warning}");
+                note!("sharedserver: warning: {warning}");
             }
             say!(
                 "attached to {} (pid {}, refcount {}{})",
@@ -302,15 +302,15 @@ fn wait_ready(
         each_tick();
         if tty && elapsed >= shown + Duration::from_millis(100) {
             shown = elapsed;
-            eprint!(
+            super::out::stderr(format_args!(
                 "\r\x1b[2K{name}: waiting for {what} ({:.1}s)",
                 elapsed.as_secs_f64()
-            );
+            ));
         }
         std::ops::ControlFlow::Continue(())
     });
     if tty && !shown.is_zero() {
-        eprint!("\r\x1b[2K");
+        super::out::stderr(format_args!("\r\x1b[2K"));
     }
     result
 }

@@ -39,7 +39,7 @@ pub fn logs(args: LogsArgs) -> sharedserver::Result<i32> {
         if known.state == sharedserver::record::State::Stopped && known.last_exit.is_none() {
             return Err(sharedserver::Error::NotRunning(args.name.to_string()));
         }
-        eprintln!(
+        note!(
             "sharedserver: no output logged for '{}' yet ({})",
             args.name,
             path.display()
@@ -97,7 +97,7 @@ pub fn show_config(args: ConfigArgs) -> sharedserver::Result<i32> {
         match def {
             Ok(def) => shown.push(def.to_value()),
             Err(e) => {
-                eprintln!("sharedserver: {e}");
+                note!("sharedserver: {e}");
                 failed += 1;
             }
         }

@@ -65,13 +65,13 @@ impl Armed {
                     // Refused (InUse) when another client has joined meanwhile.
                     Err(_) => false,
                 };
-            eprintln!(
+            note!(
                 "{clear}sharedserver: interrupted; detached from '{name}'{}",
                 if stopped { " and stopped it" } else { "" }
             );
         }
         if self.held.is_empty() {
-            eprintln!("{clear}sharedserver: interrupted; attached to nothing");
+            note!("{clear}sharedserver: interrupted; attached to nothing");
         }
         // SAFETY: restoring the default disposition, then dying of it.
         unsafe {

@@ -12,6 +12,14 @@ macro_rules! say {
     };
 }
 
+/// `eprintln!` that never panics: a message that cannot be written is
+/// dropped (see `out::stderr`).
+macro_rules! note {
+    ($($arg:tt)*) => {
+        $crate::cli::out::stderr(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod admin;
 mod attach;
 mod files;
@@ -135,7 +143,7 @@ pub fn main() -> i32 {
         match policy {
             Ok(policy) => sharedserver::lockwait::set_policy(policy),
             Err(e) => {
-                eprintln!("sharedserver: {e}");
+                note!("sharedserver: {e}");
                 return EXIT_USAGE;
             }
         }

@@ -2,7 +2,8 @@
 //! [`write`] (the `say!` macro, `println!`'s twin). A write that fails (a
 //! full disk) becomes one `Error::Output` for the caller to return, never
 //! a panic in `println!`; a reader that went away (`| head -1`) ends the
-//! process quietly (see `main`, and `report`).
+//! process quietly (see `main`, and `report`). Standard error goes
+//! through [`stderr`] (`note!`), which never panics either.
 
 use sharedserver::{Error, Result};
 use std::io::Write;
@@ -13,6 +14,13 @@ pub fn write(args: std::fmt::Arguments) -> Result<()> {
     out.write_fmt(args)
         .and_then(|()| out.flush())
         .map_err(|e| Error::Output(e, None))
+}
+
+/// Standard error, for messages and progress (the `note!` macro,
+/// `eprintln!`'s twin): a write that fails (a full disk) is dropped, there
+/// being nowhere left to say so, rather than panicking.
+pub fn stderr(args: std::fmt::Arguments) {
+    let _ = std::io::stderr().write_fmt(args);
 }
 
 /// [`write`] for bytes (a log's output, a completion script).
@@ -38,7 +46,7 @@ pub fn after(e: Error, done: impl FnOnce() -> String) -> Error {
 pub fn report(e: &Error) -> i32 {
     match e {
         Error::Output(err, _) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
-        _ => eprintln!("sharedserver: {e}"),
+        _ => note!("sharedserver: {e}"),
     }
     super::EXIT_ERROR
 }

@@ -48,7 +48,7 @@ fn members(opts: &StartOptions) -> sharedserver::Result<Resolved> {
     if defs.is_empty() {
         // Nothing to hold is not a failure: an agent's hook runs in every
         // project, most of which define no servers.
-        eprintln!(
+        note!(
             "sharedserver: no servers defined here (looked for {} in this directory and its parents, and for the user config)",
             config::PROJECT_FILE
         );
@@ -130,7 +130,7 @@ pub fn exec(args: ExecArgs) -> sharedserver::Result<i32> {
         .args(&args.command[1..])
         .exec();
     release(me.pid);
-    eprintln!(
+    note!(
         "sharedserver: cannot run {}: {err}",
         shell_words(&args.command[..1])
     );
@@ -209,16 +209,16 @@ fn show_progress(pending: &Mutex<Vec<ServerName>>, total: usize, ticks: mpsc::Re
             break;
         };
         let names: Vec<&str> = waiting.iter().map(ServerName::as_str).collect();
-        eprint!(
+        super::out::stderr(format_args!(
             "\r\x1b[2K{}/{total} ready; waiting for {} ({:.1}s)",
             total - waiting.len(),
             names.join(", "),
             started.elapsed().as_secs_f64()
-        );
+        ));
         shown = true;
     }
     if shown {
-        eprint!("\r\x1b[2K");
+        super::out::stderr(format_args!("\r\x1b[2K"));
     }
 }
 
@@ -234,7 +234,7 @@ fn report(outcomes: Vec<(ServerName, Outcome)>, out: Out) -> sharedserver::Resul
     let say = |line: String| match out {
         Out::Stdout => say!("{line}"),
         Out::Stderr => {
-            eprintln!("sharedserver: {line}");
+            note!("sharedserver: {line}");
             Ok(())
         }
     };
@@ -248,7 +248,7 @@ fn report(outcomes: Vec<(ServerName, Outcome)>, out: Out) -> sharedserver::Resul
             ))?,
             Outcome::Joined { status, warning } => {
                 if let Some(warning) = warning {
-                    eprintln!("sharedserver: warning: {warning}");
+                    note!("sharedserver: warning: {warning}");
                 }
                 say(format!(
                     "attached to {name} (pid {}, refcount {}{})",
@@ -260,12 +260,12 @@ fn report(outcomes: Vec<(ServerName, Outcome)>, out: Out) -> sharedserver::Resul
             Outcome::SkippedLazy => say(format!("skipped {name} (lazy, not running)"))?,
             Outcome::Detached(s) => say(format!("detached from {name} (refcount {})", s.refcount))?,
             Outcome::Failed(e) => {
-                eprintln!("sharedserver: {name}: {e}");
+                note!("sharedserver: {name}: {e}");
                 failed.push(name.as_str());
             }
             // Only after a signal, which ends the call before any report.
             Outcome::Cancelled { .. } => {
-                eprintln!("sharedserver: {name}: cancelled");
+                note!("sharedserver: {name}: cancelled");
                 failed.push(name.as_str());
             }
         }
@@ -273,7 +273,7 @@ fn report(outcomes: Vec<(ServerName, Outcome)>, out: Out) -> sharedserver::Resul
     if failed.is_empty() {
         return Ok(0);
     }
-    eprintln!(
+    note!(
         "sharedserver: {} of {} servers failed: {}",
         failed.len(),
         outcomes.len(),

@@ -50,7 +50,7 @@ pub fn list(args: ListArgs) -> sharedserver::Result<i32> {
             Ok(_) => {}
             Err(e) => {
                 failed = true;
-                eprintln!("sharedserver: {e}");
+                note!("sharedserver: {e}");
             }
         }
     }
