@@ -788,7 +788,12 @@ impl Drop for KilledOnDrop {
 fn a_stuck_lock_holder_is_named_and_admin_kill_works_anyway() {
     let mut w = World::new();
     let a = w.client().to_string();
-    w.use_sleep("held", &a, &["--grace-period", "1h"]);
+    // With a restart policy, which a kill on request must not trigger.
+    w.use_sleep(
+        "held",
+        &a,
+        &["--grace-period", "1h", "--restart", "on-failure"],
+    );
     let server = pid_of(&w.info("held"));
     let holder = stuck_lock_holder(&w, "held", &w.path("holding"));
     let holder_pid = holder.0.id();
@@ -822,8 +827,12 @@ fn a_stuck_lock_holder_is_named_and_admin_kill_works_anyway() {
     w.ok(&["admin", "kill", "held"]);
     eventually(SOON, "the server killed", || !alive(server));
 
-    // Once the holder goes, the watcher records the end.
+    // Once the holder goes, the watcher records the end: a kill on
+    // request (the kill told it so), not a crash to restart.
     drop(holder);
     eventually(SOON, "the record cleared", || w.state("held") == "stopped");
-    assert_eq!(w.info("held")["last_exit"]["signal"], 9);
+    let last = &w.info("held")["last_exit"];
+    assert_eq!(last["signal"], 9);
+    assert_eq!(last["kind"], "killed", "{last}");
+    assert_eq!(last["reason"], "killed on request", "{last}");
 }

@@ -360,7 +360,13 @@ impl Lifecycle {
         });
         let result = match result {
             Err(busy @ Error::LockBusy { .. }) => match self.store.read(name)? {
-                Some(rec) => kill_server(&rec).map(|()| Status::of(&rec, now_ms())),
+                Some(rec) => {
+                    // The request cannot be written without the lock: the
+                    // watcher is told first, so that it records a kill
+                    // (and restarts nothing) once the lock is free.
+                    crate::watcher::poke_killed(&self.store, name);
+                    kill_server(&rec).map(|()| Status::of(&rec, now_ms()))
+                }
                 None => Err(busy),
             },
             other => other,

@@ -25,7 +25,7 @@ mod wake;
 
 pub use resident::trim_resident_code;
 pub use wake::poke;
-pub(crate) use wake::{listening, poke_now};
+pub(crate) use wake::{listening, poke_killed, poke_now};
 
 use crate::error::{Error, Result};
 use crate::logs::Pump;

@@ -144,6 +144,20 @@ impl<'a> Watcher<'a> {
                 .or(rec.stop.is_some().then_some(Termination::Unknown)),
         };
         if let Some(how) = ended {
+            // Killed by `admin kill` past a stuck lock holder: the request it
+            // could not write. (Only a SIGKILL: a flag left by a kill that
+            // failed must not relabel some later exit.)
+            if self.wake.take_killed()
+                && how == Termination::Signal(libc::SIGKILL)
+                && rec.stop.is_none()
+            {
+                rec.stop = Some(StopRequest::new(
+                    ExitKind::Killed,
+                    "killed on request",
+                    Duration::ZERO,
+                    now,
+                ));
+            }
             self.ready.cancel();
             self.server = None;
             self.pump.drain();

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 /// The byte a poke writes: routine changes may be coalesced, urgent not.
 const ROUTINE: u8 = b'!';
 const URGENT: u8 = b'S';
+/// Urgent too: `admin kill` killed the server without the lock (a stuck
+/// holder had it), so it could not record why. See [`poke_killed`].
+const KILLED: u8 = b'K';
 /// A burst of pokes ends after this much quiet...
 const POKE_QUIET: Duration = Duration::from_millis(2);
 /// ...or after this long in all, whichever comes first.
@@ -40,6 +43,12 @@ pub fn poke_now(store: &Store, name: &ServerName) {
     send(store, name, URGENT);
 }
 
+/// Tell the watcher that the SIGKILL about to reach its server is a kill on
+/// request: its exit must be recorded as such, and never restarted.
+pub fn poke_killed(store: &Store, name: &ServerName) {
+    send(store, name, KILLED);
+}
+
 /// Write-only, so that `listening` stays exact: a poker holding a read end
 /// would look like a watcher.
 fn open_writer(store: &Store, name: &ServerName) -> std::io::Result<File> {
@@ -59,7 +68,7 @@ fn send(store: &Store, name: &ServerName, byte: u8) {
 }
 
 /// The watcher's end.
-pub(super) struct Wake(File);
+pub(super) struct Wake(File, std::cell::Cell<bool>);
 
 impl Wake {
     /// Create the FIFO if needed and open it to read. Only a committed
@@ -75,7 +84,7 @@ impl Wake {
             .open_at(&file, libc::O_RDWR | libc::O_NONBLOCK, 0)
             .map_err(|e| Error::io(&path, "opening wake fifo", e))?;
         crate::pipe::check_fifo(&fifo, &path)?;
-        Ok(Wake(fifo))
+        Ok(Wake(fifo, std::cell::Cell::new(false)))
     }
 
     pub(super) fn fd(&self) -> BorrowedFd<'_> {
@@ -88,9 +97,16 @@ impl Wake {
         let mut buf = [0u8; 256];
         let mut urgent = false;
         while let Ok(n @ 1..) = (&self.0).read(&mut buf) {
-            urgent |= buf[..n].contains(&URGENT);
+            let killed = buf[..n].contains(&KILLED);
+            self.1.set(self.1.get() || killed);
+            urgent |= killed || buf[..n].contains(&URGENT);
         }
         urgent
+    }
+
+    /// Whether a [`poke_killed`] came since the last call.
+    pub(super) fn take_killed(&self) -> bool {
+        self.1.replace(false)
     }
 
     /// After a `poll` on `fds` (whose first entry is this FIFO) returned.
