@@ -356,3 +356,38 @@ fn an_interrupted_use_all_undoes_every_attach_it_made() {
 fn an_interrupted_exec_all_undoes_every_attach_it_made() {
     interrupted_all(true, nix::sys::signal::Signal::SIGTERM);
 }
+
+/// exec catches Ctrl-C only while it attaches: the command it becomes gets
+/// the dispositions exec was given, an ignored SIGINT (as under `&` in a
+/// script) included.
+#[test]
+#[cfg(target_os = "linux")]
+fn exec_hands_its_command_the_signal_dispositions_it_was_given() {
+    let w = World::new();
+    project(&w, "");
+    let script =
+        format!("trap '' INT; exec '{BIN}' exec --all -- sh -c 'grep SigIgn /proc/$$/status'");
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .env("SHAREDSERVER_LOCKDIR", &w.lockdir)
+        .current_dir(w.tmp.path())
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mask = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|m| u64::from_str_radix(m, 16).ok())
+        .unwrap_or_else(|| panic!("no SigIgn line: {text}"));
+    assert_ne!(
+        mask & (1 << (libc::SIGINT - 1)),
+        0,
+        "SIGINT no longer ignored: {text}"
+    );
+    assert_eq!(
+        mask & (1 << (libc::SIGTERM - 1)),
+        0,
+        "SIGTERM ignored: {text}"
+    );
+}

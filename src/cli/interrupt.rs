@@ -6,7 +6,7 @@
 use sharedserver::record::DEFAULT_STOP_TIMEOUT;
 use sharedserver::{Error, Lifecycle, ServerName};
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
 const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
@@ -18,14 +18,27 @@ extern "C" fn on_signal(sig: libc::c_int) {
     CAUGHT.store(sig, Ordering::SeqCst);
 }
 
+/// The dispositions [`catch`] replaced, restored when the guard goes (a
+/// command `exec` runs keeps a SIGINT its caller ignored, as under `&` in a
+/// script).
+static BEFORE: [AtomicUsize; 3] = [const { AtomicUsize::new(libc::SIG_DFL) }; 3];
+
 /// From now on the signals are caught (recorded for [`caught`] and
 /// [`Armed::check`]) instead of ending the call. Called before attaching:
 /// a record is visible to others before the attach returns, and a signal
-/// that came meanwhile must still undo it, not end the call half done.
+/// that came meanwhile must still undo it, not end the call half done. A
+/// signal the caller ignores stays ignored.
 pub fn catch() {
-    for sig in SIGNALS {
+    for (sig, before) in SIGNALS.into_iter().zip(&BEFORE) {
         // SAFETY: the handler only stores to an atomic.
-        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+        let old = unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+        if old == libc::SIG_IGN {
+            // SAFETY: putting back the disposition we found.
+            unsafe { libc::signal(sig, libc::SIG_IGN) };
+        }
+        if old != libc::SIG_ERR && old != on_signal as *const () as libc::sighandler_t {
+            before.store(old, Ordering::SeqCst);
+        }
     }
 }
 
@@ -86,9 +99,9 @@ impl Drop for Armed {
     fn drop(&mut self) {
         // A signal between the last look and now still undoes the attaches.
         self.check();
-        for sig in SIGNALS {
-            // SAFETY: restoring the default disposition.
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        for (sig, before) in SIGNALS.into_iter().zip(&BEFORE) {
+            // SAFETY: restoring the disposition `catch` found.
+            unsafe { libc::signal(sig, before.load(Ordering::SeqCst)) };
         }
     }
 }
