@@ -331,6 +331,21 @@ pub fn open_for_reading(path: &Path) -> Option<File> {
     f.metadata().is_ok_and(|m| m.is_file()).then_some(f)
 }
 
+/// The last `lines` lines a run wrote to a log that was `start` bytes long
+/// when it began. (Rotated since, or shorter: the plain [`tail`].)
+pub fn tail_since(path: &Path, lines: usize, start: u64) -> Option<String> {
+    let mut bytes = Vec::new();
+    let mut f = open_for_reading(path)?;
+    let len = f.metadata().ok()?.len();
+    if len < start {
+        return tail(path, lines);
+    }
+    let from = start.max(len.saturating_sub(256 * 1024));
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(from)).ok()?;
+    f.read_to_end(&mut bytes).ok()?;
+    last_lines(&bytes, lines)
+}
+
 /// The last `lines` lines of a log file (looking into the rotated file too).
 pub fn tail(path: &Path, lines: usize) -> Option<String> {
     let mut rotated = path.to_path_buf().into_os_string();
@@ -342,7 +357,11 @@ pub fn tail(path: &Path, lines: usize) -> Option<String> {
             text.extend_from_slice(&bytes[bytes.len().saturating_sub(256 * 1024)..]);
         }
     }
-    let text = String::from_utf8_lossy(&text);
+    last_lines(&text, lines)
+}
+
+fn last_lines(bytes: &[u8], lines: usize) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
     let tail: Vec<&str> = text.lines().rev().take(lines).collect();
     (!tail.is_empty()).then(|| tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
 }

@@ -526,6 +526,24 @@ fn server_that_exits_at_once_fails_use_with_its_log() {
         text.contains("exit 7") && text.contains("cannot bind port"),
         "{text}"
     );
+    // A second failed start shows its own lines, not the first one's, though
+    // both went to the same log.
+    let r = w.run(&[
+        "use",
+        "boom",
+        "--log-file",
+        &log.to_string_lossy(),
+        "--",
+        "sh",
+        "-c",
+        "echo no such config >&2; exit 7",
+    ]);
+    assert!(r.stderr().contains("no such config"), "{}", r.stderr());
+    assert!(!r.stderr().contains("cannot bind port"), "{}", r.stderr());
+    assert!(
+        read(&log).contains("cannot bind port"),
+        "the log keeps both"
+    );
 }
 
 #[test]

@@ -242,6 +242,9 @@ impl Lifecycle {
         // A log that cannot be written fails the start here, with the path
         // and the reason, instead of losing the output in silence.
         crate::logs::prepare(&self.store, &log_file)?;
+        // Where this run's output begins: a failure shows that, not the
+        // lines an earlier server of the name left in the same log.
+        let log_start = std::fs::metadata(&log_file).map_or(0, |m| m.len());
         let launch = Launch {
             command: spec.command.clone(),
             env: spec.env.clone(),
@@ -285,7 +288,7 @@ impl Lifecycle {
                     Termination::Unknown => "exited at once".to_string(),
                     }
                 };
-                let log_tail = crate::logs::tail(&log_file, 10);
+                let log_tail = crate::logs::tail_since(&log_file, 10, log_start);
                 // Leave a trace for `info`, health and the float: the
                 // server never had a record, so this is all that is left.
                 let last = LastExit {
