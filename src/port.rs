@@ -40,21 +40,51 @@ impl PortSpec {
     /// one once it is known to be free. The error says why, for the user.
     pub fn claim(self) -> Result<u16, String> {
         match self {
-            PortSpec::Auto => TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
+            // A port free on 127.0.0.1 may still be held on ::1 (the two
+            // loopbacks are separate): try a few.
+            PortSpec::Auto => (0..AUTO_TRIES)
+                .find_map(|_| {
+                    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                        .and_then(|l| l.local_addr())
+                        .map(|a| a.port());
+                    match port {
+                        Ok(p) if held_on_v6(p).is_some() => None,
+                        other => Some(other),
+                    }
+                })
+                .unwrap_or_else(|| Err(std::io::ErrorKind::AddrInUse.into()))
                 .map_err(|e| format!("no free loopback port could be found: {e}")),
             // Binding is the only reliable test: a listener on 0.0.0.0 or
-            // [::] holds the port for 127.0.0.1 too. The probe socket is
+            // [::] holds the port for 127.0.0.1 too. The probe sockets are
             // closed at once, before the server starts.
             PortSpec::Fixed(n) => match TcpListener::bind((Ipv4Addr::LOCALHOST, n)) {
-                Ok(_) => Ok(n),
-                Err(e) => Err(format!(
-                    "port {n} is not free on 127.0.0.1 ({e}); stop what uses it, choose another port, or use \"port\": \"auto\""
-                )),
+                Ok(_) => match held_on_v6(n) {
+                    None => Ok(n),
+                    Some(e) => Err(busy(n, "[::1]", &e)),
+                },
+                Err(e) => Err(busy(n, "127.0.0.1", &e)),
             },
         }
     }
+}
+
+/// How many free IPv4 ports `auto` tries before giving up on one that is
+/// free on ::1 too.
+const AUTO_TRIES: usize = 8;
+
+/// The error of binding `port` on ::1, if something holds it there. (No
+/// IPv6 on this host: nothing can hold it.)
+fn held_on_v6(port: u16) -> Option<std::io::Error> {
+    match TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, port)) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Some(e),
+        _ => None,
+    }
+}
+
+fn busy(port: u16, on: &str, e: &std::io::Error) -> String {
+    format!(
+        "port {port} is not free on {on} ({e}); stop what uses it, choose another port, or use \"port\": \"auto\""
+    )
 }
 
 impl std::fmt::Display for PortSpec {
@@ -99,6 +129,19 @@ mod tests {
         let free = PortSpec::Auto.claim().unwrap();
         assert_ne!(free, busy);
         assert_eq!(PortSpec::Fixed(free).claim(), Ok(free));
+    }
+
+    #[test]
+    fn a_port_held_only_on_the_ipv6_loopback_is_not_free() {
+        let Ok(held) = TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)) else {
+            return; // no IPv6 here: nothing to hold a port on
+        };
+        let busy = held.local_addr().unwrap().port();
+        let e = PortSpec::Fixed(busy).claim().unwrap_err();
+        assert!(
+            e.contains(&format!("port {busy} is not free on [::1]")),
+            "{e}"
+        );
     }
 
     #[test]
