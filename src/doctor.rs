@@ -253,16 +253,18 @@ fn stop_leftover_processes(
     name: &ServerName,
     report: &mut Vec<String>,
 ) -> Result<()> {
+    let not_running =
+        || matches!(store.read(name), Ok(None)) && !crate::watcher::listening(store, name);
     // Taking the lock creates its file, which a name that is not running
     // does not keep: look without it first, so that doctor leaves a name
     // with nothing to stop as it was (a second run finds all good).
-    if tagged_processes(store, name).is_empty() {
+    if !not_running() || tagged_processes(store, name).is_empty() {
         return Ok(());
     }
     let lock_file = format!("{name}.lock");
     let had_lock = store.stat_at(&lock_file).is_ok();
     let _guard = store.lock(name)?;
-    if !matches!(store.read(name), Ok(None)) || crate::watcher::listening(store, name) {
+    if !not_running() {
         return Ok(());
     }
     let handles = tagged_processes(store, name);
