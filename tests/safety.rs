@@ -184,6 +184,19 @@ fn a_directory_as_the_command_pid_0_and_logs_of_nothing_get_their_own_words() {
 }
 
 #[test]
+fn completion_offers_every_command_but_the_hidden_watcher() {
+    let w = World::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = w.ok(&["completion", shell]).stdout();
+        assert!(
+            script.contains("admin") && script.contains("unuse"),
+            "{shell}"
+        );
+        assert!(!script.contains("__watch"), "{shell}: {script}");
+    }
+}
+
+#[test]
 fn new_lock_dir_is_private() {
     let w = World::new();
     w.ok(&["list"]);

@@ -151,7 +151,12 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Watch { name } => return sharedserver::watcher::main(&name),
         Command::Completion { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
+            // Rebuilt from the visible subcommands: the generators offer a
+            // hidden one (the watcher's __watch) all the same.
+            let full = <Cli as clap::CommandFactory>::command();
+            let mut cmd = clap::Command::new("sharedserver")
+                .args(full.get_arguments().cloned())
+                .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut cmd, "sharedserver", &mut script);
             out::bytes(&script).map(|()| 0)
