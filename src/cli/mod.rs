@@ -1,5 +1,8 @@
 //! Argument parsing and dispatch. Each group of subcommands lives in its own
 //! file; none of them holds state logic, they only call the library.
+//! Output goes through `say!` and `note!` (see `out`), never `println!` or
+//! `eprintln!`, which panic when the write fails: clippy holds us to it.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 /// `println!` to standard output, returning `sharedserver::Result<()>`
 /// instead of panicking when the write fails (see `out`).
@@ -125,7 +128,7 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
-            eprintln!("sharedserver: {}", one_line(&e.to_string()));
+            note!("sharedserver: {}", one_line(&e.to_string()));
             return EXIT_USAGE;
         }
         // --help, --version: our output like any other.
