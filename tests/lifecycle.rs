@@ -460,17 +460,7 @@ fn a_server_that_leaves_its_process_group_can_be_stopped_and_killed() {
 #[test]
 fn doctor_removes_the_leftovers_of_names_that_are_not_running_and_queries_create_nothing() {
     let w = World::new();
-    let files = || {
-        let mut names: Vec<String> = std::fs::read_dir(&w.lockdir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
-    };
+    let files = || lockdir_files(&w);
     for args in [
         vec!["info", "ghost"],
         vec!["info", "--json", "ghost"],
@@ -586,26 +576,26 @@ fn use_fails_when_the_watcher_cannot_supervise_and_leaves_nothing_running() {
     w.ok(&["admin", "stop", "w", "--force"]);
 }
 
-/// A server that daemonizes (its work goes on in a child of a new session,
-/// out of reach of its process group) fails the start with a hint, and the
-/// processes it left are stopped.
-#[test]
-fn a_server_that_daemonizes_fails_with_a_foreground_hint_and_leaves_nothing() {
-    let w = World::new();
-    let child = w.path("child.pid");
-    // The parent waits busily for its child to be out of its group (a
-    // parent asleep would pass the start-up check's idle test, and `use`
-    // would report a start before the exit), then exits.
-    let script = format!(
-        "setsid sh -c 'echo $$ > \"{c}\"; exec sleep 1000' & \
+/// A server that daemonizes: after `first`, a child in a new session
+/// (started through `how`) writes its pid to `child` and sleeps; the parent
+/// waits busily until it has (a parent asleep would pass the start-up
+/// check's idle test, and `use` would report a start before the exit), then
+/// exits.
+fn daemon_script(child: &std::path::Path, first: &str, how: &str) -> String {
+    format!(
+        "{first}setsid {how}sh -c 'echo $$ > \"{c}\"; exec sleep 1000' & \
          while [ ! -s '{c}' ]; do :; done; exit 0",
         c = child.display()
-    );
+    )
+}
+
+/// `use` of a server that daemonizes at once, with a start-up window long
+/// enough for a loaded machine (the busy parent ends it).
+fn use_daemon(w: &World, name: &str, script: &str) -> Run {
     let me = std::process::id().to_string();
-    // A window long enough for a loaded machine: the busy parent ends it.
     let r = w.run(&[
         "use",
-        "dmn",
+        name,
         "--pid",
         &me,
         "--startup-check",
@@ -613,16 +603,32 @@ fn a_server_that_daemonizes_fails_with_a_foreground_hint_and_leaves_nothing() {
         "--",
         "sh",
         "-c",
-        &script,
+        script,
     ]);
     assert_eq!(r.code(), 10, "{}", r.stdout());
     assert!(r.stderr().contains("daemonized"), "{}", r.stderr());
     assert!(r.stderr().contains("--foreground"), "{}", r.stderr());
-    let pid = read(&child).trim().to_string();
-    assert!(!pid.is_empty());
-    eventually(SOON, "the daemon's child stopped", || {
-        !exists(pid.parse().unwrap())
+    r
+}
+
+/// Wait for the daemon's child to write its pid, then for it to be stopped.
+fn daemon_stopped(child: &std::path::Path) {
+    eventually(SOON, "the daemon wrote its pid", || {
+        read(child).ends_with('\n')
     });
+    let pid: u32 = read(child).trim().parse().unwrap();
+    eventually(SOON, "the daemon's child stopped", || !exists(pid));
+}
+
+/// A server that daemonizes (its work goes on in a child of a new session,
+/// out of reach of its process group) fails the start with a hint, and the
+/// processes it left are stopped.
+#[test]
+fn a_server_that_daemonizes_fails_with_a_foreground_hint_and_leaves_nothing() {
+    let w = World::new();
+    let child = w.path("child.pid");
+    use_daemon(&w, "dmn", &daemon_script(&child, "", ""));
+    daemon_stopped(&child);
     assert_eq!(w.info("dmn")["last_exit"]["kind"], "daemonized");
 }
 
@@ -634,54 +640,19 @@ fn a_server_that_daemonizes_fails_with_a_foreground_hint_and_leaves_nothing() {
 fn a_daemon_without_the_tag_is_found_as_an_orphan_and_stopped() {
     let w = World::new();
     let me = std::process::id().to_string();
-    let daemon = |child: &std::path::Path, first: &str| {
-        format!(
-            "{first}setsid env -i PATH=/usr/bin:/bin sh -c 'echo $$ > \"{c}\"; exec sleep 1000' & \
-             while [ ! -s '{c}' ]; do :; done; exit 0",
-            c = child.display()
-        )
-    };
-    let stopped = |child: &std::path::Path| {
-        eventually(SOON, "the daemon wrote its pid", || {
-            read(child).ends_with('\n')
-        });
-        let pid: u32 = read(child).trim().parse().unwrap();
-        eventually(SOON, "the daemon's child stopped", || !exists(pid));
-    };
-
+    let wipe = "env -i PATH=/usr/bin:/bin ";
     let child = w.path("child1.pid");
-    let r = w.run(&[
-        "use",
-        "dmn",
-        "--pid",
-        &me,
-        "--startup-check",
-        "20s",
-        "--",
-        "sh",
-        "-c",
-        &daemon(&child, ""),
-    ]);
-    assert_eq!(r.code(), 10, "{}", r.stdout());
-    assert!(r.stderr().contains("daemonized"), "{}", r.stderr());
-    stopped(&child);
+    use_daemon(&w, "dmn", &daemon_script(&child, "", wipe));
+    daemon_stopped(&child);
 
     // Later: the server passes its start-up check, then daemonizes.
     let gate = w.path("go");
     let child = w.path("child2.pid");
     let first = format!("while [ ! -e '{}' ]; do sleep 0.01; done; ", gate.display());
-    w.ok(&[
-        "use",
-        "late",
-        "--pid",
-        &me,
-        "--",
-        "sh",
-        "-c",
-        &daemon(&child, &first),
-    ]);
+    let script = daemon_script(&child, &first, wipe);
+    w.ok(&["use", "late", "--pid", &me, "--", "sh", "-c", &script]);
     std::fs::write(&gate, "").unwrap();
-    stopped(&child);
+    daemon_stopped(&child);
     eventually(SOON, "the exit was recorded", || {
         w.info("late")["last_exit"]["kind"] == "daemonized"
     });
