@@ -27,7 +27,13 @@ pub enum Error {
     NoWatcher(String),
     /// The record names a process that does not carry the server's tag:
     /// it is not ours, and is never signalled.
-    NotOurs { name: String, pid: u32 },
+    /// `watched`: a watcher still listens for the name (and holds the
+    /// server, one that wrote over its environment), so a stop still works.
+    NotOurs {
+        name: String,
+        pid: u32,
+        watched: bool,
+    },
     /// A log file that cannot be one (a symlink, a FIFO, a socket): the
     /// path, and what it is plus how to fix it.
     BadLogFile(PathBuf, String),
@@ -204,11 +210,15 @@ impl fmt::Display for Error {
                 f,
                 "server '{name}' has no watcher to restart it (run `sharedserver admin doctor {name}`)"
             ),
-            Error::NotOurs { name, pid } => write!(
-                f,
-                "server '{name}': pid {pid} does not carry this server's tag ({}={name} in its environment), so it was not started by sharedserver for this lock directory; not signalling it (run `sharedserver admin doctor {name}` to set the record aside)",
-                crate::spawn::NAME_VAR
-            ),
+            Error::NotOurs { name, pid, watched } => {
+                let var = crate::spawn::NAME_VAR;
+                write!(f, "server '{name}': pid {pid} does not carry this server's tag ({var}={name} in its environment")?;
+                if *watched {
+                    write!(f, "; the server may have written over it), so it is not signalled from here; its watcher holds it: stop it with `sharedserver admin stop {name} --force`")
+                } else {
+                    write!(f, "), so it was not started by sharedserver for this lock directory; not signalling it (run `sharedserver admin doctor {name}` to set the record aside)")
+                }
+            }
             Error::BadLogFile(path, why) => write!(f, "log file {} is {why}", path.display()),
             Error::NotAFifo(path) => write!(
                 f,

@@ -728,3 +728,40 @@ fn a_forged_record_is_refused_at_once_and_doctor_sets_it_aside() {
     assert!(alive(victim.pid()) && alive(not_a_watcher.pid()));
     assert_eq!(w.state("real"), "active");
 }
+
+/// A server we started that lost its tag (it wrote over its environment, as
+/// some servers' process titles do) is still its watcher's: kill refuses
+/// and says to stop it, doctor never sets its record aside, and the stop
+/// works.
+#[test]
+fn a_server_that_lost_its_tag_is_stopped_through_its_watcher_never_set_aside() {
+    let mut w = World::new();
+    let c = w.client().to_string();
+    let started = w.ok(&[
+        "use",
+        "untagged",
+        "--pid",
+        &c,
+        "--",
+        "env",
+        "-u",
+        "SHAREDSERVER_NAME",
+        "sleep",
+        "1000",
+    ]);
+    assert!(started.stdout().contains("started untagged"));
+    let pid = pid_of(&w.info("untagged"));
+    let r = w.run(&["admin", "kill", "untagged"]);
+    assert_eq!(r.code(), 10);
+    assert!(
+        r.stderr()
+            .contains("stop it with `sharedserver admin stop untagged --force`"),
+        "{}",
+        r.stderr()
+    );
+    let out = w.ok(&["admin", "doctor", "untagged"]).stdout();
+    assert!(out.contains("all good"), "{out}");
+    assert!(w.record_path("untagged").exists());
+    w.ok(&["admin", "stop", "untagged", "--force"]);
+    assert!(!alive(pid));
+}

@@ -264,6 +264,7 @@ impl Lifecycle {
                 return Err(Error::NotOurs {
                     name: name.to_string(),
                     pid: rec.server.pid,
+                    watched: false,
                 });
             }
             if !force && !rec.clients.is_empty() {
@@ -339,6 +340,7 @@ impl Lifecycle {
                     return Err(Error::NotOurs {
                         name: name.to_string(),
                         pid,
+                        watched: crate::watcher::listening(&self.store, name),
                     });
                 }
                 if crate::process::is_tagged_leader(pid, name.as_str(), dir) {
