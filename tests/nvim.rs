@@ -2592,3 +2592,79 @@ fn ui_mode(ui: &mut common::rpc::Rpc) -> (String, bool) {
         field("blocking").and_then(|b| b.as_bool()).unwrap_or(false),
     )
 }
+
+/// Init-file Lua that runs `body` from a `User VeryLazy` autocommand (as
+/// lazy.nvim's `event = "VeryLazy"` does, after VimEnter) and then keeps in
+/// `_G.said_in_autocmd` how many messages were shown inside it.
+fn very_lazy(body: &str) -> String {
+    format!(
+        "vim.api.nvim_create_autocmd('User', {{ pattern = 'VeryLazy', callback = function() \
+           {body} _G.said_in_autocmd = #_G.notes end }})"
+    )
+}
+
+#[test]
+fn setup_from_lazy_nvims_very_lazy_event_reports_after_the_autocommand() {
+    each_nvim(|sb| {
+        let mut a = sb.nvim(&very_lazy(&setup(
+            r#"gone = { command = "no-such-program-here" },
+               web = { command = "sleep", args = { "1000" } },
+               www = { command = "sleep", args = { "1000" } }"#,
+        )));
+        a.cmd("doautocmd User VeryLazy");
+        a.wait_for("the messages", "#_G.notes == 2");
+        assert_eq!(a.lua("return _G.said_in_autocmd"), json!(0));
+        let notes = a.notes();
+        assert!(
+            notes[0].contains("cannot start 'gone': command not found: no-such-program-here"),
+            "{notes:#?}"
+        );
+        let pid = |name| sb.status(name).pid.unwrap();
+        assert_eq!(
+            notes[1],
+            format!(
+                "sharedserver: started 'web' (pid {}); started 'www' (pid {})",
+                pid("web"),
+                pid("www")
+            )
+        );
+    });
+}
+
+#[test]
+fn one_cause_met_by_every_server_is_reported_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let two = r#"web = { command = "sleep", args = { "1000" } },
+                 www = { command = "sleep", args = { "1000" } }"#;
+    let count = |notes: &[String], what: &str| notes.iter().filter(|m| m.contains(what)).count();
+    each_nvim(|sb| {
+        // An unsafe lock dir, met by both servers entered after VimEnter.
+        std::fs::set_permissions(&sb.lockdir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mut a = sb.nvim(&very_lazy(&setup(two)));
+        a.cmd("doautocmd User VeryLazy");
+        a.wait_for("the messages", "#_G.notes > 0");
+        let notes = a.notes();
+        std::fs::set_permissions(&sb.lockdir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(count(&notes, "unsafe lock directory"), 1, "{notes:#?}");
+        assert_eq!(notes.len(), 1, "{notes:#?}");
+
+        // No native module yet: met by the project files' reading and by
+        // the servers' start, at VimEnter and after it.
+        let tree = sb.path("plugin");
+        common::nvim::copy_tree(plugin_dir(), &tree);
+        let _ = std::fs::remove_file(tree.join("lua/sharedserver/native.so"));
+        let rtp = format!("vim.opt.rtp:prepend({})", lua_str(tree.to_str().unwrap()));
+        let with_project = setup(two).replace("servers =", "project = true, servers =");
+        let mut b = sb.nvim(&format!("{rtp}\n{with_project}"));
+        b.wait_for("the messages", "#_G.notes > 0");
+        let notes = b.notes();
+        assert_eq!(count(&notes, "native module not found"), 1, "{notes:#?}");
+        assert_eq!(notes.len(), 1, "{notes:#?}");
+        let mut c = sb.nvim(&format!("{rtp}\n{}", very_lazy(&with_project)));
+        c.cmd("doautocmd User VeryLazy");
+        c.wait_for("the messages", "#_G.notes > 0");
+        let notes = c.notes();
+        assert_eq!(count(&notes, "native module not found"), 1, "{notes:#?}");
+        assert_eq!(notes.len(), 1, "{notes:#?}");
+    });
+}

@@ -241,15 +241,26 @@ function M.setup(servers, opts)
   elseif vim.fn.exists(":ServerStart") ~= 2 then
     require("sharedserver.commands").create()
   end
-  for _, name in ipairs(order) do
-    add(name, list[name], "lua")
-  end
   autocmds.install()
-  if o.project and state.entered then
-    project.load()
-  elseif not state.entered then
+  if not state.entered then
+    for _, name in ipairs(order) do
+      state.put(name, list[name], "lua")
+    end
     start.prepare(state.list())
+    return
   end
+  -- Called after VimEnter (lazy.nvim's `event = "VeryLazy"`, a User
+  -- autocommand): enter the servers now, in one call, and say so after the
+  -- autocommand, as VimEnter does (notify.later).
+  notify.later(function()
+    for _, name in ipairs(order) do
+      state.put(name, list[name], "lua")
+    end
+    if o.project then
+      project.load()
+    end
+    start.enter(order)
+  end)
 end
 
 return M

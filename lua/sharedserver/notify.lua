@@ -24,6 +24,13 @@ function M.send(kind, msg, level)
   end
   level = level or vim.log.levels.INFO
   if held then
+    -- One cause met by several calls of a batch (a missing native module,
+    -- an unsafe lock dir) is said once.
+    for _, m in ipairs(held) do
+      if m[1] == msg then
+        return
+      end
+    end
     held[#held + 1] = { msg, level }
     return
   end
@@ -35,7 +42,8 @@ end
 --- "Error detected while processing VimEnter Autocommands" header and a
 --- prompt to press ENTER before the editor appears. Its plain news (servers
 --- started) shares one line, so three servers do not make that prompt
---- either; warnings and errors keep a message each.
+--- either; warnings and errors keep a message each, and a message said twice
+--- is shown once.
 ---@param f fun()
 function M.later(f)
   if held then

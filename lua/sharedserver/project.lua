@@ -15,6 +15,13 @@ local M = {}
 --- Register the project servers that are not configured in Lua. A file that
 --- cannot be read, or a server it defines wrongly, is one error notification.
 function M.load()
+  -- A library that does not open is no fault of the project files: said in
+  -- the same words as every other call says it (and so, in a batch, once).
+  local opened, err = pcall(require("sharedserver.loader").load)
+  if not opened then
+    notify.send("on_error", notify.errmsg(err), vim.log.levels.ERROR)
+    return
+  end
   local ok, defs = pcall(function()
     return require("sharedserver.native").config(vim.fn.getcwd())
   end)
