@@ -17,9 +17,9 @@ local M = {}
 function M.load()
   -- A library that does not open is no fault of the project files: said in
   -- the same words as every other call says it (and so, in a batch, once).
-  local opened, err = pcall(require("sharedserver.loader").load)
+  local opened, why = pcall(require("sharedserver.loader").load)
   if not opened then
-    notify.send("on_error", notify.errmsg(err), vim.log.levels.ERROR)
+    notify.send("on_error", notify.errmsg(why), vim.log.levels.ERROR)
     return
   end
   local ok, defs = pcall(function()
