@@ -2668,3 +2668,60 @@ fn one_cause_met_by_every_server_is_reported_once() {
         assert_eq!(notes.len(), 1, "{notes:#?}");
     });
 }
+
+#[test]
+fn a_forced_stop_says_once_that_the_server_stopped() {
+    each_nvim(|sb| {
+        let mut a = sb.nvim(&setup(&format!(
+            "{WEB}, other = {{ command = 'sleep', args = {{ '1000' }} }}, \
+             third = {{ command = 'sleep', args = {{ '1000' }} }}"
+        )));
+        let before = a.notes().len();
+        a.cmd("ServerStop! third");
+        a.cmd("ServerStopAll!");
+        let notes = a.notes()[before..].to_vec();
+        for name in ["web", "other", "third"] {
+            let about: Vec<&String> = notes
+                .iter()
+                .filter(|m| m.contains(&format!("'{name}'")))
+                .collect();
+            assert_eq!(about.len(), 1, "{notes:#?}");
+            assert!(
+                about[0].starts_with(&format!("sharedserver: stopped '{name}'")),
+                "{notes:#?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_server_neovim_does_not_know_is_named_in_neovim_terms() {
+    each_nvim(|sb| {
+        let mut a = sb.nvim(&setup(""));
+        let said = a.lua("local _, err = require('sharedserver').start('../x') return err");
+        assert_eq!(
+            said,
+            json!("no server named '../x' is configured (no servers are configured; add them to setup({ servers = ... }))")
+        );
+        for cmd in ["ServerStop! nosuch", "ServerStop nosuch"] {
+            a.cmd(cmd);
+            let last = a.notes().pop().unwrap();
+            assert_eq!(
+                last,
+                "sharedserver: no server named 'nosuch' is running, and none is configured in this Neovim (:ServerStatus lists the servers)",
+                "{cmd}"
+            );
+        }
+        a.lua("require('sharedserver').register('web', { command = 'sleep', args = { '1000' }, lazy = true })");
+        a.cmd("ServerStop! web");
+        assert_eq!(
+            a.notes().pop().unwrap(),
+            "sharedserver: 'web' is not running (:ServerStart web starts it)"
+        );
+        let said = a.lua("local _, err = require('sharedserver').start('nosuch') return err");
+        assert_eq!(
+            said,
+            json!("no server named 'nosuch' is configured (configured: web)")
+        );
+    });
+}

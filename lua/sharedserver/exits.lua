@@ -116,7 +116,7 @@ function M.gone(e, pid, exit)
       string.format("'%s' (pid %d) exited on its own (%s)", e.name, pid, words or "unknown status"),
       vim.log.levels.ERROR
     )
-  else
+  elseif not e.stopping then
     notify.send("on_stop", string.format("'%s' (pid %d) stopped: %s", e.name, pid, reason))
   end
   if e.started_pid == pid then

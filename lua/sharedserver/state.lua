@@ -26,6 +26,7 @@ local M = {}
 ---@field log_file string|nil its log, as its record names it
 ---@field restarts integer automatic restarts, as last seen
 ---@field crash_key string|nil the last crash (pid@time) already reported
+---@field stopping boolean|nil this instance is stopping it for every client: the stop's own answer says so
 
 ---@type sharedserver.Opts
 M.opts = vim.deepcopy(config.defaults)
@@ -49,11 +50,13 @@ end
 function M.entry(name)
   local e = M.servers[name]
   if not e then
+    local names = M.list()
     error(
       string.format(
-        "sharedserver: no server named '%s' is configured (configured: %s)",
+        "sharedserver: no server named '%s' is configured (%s)",
         tostring(name),
-        table.concat(M.list(), ", ")
+        #names > 0 and "configured: " .. table.concat(names, ", ")
+          or "no servers are configured; add them to setup({ servers = ... })"
       ),
       0
     )

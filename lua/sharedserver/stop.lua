@@ -17,6 +17,20 @@ local M = {}
 
 local native = require("sharedserver.native")
 
+--- Why `name`, which does not run, cannot be stopped, in this editor's
+--- terms (the library's own words name a command line to start it).
+---@param name string
+---@return string
+local function not_running(name)
+  if state.servers[name] then
+    return string.format("'%s' is not running (:ServerStart %s starts it)", name, name)
+  end
+  return string.format(
+    "no server named '%s' is running, and none is configured in this Neovim (:ServerStatus lists the servers)",
+    name
+  )
+end
+
 --- Stop `name` for every client, wait for its exit record, and report the
 --- exit to this instance's view (on_exit) before returning.
 ---@param name string
@@ -24,7 +38,11 @@ local native = require("sharedserver.native")
 ---@return sharedserver.Status
 local function stop_now(name, timeout)
   local n = native
-  local pid = n.status(name).pid
+  local before = n.status(name)
+  if before.state == "stopped" then
+    error(not_running(name), 0)
+  end
+  local pid = before.pid
   local st = n.stop(name, { force = true, timeout = timeout })
   if pid and not (st.last_exit and st.last_exit.pid == pid) then
     -- The watcher removes the record a moment before it writes the exit
@@ -55,7 +73,18 @@ function M.stop(name, opts)
     local n = native
     local e = state.servers[name]
     if opts.force then
-      local st = stop_now(name, opts.timeout)
+      -- This instance's view sees the exit too (on_exit runs): the one
+      -- message is the answer below.
+      if e then
+        e.stopping = true
+      end
+      local stopped, st = pcall(stop_now, name, opts.timeout)
+      if e then
+        e.stopping = nil
+      end
+      if not stopped then
+        error(st, 0)
+      end
       if e then
         e.attached, e.waiting, e.wait_ns, e.mine, e.state = false, false, nil, false, st.state
         statusline.update()
@@ -65,6 +94,9 @@ function M.stop(name, opts)
         name,
         st.last_exit and (": " .. st.last_exit.reason) or ""
       )
+    end
+    if not e and n.status(name).state == "stopped" then
+      error(not_running(name), 0)
     end
     if not (e and e.attached) then
       error(
