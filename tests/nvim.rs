@@ -2725,3 +2725,54 @@ fn a_server_neovim_does_not_know_is_named_in_neovim_terms() {
         );
     });
 }
+
+#[test]
+fn a_start_typed_at_a_hit_enter_prompt_comes_after_the_news_read_before_it() {
+    use common::rpc::{Rpc, Value};
+    each_nvim(|sb| {
+        let mut a = sb.nvim(&format!("{}\n{CRASHER}", setup("")));
+        let mut ui = Rpc::connect(&sb.path("nvim0.sock"), DEADLINE).unwrap();
+        ui.call(
+            "nvim_ui_attach",
+            vec![Value::from(80), Value::from(24), Value::Map(vec![])],
+        )
+        .unwrap();
+        a.lua("R('c8')");
+        let before = a.notes().len();
+        ui.call(
+            "nvim_input",
+            vec![Value::from(":echo repeat('x', 300)<CR>")],
+        )
+        .unwrap();
+        eventually(DEADLINE, "the hit-enter prompt", || {
+            (ui_mode(&mut ui) == ("r".to_string(), true)).then_some(())
+        });
+        wait_gave_up(sb, "c8");
+        // Typed at the prompt, the start runs before the views of the
+        // crashes (read while the prompt was up) are applied.
+        ui.call("nvim_input", vec![Value::from(":ServerStart c8<CR>")])
+            .unwrap();
+        a.wait_for("the new start", "#_G.notes >= 5");
+        let notes = a.notes()[before..before + 4].to_vec();
+        let second = notes[3].clone();
+        assert_eq!(
+            notes[..2],
+            [
+                "sharedserver: 'c8' crashed (exit 7); restarting, attempt 1",
+                "sharedserver: 'c8' crashed (exit 7); restarting, attempt 2",
+            ],
+            "{notes:#?}"
+        );
+        assert!(
+            notes[2].starts_with("sharedserver: 'c8' crashed (exit 7); gave up after 2 restarts"),
+            "{notes:#?}"
+        );
+        assert!(
+            second.starts_with("sharedserver: started 'c8' (pid "),
+            "{notes:#?}"
+        );
+        assert_eq!(a.lua("return _G.exits.c8"), json!("7 gave-up"));
+        let pid = a.lua("return require('sharedserver').status('c8').pid");
+        assert_eq!(second, format!("sharedserver: started 'c8' (pid {pid})"));
+    });
+}

@@ -26,6 +26,19 @@ local function has_me(st)
   return false
 end
 
+--- Apply the views of `name` the monitor read and has not passed on yet.
+--- Called before this instance reads the record afresh or changes its own
+--- view (an attach, a detach, a restart): what those views tell (a crash,
+--- a give-up) is then told first, and none of them, read before the
+--- change, undoes it afterwards.
+---@param name string
+function M.catch_up(name)
+  local monitor = package.loaded["sharedserver.monitor"]
+  for _, view in ipairs(monitor and monitor.take(name) or {}) do
+    M.refresh(name, nil, view)
+  end
+end
+
 --- Bring this instance's view of one server up to date with the lock dir:
 --- notice crashes and restarts, that the server it knew has exited, whether
 --- a server it waits for is ready, and (re)learn whether this instance is
@@ -43,9 +56,7 @@ function M.refresh(name, settle, seen)
   end
   local ok, st = true, seen
   if not st then
-    for _, view in ipairs(require("sharedserver.monitor").take(name) or {}) do
-      M.refresh(name, nil, view)
-    end
+    M.catch_up(name)
     ok, st = pcall(function()
       return require("sharedserver.native").status(name)
     end)

@@ -32,6 +32,7 @@ end
 ---@param e sharedserver.Entry
 ---@param st sharedserver.Status
 local function now_attached(e, st)
+  refresh.catch_up(e.name)
   e.attached, e.pid, e.mine, e.state = true, st.pid, true, st.state
   e.log_file = st.log_file or e.log_file
   e.restarts = st.restarts or 0

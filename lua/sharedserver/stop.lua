@@ -69,6 +69,7 @@ end
 ---@return boolean ok, string|nil err
 function M.stop(name, opts)
   opts = opts or {}
+  refresh.catch_up(name)
   local ok, res = pcall(function()
     local n = native
     local e = state.servers[name]
@@ -161,6 +162,7 @@ end
 ---@param opts? { timeout?: string } how long to wait after SIGTERM before SIGKILL
 ---@return boolean ok, sharedserver.Status|string status_or_error
 function M.restart(name, opts)
+  refresh.catch_up(name)
   local ok, res = pcall(function()
     state.entry(name)
     local n = native
