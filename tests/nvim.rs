@@ -88,8 +88,10 @@ fn stop_idle(sb: &Sandbox, name: &str, watcher: u32) {
 /// file itself: a status() call could take the lock (to restore a lost
 /// watcher) and race the thread it watches.
 fn wait_joined_ahead(name: &str, refs: usize) -> String {
+    // 15 s: a loaded machine (the whole suite on 2 cores) needed more than
+    // 5; it must stay under the harness's deadline for the Neovim to answer.
     format!(
-        "vim.g.ahead = vim.wait(5000, function() \
+        "vim.g.ahead = vim.wait(15000, function() \
          local f = io.open(os.getenv('SHAREDSERVER_LOCKDIR') .. '/{name}.json') \
          if not f then return false end \
          local ok, rec = pcall(vim.fn.json_decode, f:read('*a')) f:close() \
