@@ -1,7 +1,8 @@
 //! build.lua under the real lazy.nvim, in a real terminal (tmux): a full
 //! build from the command line prints a readable trace, a rebuild started
 //! from the Lazy window (with the plugin's details open) leaves Neovim idle
-//! while cargo runs, and <C-c> in that window stops cargo.
+//! while cargo runs, and <C-c> in that window stops cargo. Also what only a
+//! real terminal shows: the statusline drawn again when a server changes.
 //!
 //! lazy.nvim comes from $SHAREDSERVER_TEST_LAZY, else the shared fixture next
 //! to the repository, else a clone of its `stable` branch into the target
@@ -11,7 +12,7 @@
 
 mod common;
 
-use common::nvim::{clean_tree, lua_str, nvims, profile_dir, NvimBin};
+use common::nvim::{clean_tree, lua_str, nvims, plugin_dir, profile_dir, NvimBin, Sandbox};
 use common::{eventually, REPO};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -361,4 +362,63 @@ fn lazy_build_waits_for_cargo_without_spinning_neovim_and_can_be_aborted() {
         before,
         "an aborted build installed a module"
     );
+}
+
+/// `cmd` as one shell command line (for tmux): its environment, then argv.
+fn shell_line(cmd: &Command) -> String {
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+    // env takes its options (-u) before the first assignment.
+    let mut words = vec!["env".to_string()];
+    let envs: Vec<_> = cmd.get_envs().collect();
+    for (key, value) in &envs {
+        if value.is_none() {
+            words.push(format!("-u {}", key.to_string_lossy()));
+        }
+    }
+    for (key, value) in &envs {
+        if let Some(v) = value {
+            words.push(format!("{}={}", key.to_string_lossy(), quote(v)));
+        }
+    }
+    words.push(quote(cmd.get_program()));
+    words.extend(cmd.get_args().map(quote));
+    format!(
+        "cd {} && {}",
+        quote(cmd.get_current_dir().unwrap().as_os_str()),
+        words.join(" ")
+    )
+}
+
+#[test]
+fn the_statusline_is_drawn_again_when_a_server_becomes_ready() {
+    tmux_available();
+    let sb = Sandbox::new(nvim());
+    let flag = sb.path("ready-flag");
+    let init = sb.path("init.lua");
+    std::fs::write(
+        &init,
+        format!(
+            r#"vim.opt.rtp:prepend({plugin})
+require("sharedserver").setup({{ servers = {{ web = {{
+  command = "sleep", args = {{ "1000" }}, ready = "cmd:test -e " .. {flag},
+}} }} }})
+vim.o.laststatus = 2
+vim.o.statusline = "[%{{v:lua.require'sharedserver'.statusline()}}]"
+"#,
+            plugin = lua_str(plugin_dir().to_str().unwrap()),
+            flag = lua_str(flag.to_str().unwrap()),
+        ),
+    )
+    .unwrap();
+    let cmd = sb.command(&["-u", init.to_str().unwrap(), "-i", "NONE", "-n"]);
+    let term = Terminal::start(sb.path("tmux.sock"), &shell_line(&cmd));
+    term.wait_screen("the statusline says web is starting", |s| {
+        s.contains("[web…]")
+    });
+    // Nothing is typed from here on: only the plugin can have the
+    // statusline drawn again.
+    std::fs::write(&flag, "").unwrap();
+    term.wait_screen("the statusline says web is active", |s| {
+        s.contains("[web●]")
+    });
 }

@@ -53,6 +53,10 @@ function M.update()
     text = new
     if vim.v.exiting == vim.NIL then
       fire_event()
+      -- A 'statusline' that calls statusline() is drawn again only at
+      -- Neovim's next redraw, which may be long after a server's change
+      -- (nothing typed): ask for one now. (Refused in a fast event.)
+      pcall(vim.cmd, "redrawstatus!")
     end
   end
 end
