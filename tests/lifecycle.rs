@@ -231,7 +231,11 @@ fn different_command_warns_then_attaches() {
     let b = w.client().to_string();
     w.ok(&["use", "w", "--pid", &a, "--", "sleep", "1000"]);
     let r = w.ok(&["use", "w", "--pid", &b, "--", "sleep", "2000"]);
-    assert!(r.stderr().contains("different command"), "{}", r.stderr());
+    assert!(
+        r.stderr().contains("already runs with another command"),
+        "{}",
+        r.stderr()
+    );
     assert_eq!(w.info("w")["refcount"], 2);
 }
 

@@ -2099,7 +2099,7 @@ fn joining_a_server_started_with_other_options_warns_once() {
         let notes = a.notes();
         let warnings: Vec<&String> = notes
             .iter()
-            .filter(|m| m.contains("already running with a different"))
+            .filter(|m| m.contains("already runs with another"))
             .collect();
         assert_eq!(warnings.len(), 1, "{notes:#?}");
         assert!(

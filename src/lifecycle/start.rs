@@ -146,14 +146,15 @@ impl Difference {
     }
 
     /// The one-line warning for a client that joined `name` anyway, shown
-    /// by the CLI and by Neovim alike.
+    /// by the CLI and by Neovim alike. Short, so that Neovim shows it on
+    /// one line, without a hit-enter prompt at start-up.
     pub fn warning(name: &str, differences: &[Difference]) -> Option<String> {
         if differences.is_empty() {
             return None;
         }
         let what: Vec<String> = differences.iter().map(Difference::describe).collect();
         Some(format!(
-            "'{name}' is already running with a different {}; attached to it as it runs (the starter's options, grace period included, stay in force)",
+            "'{name}' already runs with another {}; joined it as it runs, with its own options",
             what.join(", ")
         ))
     }
