@@ -57,11 +57,23 @@ impl World {
 
     /// A command for the real binary, pointed at this world's lock dir.
     pub fn cmd(&self, args: &[&str]) -> Command {
+        use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .env("SHAREDSERVER_LOCKDIR", &self.lockdir)
             .current_dir(self.tmp.path())
             .stdin(Stdio::null());
+        // As a command typed at a terminal has them: the suite itself may
+        // run with SIGINT and SIGQUIT ignored (a background job of a
+        // script), and the binary rightly keeps what it was given.
+        // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         cmd
     }
 
