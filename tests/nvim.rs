@@ -1839,22 +1839,27 @@ fn what_vimenter_says_is_shown_after_it_not_as_an_autocommand_error() {
         let mut a = sb.nvim(&init);
         a.wait_for("the start-up messages", "#_G.notes == 2");
         assert_eq!(a.lua("return _G.said_in_vimenter"), json!(0));
-        let notes = a.notes();
-        assert!(
-            notes[0].contains("cannot start 'gone': command not found: no-such-program-here"),
-            "{notes:#?}"
-        );
-        // The plain news of the batch on one line, so no prompt to press ENTER.
-        let pid = |name| sb.status(name).pid.unwrap();
-        assert_eq!(
-            notes[1],
-            format!(
-                "sharedserver: started 'web' (pid {}); started 'www' (pid {})",
-                pid("web"),
-                pid("www")
-            )
-        );
+        failure_then_one_line_of_news(sb, &a.notes());
     });
+}
+
+/// The messages of a batch that started `web` and `www` and could not
+/// start `gone`: the failure, then the plain news on one line (so no
+/// prompt to press ENTER).
+fn failure_then_one_line_of_news(sb: &Sandbox, notes: &[String]) {
+    assert!(
+        notes[0].contains("cannot start 'gone': command not found: no-such-program-here"),
+        "{notes:#?}"
+    );
+    let pid = |name| sb.status(name).pid.unwrap();
+    assert_eq!(
+        notes[1],
+        format!(
+            "sharedserver: started 'web' (pid {}); started 'www' (pid {})",
+            pid("web"),
+            pid("www")
+        )
+    );
 }
 
 #[test]
@@ -2616,20 +2621,7 @@ fn setup_from_lazy_nvims_very_lazy_event_reports_after_the_autocommand() {
         a.cmd("doautocmd User VeryLazy");
         a.wait_for("the messages", "#_G.notes == 2");
         assert_eq!(a.lua("return _G.said_in_autocmd"), json!(0));
-        let notes = a.notes();
-        assert!(
-            notes[0].contains("cannot start 'gone': command not found: no-such-program-here"),
-            "{notes:#?}"
-        );
-        let pid = |name| sb.status(name).pid.unwrap();
-        assert_eq!(
-            notes[1],
-            format!(
-                "sharedserver: started 'web' (pid {}); started 'www' (pid {})",
-                pid("web"),
-                pid("www")
-            )
-        );
+        failure_then_one_line_of_news(sb, &a.notes());
     });
 }
 
