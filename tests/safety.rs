@@ -181,6 +181,11 @@ fn a_directory_as_the_command_pid_0_and_logs_of_nothing_get_their_own_words() {
     let r = w.run(&["logs", "p0"]);
     assert_eq!(r.code(), 10);
     assert!(r.stderr().contains("'p0' is not running"), "{}", r.stderr());
+    // -n 0 asks for nothing, and gets nothing (not "nothing logged yet").
+    w.ok(&["use", "quiet", "--pid", &me, "--", "sleep", "1000"]);
+    let r = w.ok(&["logs", "quiet", "-n", "0"]);
+    assert_eq!((r.stdout(), r.stderr()), (String::new(), String::new()));
+    w.ok(&["admin", "stop", "quiet", "--force"]);
 }
 
 #[test]
@@ -461,6 +466,14 @@ fn corrupt_record_gives_a_clear_error_and_doctor_repairs_it() {
         );
     }
     assert!(alive(server), "repair never kills the server");
+    // A damaged record with no watcher: doctor says what it found and did,
+    // without the error's own advice to run doctor.
+    std::fs::write(w.record_path("nobody"), "{not json").unwrap();
+    let out = w.ok(&["admin", "doctor"]).stdout();
+    assert!(
+        out.contains("nobody: unreadable record") && !out.contains("to repair it"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -39,11 +39,14 @@ pub fn logs(args: LogsArgs) -> sharedserver::Result<i32> {
         if known.state == sharedserver::record::State::Stopped && known.last_exit.is_none() {
             return Err(sharedserver::Error::NotRunning(args.name.to_string()));
         }
-        note!(
-            "sharedserver: no output logged for '{}' yet ({})",
-            args.name,
-            path.display()
-        );
+        // (With -n 0, nothing was asked for.)
+        if args.lines > 0 {
+            note!(
+                "sharedserver: no output logged for '{}' yet ({})",
+                args.name,
+                path.display()
+            );
+        }
     }
     if !args.follow {
         return Ok(0);
