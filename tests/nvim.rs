@@ -2516,26 +2516,34 @@ fn notes_about(a: &mut common::nvim::Nvim, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Start the crashing `c8`, then put a hit-enter prompt up through a UI (a
+/// second connection to the first Neovim's socket): while it waits there,
+/// Neovim runs no scheduled callback (but polls its event loop). Returns the
+/// UI and how many notes there were before the prompt.
+fn crash_behind_a_prompt(sb: &Sandbox, a: &mut common::nvim::Nvim) -> (common::rpc::Rpc, usize) {
+    use common::rpc::{Rpc, Value};
+    let mut ui = Rpc::connect(&sb.path("nvim0.sock"), DEADLINE).unwrap();
+    ui.call(
+        "nvim_ui_attach",
+        vec![Value::from(80), Value::from(24), Value::Map(vec![])],
+    )
+    .unwrap();
+    a.lua("R('c8')");
+    let before = a.notes().len();
+    ui.call(
+        "nvim_input",
+        vec![Value::from(":echo repeat('x', 300)<CR>")],
+    )
+    .unwrap();
+    (ui, before)
+}
+
 #[test]
 fn restarts_and_the_give_up_are_reported_after_a_hit_enter_prompt_held_neovim() {
-    use common::rpc::{Rpc, Value};
+    use common::rpc::Value;
     each_nvim(|sb| {
         let mut a = sb.nvim(&format!("{}\n{CRASHER}", setup("")));
-        // A UI (on a second connection to the first Neovim's socket), so
-        // that a long message waits at a hit-enter prompt; while it does,
-        // Neovim runs no scheduled callback (but polls its event loop).
-        let mut ui = Rpc::connect(&sb.path("nvim0.sock"), DEADLINE).unwrap();
-        ui.call(
-            "nvim_ui_attach",
-            vec![Value::from(80), Value::from(24), Value::Map(vec![])],
-        )
-        .unwrap();
-        a.lua("R('c8')");
-        ui.call(
-            "nvim_input",
-            vec![Value::from(":echo repeat('x', 300)<CR>")],
-        )
-        .unwrap();
+        let (mut ui, _) = crash_behind_a_prompt(sb, &mut a);
         let mut blocked = || ui_mode(&mut ui) == ("r".to_string(), true);
         eventually(DEADLINE, "the hit-enter prompt", || blocked().then_some(()));
         wait_gave_up(sb, "c8");
@@ -2722,22 +2730,10 @@ fn a_server_neovim_does_not_know_is_named_in_neovim_terms() {
 
 #[test]
 fn a_start_typed_at_a_hit_enter_prompt_comes_after_the_news_read_before_it() {
-    use common::rpc::{Rpc, Value};
+    use common::rpc::Value;
     each_nvim(|sb| {
         let mut a = sb.nvim(&format!("{}\n{CRASHER}", setup("")));
-        let mut ui = Rpc::connect(&sb.path("nvim0.sock"), DEADLINE).unwrap();
-        ui.call(
-            "nvim_ui_attach",
-            vec![Value::from(80), Value::from(24), Value::Map(vec![])],
-        )
-        .unwrap();
-        a.lua("R('c8')");
-        let before = a.notes().len();
-        ui.call(
-            "nvim_input",
-            vec![Value::from(":echo repeat('x', 300)<CR>")],
-        )
-        .unwrap();
+        let (mut ui, before) = crash_behind_a_prompt(sb, &mut a);
         eventually(DEADLINE, "the hit-enter prompt", || {
             (ui_mode(&mut ui) == ("r".to_string(), true)).then_some(())
         });
