@@ -69,6 +69,14 @@ fn stop_idle(sb: &Sandbox, name: &str, watcher: u32) {
         "the watcher stopped while its lock is free",
         || {
             signal(watcher, Signal::SIGSTOP);
+            // A signal is delivered, not obeyed at once: until the watcher
+            // is seen stopped (state T), it may still take the lock.
+            let stopped = || {
+                read(Path::new(&format!("/proc/{watcher}/stat")))
+                    .rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+            };
+            eventually(DEADLINE, "the watcher is stopped", stopped);
             // SAFETY: flock on a descriptor this frame owns.
             let free = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
             if free {
@@ -82,7 +90,7 @@ fn stop_idle(sb: &Sandbox, name: &str, watcher: u32) {
     );
 }
 
-/// Init-file Lua that waits (5 s at most) until `name`'s record counts
+/// Init-file Lua that waits (15 s at most) until `name`'s record counts
 /// `refs` clients, and stores whether it did in `vim.g.ahead`: setup()
 /// joins running servers on a thread, before VimEnter. It reads the record
 /// file itself: a status() call could take the lock (to restore a lost
