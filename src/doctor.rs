@@ -308,14 +308,7 @@ fn check_one(lc: &Lifecycle, name: &ServerName, report: &mut Vec<String>) -> Res
         Err(e @ (Error::CorruptRecord(..) | Error::SymlinkRecord(..))) => {
             let aside = set_aside(store, name)?;
             drop(guard);
-            // Said by doctor itself: the error's advice to run doctor goes.
-            let what = match &e {
-                Error::CorruptRecord(path, why) => {
-                    format!("unreadable record {}: {why}", path.display())
-                }
-                e => e.to_string(),
-            };
-            report.push(format!("{name}: {what}"));
+            report.push(format!("{name}: {}", e.without_doctor_advice()));
             report.push(format!("{name}: moved it to {}", aside.display()));
             // A live watcher keeps the record in memory and rewrites it.
             if crate::watcher::listening(store, name) {

@@ -107,6 +107,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// The message without its advice to run `admin doctor`: for doctor's
+    /// own report of what it found.
+    pub fn without_doctor_advice(&self) -> String {
+        match self {
+            Error::CorruptRecord(path, why) => {
+                format!("unreadable record {}: {why}", path.display())
+            }
+            e => e.to_string(),
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, doing: &'static str, err: io::Error) -> Self {
         Error::Io(path.into(), doing, err)
     }
@@ -149,10 +160,10 @@ impl fmt::Display for Error {
             Error::UnsafeLockDir(path, why) => {
                 write!(f, "unsafe lock directory {}: {why}", path.display())
             }
-            Error::CorruptRecord(path, why) => write!(
+            Error::CorruptRecord(..) => write!(
                 f,
-                "unreadable record {}: {why} (run `sharedserver admin doctor` to repair it)",
-                path.display()
+                "{} (run `sharedserver admin doctor` to repair it)",
+                self.without_doctor_advice()
             ),
             Error::SymlinkRecord(path) => write!(
                 f,
